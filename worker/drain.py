@@ -1,0 +1,317 @@
+"""drain(branch): send one branch's jobs to OSCU, one at a time, in order. No Celery here.
+
+    take the branch lease (fencing token)
+    loop, bounded by max_jobs and max_seconds:
+        prepare  pick the head job (lowest seq still active) whose dependencies are accepted,
+                 allocate its invcNo/sarNo on first send, freeze its body, mark it in_flight
+                 -- one transaction, committed BEFORE the call
+        send     one OSCU call (the client never raises; it returns a CallOutcome)
+        record   attempt row + job state + side effects (stock balance, events, dependents)
+                 -- one transaction, fenced by the lease
+    release the lease, leaving ``wake_after`` = when the branch is next due
+
+A crash between prepare and record leaves the job ``in_flight``; the next lease holder treats
+it as maybe-sent and resends the identical body, so a duplicate answer then means "ours".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine
+
+from etims_relay.settings import Settings
+from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
+from schemas.jobs import JobKind, JobState
+from schemas.vat import VatScheme
+from worker import effects
+from worker.decide import Accept, Dead, Decision, Park, Retry, decide
+from worker.devices import Device, DeviceDirectory, DeviceNotInitialised
+from worker.observe import DrainObserver
+from worker.oscu.client import OscuClient
+from worker.oscu.outcome import CallOutcome, OutcomeKind
+from worker.outbox import queries as q
+from worker.outbox.queries import HOPELESS, Lease, LeaseLost
+
+log = logging.getLogger("etims_relay.drain")
+
+#: Active jobs read per prepare step (enough to skip past a few newly blocked ones).
+HEAD_WINDOW = 8
+#: How long a head waits for a dependency in another branch before looking again.
+DEPENDENCY_WAIT_S = 1.0
+
+Status = Literal["busy", "idle", "waiting", "more", "parked", "lease_lost"]
+
+
+@dataclass
+class DrainContext:
+    """What a drain needs; built once per worker process and shared by its threads."""
+
+    engine: Engine
+    client: OscuClient
+    devices: DeviceDirectory
+    settings: Settings
+    observer: DrainObserver = field(default_factory=DrainObserver)
+    worker_name: str = "worker"
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+    @property
+    def registrant(self) -> Registrant:
+        return Registrant(self.settings.registrant_id, self.settings.registrant_name)
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    branch_id: int
+    status: Status
+    sent: int = 0
+    #: seconds until the branch is due again (for a short Celery countdown), if known
+    due_in_s: float | None = None
+    #: other branches whose jobs this drain unblocked: wake them
+    woken: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    job: Any
+    body: dict[str, Any]
+    number: int | None
+    attempt: int
+    maybe_recorded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Idle:
+    pass
+
+
+def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
+    """Send the branch's due jobs in order until done, waiting, or out of budget."""
+    owner = f"{ctx.worker_name}:{uuid.uuid4().hex[:12]}"
+    limits = ctx.settings.drain
+    with ctx.engine.begin() as conn:
+        lease = q.claim_lease(conn, branch_id, owner, ctx.clock(), limits.lease_ttl_s)
+    if lease is None:
+        return DrainReport(branch_id, "busy")
+    ctx.observer.lease_taken(branch_id)
+    started, sent, woken = ctx.clock(), 0, set()
+    status: Status = "idle"
+    wake_after: float | None = None
+    seen_next_seq: int | None = None
+    try:
+        while True:
+            step, seen_next_seq = _prepare(lease, ctx, woken)
+            if isinstance(step, _Idle):
+                break
+            if isinstance(step, _Wait):
+                pause = step.until - ctx.clock()
+                budget_left = started + limits.max_seconds - ctx.clock()
+                if pause <= limits.inline_wait_s and pause < budget_left:
+                    ctx.sleep(max(pause, 0.0))
+                    continue
+                status, wake_after = "waiting", step.until
+                break
+            decision = _send_and_record(lease, step, ctx, woken)
+            sent += 1
+            if isinstance(decision, Park):
+                status = "parked"
+                break
+            if sent >= limits.max_jobs or ctx.clock() - started >= limits.max_seconds:
+                status, wake_after = "more", ctx.clock()
+                break
+    except LeaseLost:
+        ctx.observer.lease_lost(branch_id)
+        return DrainReport(branch_id, "lease_lost", sent, 0.0, frozenset(woken))
+    with ctx.engine.begin() as conn:
+        settled = q.release_lease(conn, lease, wake_after=wake_after, seen_next_seq=seen_next_seq)
+    if not settled and status in ("idle", "waiting"):
+        status, wake_after = "more", ctx.clock()
+    due_in = None if wake_after is None else max(0.0, wake_after - ctx.clock())
+    return DrainReport(branch_id, status, sent, due_in, frozenset(woken))
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def _prepare(lease: Lease, ctx: DrainContext, woken: set[int]) -> tuple[Any, int | None]:
+    """Pick the head and make it ready to send, in one committed transaction."""
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        branch = q.get_branch_by_id(conn, lease.branch_id)
+        if branch is None or branch.fencing_token != lease.token:
+            raise LeaseLost
+        q.extend_lease(conn, lease, now, ctx.settings.drain.lease_ttl_s)
+        while True:
+            candidates = q.head_candidates(conn, lease.branch_id, HEAD_WINDOW)
+            if not candidates:
+                return _Idle(), int(branch.next_seq)
+            for job in candidates:
+                verdict = _dependencies_verdict(conn, job, now)
+                if verdict == "hopeless":
+                    woken |= effects.block(conn, lease, job, now)
+                    continue
+                if verdict == "waiting":
+                    return _Wait(now + DEPENDENCY_WAIT_S), int(branch.next_seq)
+                if job.next_attempt_at is not None and job.next_attempt_at > now:
+                    return _Wait(job.next_attempt_at), int(branch.next_seq)
+                return _start(conn, lease, job, ctx, now), int(branch.next_seq)
+
+
+def _dependencies_verdict(conn: Connection, job: Any, now: float) -> str:
+    deps = q.dependency_states(conn, job.id)
+    if any(d.state in HOPELESS for d in deps):
+        return "hopeless"
+    if any(d.state != JobState.ACCEPTED.value for d in deps):
+        return "waiting"
+    return "ready"
+
+
+def _start(conn: Connection, lease: Lease, job: Any, ctx: DrainContext, now: float) -> Any:
+    """Freeze the body (allocating the KRA number on first send) and mark it in_flight."""
+    kind = JobKind(job.kind)
+    counter = kind.numbered_by
+    number = job.invc_no if counter == "invcNo" else job.sar_no
+    body_text = job.body
+    # A job found in_flight was being sent by a worker that died: it may have reached KRA.
+    maybe_recorded = bool(job.maybe_recorded) or job.state == JobState.IN_FLIGHT.value
+    values: dict[str, Any] = {}
+    if body_text is None:
+        if counter is not None and number is None:
+            number = q.allocate_number(conn, lease, counter)
+            values["invc_no" if counter == "invcNo" else "sar_no"] = number
+        try:
+            body = _build_body(conn, lease, job, kind, number, ctx)
+        except ValueError as exc:
+            return _LocalFailure(job, number, str(exc))
+        body_text = dumps_body(body)
+        values["body"] = body_text
+    attempt = int(job.attempts) + 1
+    values.update(
+        state=JobState.IN_FLIGHT.value,
+        attempts=attempt,
+        maybe_recorded=maybe_recorded,
+        updated_at=now,
+    )
+    q.update_job_fenced(conn, lease, job.id, values)
+    return _Send(job, loads_payload(body_text), number, attempt, maybe_recorded)
+
+
+@dataclass(frozen=True, slots=True)
+class _LocalFailure:
+    """The body could not be built (e.g. no stock balance for a stock master): dead, no call."""
+
+    job: Any
+    number: int | None
+    message: str
+
+
+def _build_body(
+    conn: Connection, lease: Lease, job: Any, kind: JobKind, number: int | None, ctx: DrainContext
+) -> dict[str, Any]:
+    payload = loads_payload(job.payload)
+    org_invc_no = None
+    if kind is JobKind.CREDIT_NOTE and job.original_job_id is not None:
+        org_invc_no = q.job_invc_no(conn, job.original_job_id)
+    rsd_qty = None
+    if kind is JobKind.STOCK_MASTER and payload.get("rsdQty") is None:
+        rsd_qty = q.stock_balance(conn, lease.branch_id, str(payload.get("itemCd")))
+    return complete_body(
+        kind,
+        payload,
+        tin=job.tin,
+        bhf_id=job.bhf_id,
+        number=number,
+        org_invc_no=org_invc_no,
+        rsd_qty=rsd_qty,
+        registrant=ctx.registrant,
+        scheme=VatScheme(ctx.settings.vat_scheme),
+        rates=ctx.settings.tax_rates,
+    )
+
+
+# --------------------------------------------------------------------------- send + record
+
+
+def _send_and_record(lease: Lease, step: Any, ctx: DrainContext, woken: set[int]) -> Decision:
+    job = step.job
+    kind = JobKind(job.kind)
+    if isinstance(step, _LocalFailure):
+        outcome = CallOutcome(
+            OutcomeKind.REJECTED, kind.endpoint, "LOCAL", step.message, may_have_reached_kra=False
+        )
+        return _record(lease, step, None, outcome, Dead("LOCAL", step.message, True), ctx, woken)
+    try:
+        device = ctx.devices.get(job.tin, job.bhf_id)
+    except DeviceNotInitialised as exc:
+        outcome = CallOutcome(
+            OutcomeKind.AUTH, kind.endpoint, "DEVICE", str(exc), may_have_reached_kra=False
+        )
+        decision: Decision = Park(str(exc), release_number=not step.maybe_recorded)
+        return _record(lease, step, None, outcome, decision, ctx, woken)
+    started = ctx.clock()
+    outcome = ctx.client.call(kind.endpoint, step.body, device=device.credentials, write=True)
+    ctx.observer.call_finished(kind, outcome)
+    if outcome.kind is OutcomeKind.AUTH:
+        ctx.devices.forget(job.tin, job.bhf_id)
+    maybe_recorded = step.maybe_recorded or (
+        outcome.may_have_reached_kra and outcome.kind in _INCONCLUSIVE
+    )
+    decision = decide(
+        kind,
+        outcome,
+        attempt=step.attempt,
+        maybe_recorded=step.maybe_recorded,
+        number=step.number,
+        retry=ctx.settings.retry,
+    )
+    step = _Send(job, step.body, step.number, step.attempt, maybe_recorded)
+    receipt: dict[str, Any] | None = None
+    if isinstance(decision, Accept):
+        receipt, decision = effects.receipt_for(kind, step, outcome, decision, device, ctx)
+    return _record(lease, step, device, outcome, decision, ctx, woken, receipt, started)
+
+
+_INCONCLUSIVE = frozenset(
+    {OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN, OutcomeKind.RATE_LIMITED, OutcomeKind.SEQUENCE}
+)
+
+
+def _record(
+    lease: Lease,
+    step: Any,
+    device: Device | None,
+    outcome: CallOutcome,
+    decision: Decision,
+    ctx: DrainContext,
+    woken: set[int],
+    receipt: dict[str, Any] | None = None,
+    started: float | None = None,
+) -> Decision:
+    """Attempt row, job state and side effects in one fenced transaction."""
+    now = ctx.clock()
+    job = step.job
+    with ctx.engine.begin() as conn:
+        if not isinstance(step, _LocalFailure) and outcome.result_code != "DEVICE":
+            effects.insert_attempt(conn, lease, step, outcome, started or now, ctx.worker_name)
+        match decision:
+            case Accept():
+                woken |= effects.accept(conn, lease, step, outcome, receipt, device, ctx, now)
+            case Retry():
+                effects.retry(conn, lease, step, outcome, decision, now)
+            case Dead():
+                woken |= effects.dead(conn, lease, step, decision, now)
+            case Park():
+                effects.park(conn, lease, step, decision, now)
+    ctx.observer.job_decided(job, decision, outcome, now)
+    return decision

@@ -1,0 +1,257 @@
+"""What each decision writes: the job's new state and everything that follows from it.
+
+Called by the drain inside one fenced transaction per job, so a job's state, its attempt row,
+the branch's stock balance, its result event and its dependents' states change together or
+not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from schemas.codes import StockIOType
+from schemas.envelope import InvoiceDetails, SaleSignature
+from schemas.jobs import JobKind, JobState
+from schemas.qr import receipt_qr_url
+from worker.decide import Accept, Dead, Decision, Park, Retry
+from worker.oscu.outcome import CallOutcome, OutcomeKind
+from worker.outbox import queries as q
+from worker.outbox.queries import Lease
+
+if TYPE_CHECKING:
+    from worker.devices import Device
+    from worker.drain import DrainContext
+
+log = logging.getLogger("etims_relay.drain")
+
+SALE_KINDS = (JobKind.SALE, JobKind.CREDIT_NOTE)
+
+
+def insert_attempt(
+    conn: Connection, lease: Lease, step: Any, outcome: CallOutcome, started: float, worker: str
+) -> None:
+    body_hash = hashlib.sha256(json.dumps(step.body, sort_keys=True, default=str).encode()).hexdigest()
+    q.insert_attempt(
+        conn,
+        {
+            "job_id": step.job.id,
+            "number": step.attempt,
+            "kra_number": step.number,
+            "started_at": started,
+            "latency_s": outcome.latency_s,
+            "outcome": outcome.kind.value,
+            "result_code": outcome.result_code,
+            "message": (outcome.message or "")[:2000],
+            "http_status": outcome.http_status,
+            "error": outcome.error,
+            "request_hash": body_hash,
+            "fencing_token": lease.token,
+            "worker": worker,
+        },
+    )
+
+
+def receipt_for(
+    kind: JobKind,
+    step: Any,
+    outcome: CallOutcome,
+    decision: Accept,
+    device: Device,
+    ctx: DrainContext,
+) -> tuple[dict[str, Any] | None, Decision]:
+    """The signature of an accepted sale; after a duplicate, recover it from KRA.
+
+    A duplicate on a resend means KRA holds *a* sale under our number. ``selectInvoiceDetails``
+    tells us whether it is ours (same trdInvcNo): then we keep its signature; if it is another
+    sale, our counter is wrong and the branch parks. Hosts without the lookup leave the job
+    accepted with ``receipt_missing``.
+    """
+    if kind not in SALE_KINDS:
+        return None, decision
+    if not decision.via_duplicate:
+        if outcome.data is None:
+            return None, decision
+        return SaleSignature.model_validate(outcome.data).model_dump(mode="json"), decision
+    if not ctx.settings.oscu.invoice_details_supported or step.number is None:
+        return None, decision
+    lookup = ctx.client.select_invoice_details(device.credentials, step.number)
+    if lookup.kind is not OutcomeKind.ACCEPTED or not lookup.data:
+        log.warning("receipt of invcNo %s not recoverable: %s", step.number, lookup.kind.value)
+        return None, decision
+    details = InvoiceDetails.from_data(lookup.data)
+    ours = str(step.body.get("trdInvcNo"))
+    if details.trdInvcNo is not None and str(details.trdInvcNo) != ours:
+        return None, Park(
+            f"KRA holds invcNo {step.number} for another sale (trdInvcNo {details.trdInvcNo}, "
+            f"ours {ours}): our counter is behind KRA's; run etims-relay branch set-next",
+            release_number=True,
+        )
+    signature = details.signature
+    return (signature.model_dump(mode="json") if signature else None), decision
+
+
+def accept(
+    conn: Connection,
+    lease: Lease,
+    step: Any,
+    outcome: CallOutcome,
+    receipt: dict[str, Any] | None,
+    device: Device | None,
+    ctx: DrainContext,
+    now: float,
+) -> set[int]:
+    job = step.job
+    kind = JobKind(job.kind)
+    values: dict[str, Any] = {
+        "state": JobState.ACCEPTED.value,
+        "result_code": outcome.result_code,
+        "result_message": outcome.message,
+        "next_attempt_at": None,
+        "accepted_at": now,
+        "updated_at": now,
+    }
+    if kind in SALE_KINDS:
+        values["receipt_missing"] = receipt is None
+        if receipt is not None:
+            values["receipt"] = json.dumps(receipt)
+            values["qr_url"] = receipt_qr_url(
+                job.tin, job.bhf_id, receipt["rcptSign"], sandbox=_sandbox(ctx)
+            )
+        if device is not None:
+            values["sdc_id"], values["mrc_no"] = device.sdc_id, device.mrc_no
+    q.update_job_fenced(conn, lease, job.id, values)
+    if kind is JobKind.STOCK_IO:
+        q.add_stock(conn, lease.branch_id, stock_deltas(step.body))
+    _event(conn, job, JobState.ACCEPTED, now, {**values, "receipt": receipt})
+    return unblock_dependents(conn, [job.id], now)
+
+
+def retry(
+    conn: Connection, lease: Lease, step: Any, outcome: CallOutcome, decision: Retry, now: float
+) -> None:
+    q.update_job_fenced(
+        conn,
+        lease,
+        step.job.id,
+        {
+            "state": decision.state.value,
+            "next_attempt_at": now + decision.delay_s,
+            "maybe_recorded": step.maybe_recorded,
+            "result_code": outcome.result_code,
+            "result_message": outcome.message,
+            "updated_at": now,
+        },
+    )
+
+
+def dead(conn: Connection, lease: Lease, step: Any, decision: Dead, now: float) -> set[int]:
+    job = step.job
+    values: dict[str, Any] = {
+        "state": JobState.DEAD.value,
+        "result_code": decision.code,
+        "result_message": decision.message,
+        "next_attempt_at": None,
+        "updated_at": now,
+    }
+    if decision.release_number:
+        values.update(_released(conn, lease, job, step.number))
+    q.update_job_fenced(conn, lease, job.id, values)
+    _event(conn, job, JobState.DEAD, now, values)
+    return block_dependents(conn, [job.id], now)
+
+
+def park(conn: Connection, lease: Lease, step: Any, decision: Park, now: float) -> None:
+    job = step.job
+    values: dict[str, Any] = {"state": JobState.PENDING.value, "updated_at": now}
+    if decision.release_number:
+        values.update(_released(conn, lease, job, step.number))
+    q.update_job_fenced(conn, lease, job.id, values)
+    q.park_branch(conn, lease, decision.reason, now)
+    log.error("branch %s/%s parked: %s", job.tin, job.bhf_id, decision.reason)
+
+
+def block(conn: Connection, lease: Lease, job: Any, now: float) -> set[int]:
+    """The head's dependency can never be satisfied: block it (and what depends on it)."""
+    q.update_job_fenced(
+        conn, lease, job.id, {"state": JobState.BLOCKED.value, "updated_at": now}
+    )
+    _event(conn, job, JobState.BLOCKED, now, {})
+    return block_dependents(conn, [job.id], now)
+
+
+def _released(conn: Connection, lease: Lease, job: Any, number: int | None) -> dict[str, Any]:
+    counter = JobKind(job.kind).numbered_by
+    if counter is None or number is None:
+        return {"body": None}
+    q.release_number(conn, lease, counter, number)
+    return {"body": None, "invc_no" if counter == "invcNo" else "sar_no": None}
+
+
+def block_dependents(conn: Connection, job_ids: Iterable[int], now: float) -> set[int]:
+    """Block pending jobs that depend (transitively) on ``job_ids``; return their branches."""
+    return _propagate(conn, job_ids, now, JobState.PENDING, JobState.BLOCKED)
+
+
+def unblock_dependents(conn: Connection, job_ids: Iterable[int], now: float) -> set[int]:
+    """Jobs blocked behind ``job_ids`` go back to pending (the drain re-checks the rest)."""
+    return _propagate(conn, job_ids, now, JobState.BLOCKED, JobState.PENDING)
+
+
+def _propagate(
+    conn: Connection, job_ids: Iterable[int], now: float, src: JobState, dst: JobState
+) -> set[int]:
+    frontier, branches = list(job_ids), set()
+    seen: set[int] = set(frontier)
+    while frontier:
+        rows = [r for r in q.dependents(conn, frontier, [src.value]) if r.id not in seen]
+        if not rows:
+            break
+        ids = [r.id for r in rows]
+        q.set_state_unfenced(conn, ids, [src.value], {"state": dst.value, "updated_at": now})
+        for row in rows:
+            if dst is JobState.BLOCKED:
+                _event(conn, row, JobState.BLOCKED, now, {})
+            branches.add(int(row.branch_id))
+        seen.update(ids)
+        frontier = ids
+    if dst is JobState.PENDING:
+        q.wake_branches(conn, branches, now)
+    return branches
+
+
+def stock_deltas(body: dict[str, Any]) -> dict[str, Decimal]:
+    """Quantity per item this accepted movement adds to (in) or takes from (out) the branch."""
+    sign = Decimal(1) if StockIOType(str(body["sarTyCd"])).is_in else Decimal(-1)
+    deltas: dict[str, Decimal] = {}
+    for line in body.get("itemList", []):
+        item_cd = line.get("itemCd")
+        if item_cd:
+            deltas[item_cd] = deltas.get(item_cd, Decimal(0)) + sign * Decimal(str(line["qty"]))
+    return deltas
+
+
+def _event(conn: Connection, job: Any, state: JobState, now: float, extra: dict[str, Any]) -> None:
+    body = {
+        "job_id": job.id,
+        "idempotency_key": job.idempotency_key,
+        "kind": job.kind,
+        "tin": job.tin,
+        "state": state.value,
+        "result_code": extra.get("result_code"),
+        "result_message": extra.get("result_message"),
+        "receipt": extra.get("receipt"),
+        "qr_url": extra.get("qr_url"),
+        "at": now,
+    }
+    q.insert_event(conn, job.id, job.tin, state.value, json.dumps(body, default=str), now)
+
+
+def _sandbox(ctx: DrainContext) -> bool:
+    return "-sbx." in ctx.settings.oscu_url or "sbx.kra" in ctx.settings.oscu_url

@@ -1,0 +1,262 @@
+"""The OSCU HTTP client: one POST per call, one :class:`CallOutcome` back, never an exception
+for a network or KRA failure.
+
+Layers, each with one concern (the httpx ``Client.send`` pattern, STYLE.md §1):
+
+``call`` (encode, time, scrub, log) -> ``_exchange`` (the one 401 re-try with a fresh token)
+-> ``_attempt`` (headers, one round trip, translate errors) -> :mod:`~worker.oscu.classify`.
+
+Thread-safety: one ``httpx.Client`` (thread-safe connection pool) is shared by all threads of a
+Celery threads pool; the client itself holds no per-call state, and the token provider locks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from etims_relay.settings import OscuSettings
+from worker.oscu._secrets import scrub
+from worker.oscu.auth import ClientCredentialsTokenProvider, TokenProvider
+from worker.oscu.classify import classify_response, outcome_for_error
+from worker.oscu.credentials import DeviceCredentials
+from worker.oscu.endpoints import ENDPOINTS, INIT_ENDPOINT, EndpointsMixin
+from worker.oscu.errors import OscuError, map_transport_errors
+from worker.oscu.outcome import CallOutcome
+
+__all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "ENDPOINTS", "DeviceCredentials", "OscuClient"]
+
+logger = logging.getLogger("etims_relay.oscu")
+
+#: oscu-reference §9: 10 s to connect, 30 s to read (KRA signs in ~2 s but congests).
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0, pool=10.0)
+#: Keep as many idle connections as we allow open: a threads pool reuses them all.
+DEFAULT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+USER_AGENT = "etims-relay"
+
+
+def _json_default(value: object) -> object:
+    """Money is Decimal in schemas/; OSCU wants JSON numbers with at most 2 decimals."""
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+class OscuClient(EndpointsMixin):
+    """Talks to one OSCU base URL (etims-api host, GavaConnect, or the simulator)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: httpx.Timeout | None = None,
+        limits: httpx.Limits | None = None,
+        transport: httpx.BaseTransport | None = None,
+        token_provider: TokenProvider | None = None,
+        apigee_app_id: str | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            timeout=timeout or DEFAULT_TIMEOUT,
+            limits=limits or DEFAULT_LIMITS,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            # A redirect of a POST is an answer to classify, not something to follow blindly.
+            follow_redirects=False,
+        )
+        self._token_provider = token_provider
+        self._owns_token_provider = False
+        self._apigee_app_id = apigee_app_id or None
+
+    @classmethod
+    def from_settings(
+        cls,
+        oscu_url: str,
+        settings: OscuSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> OscuClient:
+        """Build from configuration; a bearer token is used only when ``token_url`` is set."""
+        timeout = httpx.Timeout(
+            settings.read_timeout_s,
+            connect=settings.connect_timeout_s,
+            pool=settings.connect_timeout_s,
+        )
+        provider = None
+        if settings.token_url:
+            if settings.consumer_key is None or settings.consumer_secret is None:
+                raise ValueError("oscu.token_url is set but consumer_key/consumer_secret are not")
+            provider = ClientCredentialsTokenProvider(
+                settings.token_url,
+                settings.consumer_key,
+                settings.consumer_secret,
+                timeout=timeout,
+                transport=transport,
+            )
+        client = cls(
+            oscu_url,
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            ),
+            transport=transport,
+            token_provider=provider,
+            apigee_app_id=settings.apigee_app_id,
+        )
+        client._owns_token_provider = provider is not None
+        return client
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    def __repr__(self) -> str:
+        bearer = self._token_provider is not None
+        return f"{type(self).__name__}(base_url={self._base_url!r}, bearer={bearer})"
+
+    def __enter__(self) -> OscuClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close pooled connections (and the token provider, if we built it)."""
+        self._http.close()
+        if self._owns_token_provider and self._token_provider is not None:
+            self._token_provider.close()
+
+    # -- the one entry point --------------------------------------------------------------------
+    def call(
+        self,
+        endpoint: str,
+        body: Mapping[str, Any],
+        *,
+        device: DeviceCredentials | None,
+        write: bool,
+    ) -> CallOutcome:
+        """POST ``body`` to ``{base_url}/{endpoint}`` and classify the answer.
+
+        Raises only for our own bugs (no device for a non-init endpoint, a body that is not
+        JSON-serialisable); every network or KRA failure comes back as a :class:`CallOutcome`.
+        """
+        endpoint = endpoint.strip("/")
+        content = self._encode(endpoint, body, device)
+        started = time.perf_counter()
+        outcome, token = self._exchange(endpoint, content, device, write)
+        secrets = (device.cmc_key.get_secret_value() if device else None, token)
+        outcome = dataclasses.replace(
+            outcome,
+            latency_s=time.perf_counter() - started,
+            message=scrub(outcome.message, secrets),
+        )
+        self._log(outcome)
+        return outcome
+
+    def _encode(
+        self, endpoint: str, body: Mapping[str, Any], device: DeviceCredentials | None
+    ) -> bytes:
+        """JSON body; ``tin``/``bhfId`` added when absent (some GavaConnect lookups need them)."""
+        payload = dict(body)
+        if device is not None:
+            payload.setdefault("tin", device.tin)
+            payload.setdefault("bhfId", device.bhf_id)
+        elif endpoint != INIT_ENDPOINT:
+            raise ValueError(f"{endpoint} needs device credentials (only init goes without)")
+        text = json.dumps(
+            payload,
+            default=_json_default,
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
+        )
+        return text.encode("utf-8")
+
+    def _exchange(
+        self, endpoint: str, content: bytes, device: DeviceCredentials | None, write: bool
+    ) -> tuple[CallOutcome, str | None]:
+        """One attempt, plus one more with a fresh token if the gateway said 401.
+
+        Re-sending after a 401 is safe even for a write: the gateway refused it before KRA's
+        application saw it.
+        """
+        outcome, token = self._attempt(endpoint, content, device, write)
+        if token is None or self._token_provider is None or not _token_refused(outcome):
+            return outcome, token
+        self._token_provider.invalidate(token)
+        return self._attempt(endpoint, content, device, write)
+
+    def _attempt(
+        self, endpoint: str, content: bytes, device: DeviceCredentials | None, write: bool
+    ) -> tuple[CallOutcome, str | None]:
+        token: str | None = None
+        try:
+            headers, token = self._headers(endpoint, device)
+            with map_transport_errors():
+                response = self._http.post(
+                    f"{self._base_url}/{endpoint}", content=content, headers=headers
+                )
+        except OscuError as exc:
+            return outcome_for_error(endpoint, exc, write=write), token
+        outcome = classify_response(
+            endpoint, response.status_code, response.headers, response.content, write=write
+        )
+        return outcome, token
+
+    def _headers(
+        self, endpoint: str, device: DeviceCredentials | None
+    ) -> tuple[dict[str, str], str | None]:
+        """Device headers on every call but init; bearer and apigee_app_id on all calls."""
+        headers = {"Content-Type": "application/json"}
+        if device is not None and endpoint != INIT_ENDPOINT:
+            headers["tin"] = device.tin
+            headers["bhfId"] = device.bhf_id
+            headers["cmcKey"] = device.cmc_key.get_secret_value()
+        token = None
+        if self._token_provider is not None:
+            token = self._token_provider.get_token()
+            headers["Authorization"] = f"Bearer {token}"
+        if self._apigee_app_id:
+            headers["apigee_app_id"] = self._apigee_app_id
+        return headers, token
+
+    @staticmethod
+    def _log(outcome: CallOutcome) -> None:
+        """One line per call: what an operator needs, never headers, bodies or messages."""
+        latency_ms = round(outcome.latency_s * 1000, 1)
+        logger.log(
+            logging.DEBUG if outcome.ok else logging.INFO,
+            "oscu %s -> %s code=%s http=%s latency_ms=%.1f error=%s",
+            outcome.endpoint,
+            outcome.kind.value,
+            outcome.result_code,
+            outcome.http_status,
+            latency_ms,
+            outcome.error,
+            extra={
+                "oscu_endpoint": outcome.endpoint,
+                "oscu_outcome": outcome.kind.value,
+                "oscu_result_code": outcome.result_code,
+                "oscu_http_status": outcome.http_status,
+                "oscu_latency_ms": latency_ms,
+            },
+        )
+
+
+def _token_refused(outcome: CallOutcome) -> bool:
+    """HTTP 401, or a GavaConnect/Apigee body saying 401 / token expired."""
+    return outcome.http_status == 401 or outcome.extra.get("embedded_status") == 401

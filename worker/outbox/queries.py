@@ -1,0 +1,570 @@
+"""Every SQL statement of etims-relay, one named function each. Nothing else executes SQL.
+
+Each function takes a ``Connection`` inside a transaction the caller opened
+(``with engine.begin() as conn``), so a caller composes several statements into one atomic
+step. Statements that the drain issues while holding a branch lease carry the fencing check
+in their WHERE clause (:func:`_fenced`): a worker whose lease was taken over writes nothing,
+and learns it from the row count (:class:`LeaseLost`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from schemas.jobs import ACTIVE_STATES, JobState
+from worker.outbox.models import (
+    attempts,
+    audit_log,
+    branches,
+    devices,
+    job_dependencies,
+    jobs,
+    result_events,
+    stock_balances,
+)
+
+ACTIVE = [s.value for s in ACTIVE_STATES]
+#: A dependency in one of these states can never be satisfied without an operator.
+HOPELESS = [JobState.DEAD.value, JobState.BLOCKED.value, JobState.SKIPPED.value]
+
+
+class LeaseLost(Exception):
+    """The fencing token moved on: another worker owns the branch now. Write nothing more."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    branch_id: int
+    token: int
+    owner: str
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fenced(lease: Lease) -> ColumnElement[bool]:
+    """True only while ``lease`` is still the branch's current lease."""
+    return exists().where(branches.c.id == lease.branch_id, branches.c.fencing_token == lease.token)
+
+
+def _insert_ignore(conn: Connection, table: Any, values: Mapping[str, Any], keys: list[str]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on either backend."""
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
+
+
+def _check(rowcount: int) -> None:
+    if rowcount == 0:
+        raise LeaseLost
+
+
+# --------------------------------------------------------------------------- branches
+
+
+def ensure_branch(conn: Connection, tin: str, bhf_id: str, now: float) -> int:
+    """Return the branch id of (tin, bhf_id), creating the row on first use."""
+    found = conn.execute(
+        select(branches.c.id).where(branches.c.tin == tin, branches.c.bhf_id == bhf_id)
+    ).scalar()
+    if found is not None:
+        return int(found)
+    _insert_ignore(
+        conn,
+        branches,
+        {
+            "tin": tin,
+            "bhf_id": bhf_id,
+            "next_seq": 1,
+            "next_invc_no": 1,
+            "next_sar_no": 1,
+            "fencing_token": 0,
+            "created_at": now,
+        },
+        ["tin", "bhf_id"],
+    )
+    return int(
+        conn.execute(
+            select(branches.c.id).where(branches.c.tin == tin, branches.c.bhf_id == bhf_id)
+        ).scalar_one()
+    )
+
+
+def reserve_seq(conn: Connection, branch_id: int, count: int, now: float) -> int:
+    """Reserve ``count`` consecutive seq numbers; return the first. Marks the branch due.
+
+    The UPDATE locks the branch row until commit, so seq order equals commit order and a
+    drain never sees a lower seq appear behind one it already sent.
+    """
+    new_next = conn.execute(
+        update(branches)
+        .where(branches.c.id == branch_id)
+        .values(
+            next_seq=branches.c.next_seq + count,
+            wake_after=case(
+                (or_(branches.c.wake_after.is_(None), branches.c.wake_after > now), now),
+                else_=branches.c.wake_after,
+            ),
+        )
+        .returning(branches.c.next_seq)
+    ).scalar_one()
+    return int(new_next) - count
+
+
+def wake_branches(conn: Connection, branch_ids: Iterable[int], now: float) -> None:
+    """Mark branches due now (the sweeper wakes them if no message does)."""
+    ids = sorted(set(branch_ids))
+    if not ids:
+        return
+    conn.execute(
+        update(branches)
+        .where(
+            branches.c.id.in_(ids),
+            or_(branches.c.wake_after.is_(None), branches.c.wake_after > now),
+        )
+        .values(wake_after=now)
+    )
+
+
+def get_branch(conn: Connection, tin: str, bhf_id: str) -> Row[Any] | None:
+    return conn.execute(
+        select(branches).where(branches.c.tin == tin, branches.c.bhf_id == bhf_id)
+    ).first()
+
+
+def get_branch_by_id(conn: Connection, branch_id: int) -> Row[Any] | None:
+    return conn.execute(select(branches).where(branches.c.id == branch_id)).first()
+
+
+def set_branch_counters(
+    conn: Connection, branch_id: int, *, invc_no: int | None, sar_no: int | None, now: float
+) -> None:
+    """Operator action: set KRA's next numbers and unpark the branch."""
+    values: dict[str, Any] = {"parked_reason": None, "parked_at": None, "wake_after": now}
+    if invc_no is not None:
+        values["next_invc_no"] = invc_no
+    if sar_no is not None:
+        values["next_sar_no"] = sar_no
+    conn.execute(update(branches).where(branches.c.id == branch_id).values(**values))
+
+
+def due_branches(conn: Connection, now: float, limit: int) -> list[int]:
+    """Branches the sweeper must wake: due, not parked, lease free or expired."""
+    rows = conn.execute(
+        select(branches.c.id)
+        .where(
+            branches.c.wake_after <= now,
+            branches.c.parked_reason.is_(None),
+            or_(branches.c.lease_until.is_(None), branches.c.lease_until < now),
+        )
+        .order_by(branches.c.wake_after)
+        .limit(limit)
+    )
+    return [int(r[0]) for r in rows]
+
+
+# --------------------------------------------------------------------------- lease
+
+
+def claim_lease(conn: Connection, branch_id: int, owner: str, now: float, ttl: float) -> Lease | None:
+    """Take the branch if its lease is free or expired; bump the fencing token."""
+    token = conn.execute(
+        update(branches)
+        .where(
+            branches.c.id == branch_id,
+            branches.c.parked_reason.is_(None),
+            or_(branches.c.lease_until.is_(None), branches.c.lease_until < now),
+        )
+        .values(
+            lease_owner=owner,
+            lease_until=now + ttl,
+            fencing_token=branches.c.fencing_token + 1,
+        )
+        .returning(branches.c.fencing_token)
+    ).scalar()
+    return None if token is None else Lease(branch_id, int(token), owner)
+
+
+def extend_lease(conn: Connection, lease: Lease, now: float, ttl: float) -> None:
+    _check(
+        conn.execute(
+            update(branches)
+            .where(branches.c.id == lease.branch_id, branches.c.fencing_token == lease.token)
+            .values(lease_until=now + ttl)
+        ).rowcount
+    )
+
+
+def release_lease(
+    conn: Connection, lease: Lease, *, wake_after: float | None, seen_next_seq: int | None
+) -> bool:
+    """Give the branch back and record when it is next due.
+
+    Setting ``wake_after`` (possibly to NULL, "idle") only sticks if no job was enqueued since
+    the drain last looked (``next_seq`` unchanged); otherwise the branch stays due now. Returns
+    False when new work arrived, so the caller re-wakes it.
+    """
+    same_work = (
+        branches.c.next_seq == seen_next_seq if seen_next_seq is not None else branches.c.id.is_not(None)
+    )
+    released = conn.execute(
+        update(branches)
+        .where(branches.c.id == lease.branch_id, branches.c.fencing_token == lease.token, same_work)
+        .values(lease_owner=None, lease_until=None, wake_after=wake_after)
+    ).rowcount
+    if released:
+        return True
+    conn.execute(
+        update(branches)
+        .where(branches.c.id == lease.branch_id, branches.c.fencing_token == lease.token)
+        .values(lease_owner=None, lease_until=None)
+    )
+    return False
+
+
+def park_branch(conn: Connection, lease: Lease, reason: str, now: float) -> None:
+    """Stop sending for this branch until an operator acts (set-next, replay)."""
+    _check(
+        conn.execute(
+            update(branches)
+            .where(branches.c.id == lease.branch_id, branches.c.fencing_token == lease.token)
+            .values(parked_reason=reason, parked_at=now)
+        ).rowcount
+    )
+
+
+def allocate_number(conn: Connection, lease: Lease, counter: str) -> int:
+    """Take KRA's next invcNo or sarNo for the branch (persisted before the call)."""
+    column = branches.c.next_invc_no if counter == "invcNo" else branches.c.next_sar_no
+    new = conn.execute(
+        update(branches)
+        .where(branches.c.id == lease.branch_id, branches.c.fencing_token == lease.token)
+        .values({column: column + 1})
+        .returning(column)
+    ).scalar()
+    if new is None:
+        raise LeaseLost
+    return int(new) - 1
+
+
+def release_number(conn: Connection, lease: Lease, counter: str, number: int) -> None:
+    """Hand a number back after a definitive rejection, if nothing was allocated after it."""
+    column = branches.c.next_invc_no if counter == "invcNo" else branches.c.next_sar_no
+    conn.execute(
+        update(branches)
+        .where(
+            branches.c.id == lease.branch_id,
+            branches.c.fencing_token == lease.token,
+            column == number + 1,
+        )
+        .values({column: number})
+    )
+
+
+# --------------------------------------------------------------------------- enqueue
+
+
+def find_jobs_by_keys(conn: Connection, tin: str, keys: Sequence[str]) -> dict[str, Row[Any]]:
+    """Existing jobs of ``tin`` with these idempotency keys."""
+    if not keys:
+        return {}
+    found: dict[str, Row[Any]] = {}
+    unique = sorted(set(keys))
+    for start in range(0, len(unique), 500):
+        rows = conn.execute(
+            select(
+                jobs.c.id,
+                jobs.c.idempotency_key,
+                jobs.c.payload_hash,
+                jobs.c.state,
+                jobs.c.kind,
+                jobs.c.branch_id,
+                jobs.c.bhf_id,
+            ).where(jobs.c.tin == tin, jobs.c.idempotency_key.in_(unique[start : start + 500]))
+        )
+        found.update({r.idempotency_key: r for r in rows})
+    return found
+
+
+def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert jobs in the given order; return their ids in the same order."""
+    if not rows:
+        return []
+    result = conn.execute(
+        insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), list(rows)
+    )
+    return [int(r[0]) for r in result]
+
+
+def insert_dependencies(conn: Connection, pairs: Sequence[tuple[int, int]]) -> None:
+    if pairs:
+        conn.execute(
+            insert(job_dependencies),
+            [{"job_id": a, "depends_on_id": b} for a, b in pairs],
+        )
+
+
+# --------------------------------------------------------------------------- drain
+
+
+def head_candidates(conn: Connection, branch_id: int, limit: int) -> list[Row[Any]]:
+    """The branch's active jobs in seq order: the first one is the head."""
+    return list(
+        conn.execute(
+            select(jobs)
+            .where(jobs.c.branch_id == branch_id, jobs.c.state.in_(ACTIVE))
+            .order_by(jobs.c.seq)
+            .limit(limit)
+        )
+    )
+
+
+def dependency_states(conn: Connection, job_id: int) -> list[Row[Any]]:
+    """(id, state, branch_id) of each job ``job_id`` depends on."""
+    return list(
+        conn.execute(
+            select(jobs.c.id, jobs.c.state, jobs.c.branch_id)
+            .join(job_dependencies, job_dependencies.c.depends_on_id == jobs.c.id)
+            .where(job_dependencies.c.job_id == job_id)
+        )
+    )
+
+
+def update_job_fenced(conn: Connection, lease: Lease, job_id: int, values: Mapping[str, Any]) -> None:
+    """Write a job's new state, only while ``lease`` holds."""
+    _check(
+        conn.execute(update(jobs).where(jobs.c.id == job_id, _fenced(lease)).values(**values)).rowcount
+    )
+
+
+def insert_attempt(conn: Connection, values: Mapping[str, Any]) -> None:
+    conn.execute(insert(attempts).values(**values))
+
+
+def insert_event(conn: Connection, job_id: int, tin: str, state: str, body: str, now: float) -> None:
+    conn.execute(
+        insert(result_events).values(job_id=job_id, tin=tin, state=state, body=body, created_at=now)
+    )
+
+
+def stock_balance(conn: Connection, branch_id: int, item_cd: str) -> Decimal | None:
+    value = conn.execute(
+        select(stock_balances.c.qty).where(
+            stock_balances.c.branch_id == branch_id, stock_balances.c.item_cd == item_cd
+        )
+    ).scalar()
+    return None if value is None else Decimal(value)
+
+
+def add_stock(conn: Connection, branch_id: int, deltas: Mapping[str, Decimal]) -> None:
+    """Apply an accepted movement's quantities to the branch's balances."""
+    for item_cd, delta in deltas.items():
+        updated = conn.execute(
+            update(stock_balances)
+            .where(stock_balances.c.branch_id == branch_id, stock_balances.c.item_cd == item_cd)
+            .values(qty=stock_balances.c.qty + delta)
+        ).rowcount
+        if not updated:
+            conn.execute(insert(stock_balances).values(branch_id=branch_id, item_cd=item_cd, qty=delta))
+
+
+def job_invc_no(conn: Connection, job_id: int) -> int | None:
+    value = conn.execute(select(jobs.c.invc_no).where(jobs.c.id == job_id)).scalar()
+    return None if value is None else int(value)
+
+
+def get_device(conn: Connection, tin: str, bhf_id: str) -> Row[Any] | None:
+    return conn.execute(select(devices).where(devices.c.tin == tin, devices.c.bhf_id == bhf_id)).first()
+
+
+def upsert_device(conn: Connection, values: Mapping[str, Any]) -> None:
+    updated = conn.execute(
+        update(devices)
+        .where(devices.c.tin == values["tin"], devices.c.bhf_id == values["bhf_id"])
+        .values(**values)
+    ).rowcount
+    if not updated:
+        conn.execute(insert(devices).values(**values))
+
+
+def dependents(conn: Connection, job_ids: Iterable[int], states: Sequence[str]) -> list[Row[Any]]:
+    """Jobs in ``states`` that directly depend on any of ``job_ids``."""
+    ids = list(job_ids)
+    if not ids:
+        return []
+    return list(
+        conn.execute(
+            select(jobs.c.id, jobs.c.branch_id, jobs.c.tin, jobs.c.idempotency_key, jobs.c.kind)
+            .join(job_dependencies, job_dependencies.c.job_id == jobs.c.id)
+            .where(job_dependencies.c.depends_on_id.in_(ids), jobs.c.state.in_(states))
+            .distinct()
+        )
+    )
+
+
+def set_state_unfenced(
+    conn: Connection, job_ids: Sequence[int], from_states: Sequence[str], values: Mapping[str, Any]
+) -> int:
+    """State change of jobs outside the lease holder's branch (block/unblock dependents).
+
+    Only moves jobs between non-sending states (pending <-> blocked), which no drain is
+    writing at that moment, so no fencing is needed; the ``from_states`` guard keeps it safe.
+    """
+    if not job_ids:
+        return 0
+    return conn.execute(
+        update(jobs).where(jobs.c.id.in_(list(job_ids)), jobs.c.state.in_(from_states)).values(**values)
+    ).rowcount
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def get_job(conn: Connection, job_id: int) -> Row[Any] | None:
+    return conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+
+
+def job_attempts(conn: Connection, job_id: int) -> list[Row[Any]]:
+    return list(
+        conn.execute(select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.id))
+    )
+
+
+def job_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))
+    counts = {state.value: 0 for state in JobState}
+    counts.update({str(state): int(n) for state, n in rows})
+    return counts
+
+
+def branch_backlogs(conn: Connection, now: float) -> list[dict[str, Any]]:
+    """Per branch: active backlog, oldest active job's age, parked reason."""
+    active = (
+        select(
+            jobs.c.branch_id,
+            func.count().label("backlog"),
+            func.min(jobs.c.created_at).label("oldest"),
+        )
+        .where(jobs.c.state.in_(ACTIVE))
+        .group_by(jobs.c.branch_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(
+            branches.c.tin,
+            branches.c.bhf_id,
+            branches.c.parked_reason,
+            func.coalesce(active.c.backlog, 0),
+            active.c.oldest,
+        )
+        .select_from(branches.outerjoin(active, active.c.branch_id == branches.c.id))
+        .order_by(branches.c.tin, branches.c.bhf_id)
+    )
+    return [
+        {
+            "tin": tin,
+            "bhf_id": bhf,
+            "backlog": int(backlog),
+            "oldest_pending_age_s": round(now - oldest, 3) if oldest is not None else 0.0,
+            "parked": parked is not None,
+            "parked_reason": parked,
+        }
+        for tin, bhf, parked, backlog, oldest in rows
+    ]
+
+
+def list_jobs_in_state(
+    conn: Connection,
+    state: str,
+    *,
+    tin: str | None = None,
+    bhf_id: str | None = None,
+    kind: str | None = None,
+    code: str | None = None,
+    since: float | None = None,
+    limit: int = 1000,
+) -> list[Row[Any]]:
+    conditions = [jobs.c.state == state]
+    if tin:
+        conditions.append(jobs.c.tin == tin)
+    if bhf_id:
+        conditions.append(jobs.c.bhf_id == bhf_id)
+    if kind:
+        conditions.append(jobs.c.kind == kind)
+    if code:
+        conditions.append(jobs.c.result_code == code)
+    if since is not None:
+        conditions.append(jobs.c.updated_at >= since)
+    return list(conn.execute(select(jobs).where(and_(*conditions)).order_by(jobs.c.id).limit(limit)))
+
+
+def requeue_at_tail(conn: Connection, job_id: int, seq: int, now: float, payload: str | None = None,
+                    payload_hash: str | None = None) -> int:
+    """Replay: a dead job goes back to pending at its branch's tail with a fresh number."""
+    values: dict[str, Any] = {
+        "state": JobState.PENDING.value,
+        "seq": seq,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "maybe_recorded": False,
+        "invc_no": None,
+        "sar_no": None,
+        "body": None,
+        "updated_at": now,
+    }
+    if payload is not None:
+        values["payload"] = payload
+        values["payload_hash"] = payload_hash
+    return conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state == JobState.DEAD.value)
+        .values(**values)
+    ).rowcount
+
+
+def mark_skipped(conn: Connection, job_id: int, reason: str, now: float) -> int:
+    return conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state.in_([JobState.DEAD.value, JobState.BLOCKED.value]))
+        .values(state=JobState.SKIPPED.value, skip_reason=reason, updated_at=now)
+    ).rowcount
+
+
+def insert_audit(conn: Connection, values: Mapping[str, Any]) -> None:
+    conn.execute(insert(audit_log).values(**values))
+
+
+def list_audit(conn: Connection, limit: int = 200) -> list[Row[Any]]:
+    return list(conn.execute(select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)))
+
+
+def set_original(conn: Connection, job_id: int, original_job_id: int) -> None:
+    """Link a credit note to the sale it credits (its orgInvcNo comes from there)."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(original_job_id=original_job_id))
+
+
+def defer_wake(conn: Connection, branch_ids: Sequence[int], now: float, until: float) -> None:
+    """The sweeper sent a wake: do not send another before ``until`` unless work changes."""
+    if branch_ids:
+        conn.execute(
+            update(branches)
+            .where(branches.c.id.in_(list(branch_ids)), branches.c.wake_after <= now)
+            .values(wake_after=until)
+        )

@@ -1,0 +1,104 @@
+"""Per-process wiring: the engine, OSCU client, device directory and waker, built once.
+
+Entry points (CLI commands, the Celery worker, the intake app) call :func:`build_runtime`
+with the settings they loaded; Celery task bodies call :func:`current_runtime`, which builds
+it lazily, once per process, from the environment.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from etims_relay.settings import Settings, get_settings
+from worker.devices import DeviceDirectory, load_fernet
+from worker.drain import DrainContext
+from worker.embedded_broker import resolve_broker_url
+from worker.observe import DrainObserver
+from worker.oscu.client import OscuClient
+from worker.outbox.db import is_sqlite, make_engine
+from worker.wake import CeleryWaker, NullWaker, Waker
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    broker_url: str
+    devices: DeviceDirectory
+    waker: Waker
+    _client: OscuClient | None = None
+
+    @property
+    def client(self) -> OscuClient:
+        if self._client is None:
+            self._client = OscuClient.from_settings(self.settings.oscu_url, self.settings.oscu)
+        return self._client
+
+    def drain_context(self, observer: DrainObserver | None = None) -> DrainContext:
+        return DrainContext(
+            engine=self.engine,
+            client=self.client,
+            devices=self.devices,
+            settings=self.settings,
+            observer=observer or DrainObserver(),
+            worker_name=socket.gethostname(),
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self.engine.dispose()
+
+
+def state_dir_for(settings: Settings) -> Path:
+    """Embedded state (broker socket, key file) lives beside the SQLite file by default."""
+    if settings.state_dir != Path(".") or not is_sqlite(settings.database_url):
+        return settings.state_dir.resolve()
+    database = settings.database_url.split("///", 1)[-1]
+    return (Path(database).resolve().parent / ".etims-relay") if database else Path(".").resolve()
+
+
+def build_runtime(settings: Settings, *, need_broker: bool = True) -> Runtime:
+    state_dir = state_dir_for(settings)
+    engine = make_engine(settings.database_url)
+    fernet = load_fernet(settings.secret_key, state_dir, embedded=is_sqlite(settings.database_url))
+    broker_url = resolve_broker_url(settings.broker_url, state_dir) if need_broker else ""
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        broker_url=broker_url,
+        devices=DeviceDirectory(engine, fernet),
+        waker=CeleryWaker.for_broker(broker_url) if broker_url else NullWaker(),
+    )
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def current_runtime() -> Runtime:
+    """The process-wide runtime for Celery task bodies (built on first use)."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = build_runtime(get_settings())
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the runtime (after fork: connections must not be shared with the parent)."""
+    global _runtime
+    with _lock:
+        _runtime = None
+
+
+def install_runtime(runtime: Runtime) -> None:
+    """Use an already-built runtime for task bodies (the worker command builds one)."""
+    global _runtime
+    with _lock:
+        _runtime = runtime

@@ -1,0 +1,112 @@
+"""The simulator without HTTP: state + rules + ledger + faults + counters, in one object.
+
+:class:`Simulator` is what the server calls for every OSCU request and what the test helpers
+expose. It is driven from a single event-loop thread, so request handling needs no locks;
+the fault registry is the only part other threads change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from worker.simulator.faults import FaultRegistry
+from worker.simulator.ledger import Ledger, read_records
+from worker.simulator.options import SimulatorOptions
+from worker.simulator.rules import INIT, Answer, Rules, fail, invalid
+from worker.simulator.state import SimulatorState
+
+
+class Simulator:
+    """One simulated KRA host bound to one ledger file."""
+
+    def __init__(self, ledger_path: str | os.PathLike[str], options: SimulatorOptions) -> None:
+        self.options = options
+        self.state = SimulatorState()
+        last_seq = 0
+        for record in read_records(ledger_path):
+            self.state.apply(record)
+            last_seq = max(last_seq, int(record.get("seq", 0)))
+        self.reloaded_records = self.state.records
+        self.ledger = Ledger(ledger_path, next_seq=last_seq + 1)
+        self.state.apply(self.ledger.append({"kind": "start", "options": options.to_json()}))
+        self.rules = Rules(self.state, options)
+        self.faults = FaultRegistry(
+            seed=options.seed, latency_ms=options.latency_ms, jitter_ms=options.jitter_ms
+        )
+        self.requests: Counter[str] = Counter()
+        self.results: dict[str, Counter[str]] = {}
+        self.events: Counter[str] = Counter()
+
+    @property
+    def endpoints(self) -> frozenset[str]:
+        return self.rules.endpoints
+
+    def process(self, endpoint: str, headers: Mapping[str, str], raw_body: bytes) -> Answer:
+        """Decide, record (accepted writes only), then fold into the state; never raises."""
+        self.requests[endpoint] += 1
+        answer = self._decide(endpoint, headers, raw_body)
+        if answer.record is not None:
+            self.state.apply(self.ledger.append(answer.record))
+            self.events["recorded"] += 1
+        by_code = self.results.get(endpoint)
+        if by_code is None:
+            by_code = self.results[endpoint] = Counter()
+        by_code[answer.result_cd] += 1
+        return answer
+
+    def _decide(self, endpoint: str, headers: Mapping[str, str], raw_body: bytes) -> Answer:
+        try:
+            if endpoint == INIT:
+                parsed = self._parse(raw_body)
+                return parsed if isinstance(parsed, Answer) else self.rules.init_device(parsed)
+            refused = self.rules.not_served(endpoint)
+            if refused is not None:
+                return refused
+            # Headers are checked before the body, as KRA's gateway does.
+            branch = self.rules.authenticate(headers)
+            if isinstance(branch, Answer):
+                return branch
+            parsed = self._parse(raw_body)
+            if isinstance(parsed, Answer):
+                return parsed
+            return self.rules.dispatch(endpoint, branch, parsed)
+        except Exception as exc:  # a simulator bug must not kill the server
+            self.events["internal_errors"] += 1
+            return fail("999", f"Unknown error in simulator: {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _parse(raw_body: bytes) -> Any:
+        """The JSON body, or the 911/910 answer for an empty or malformed one."""
+        if not raw_body.strip():
+            return fail("911", "No request full text: the request body is empty")
+        try:
+            return orjson.loads(raw_body)
+        except orjson.JSONDecodeError as exc:
+            return invalid(f"body: malformed JSON ({exc.msg} at char {exc.pos})")
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``GET /__admin/stats`` (JSON-ready)."""
+        return {
+            "requests": sum(self.requests.values()),
+            "by_endpoint": {
+                endpoint: {"requests": count, "results": dict(self.results.get(endpoint, {}))}
+                for endpoint, count in sorted(self.requests.items())
+            },
+            "events": dict(self.events),
+            "faults_fired": dict(self.faults.fired),
+            "faults_active": len(self.faults.list()),
+            "ledger": {
+                "path": str(self.ledger.path),
+                "next_seq": self.ledger.next_seq,
+                "reloaded_records": self.reloaded_records,
+            },
+            "state": self.state.summary(),
+        }
+
+    def close(self) -> None:
+        self.ledger.close()

@@ -1,0 +1,36 @@
+"""Celery task bodies: thin shells over drain() and sweep(). Producers never import this."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from worker.drain import drain
+from worker.runtime import current_runtime
+from worker.sweep import sweep
+from worker.wake import DRAIN_TASK, SWEEP_TASK
+
+#: A branch due within this many seconds gets a delayed message; later ones wait for the
+#: sweeper (never a long countdown: invariant 6).
+MAX_COUNTDOWN_S = 5.0
+
+
+@shared_task(name=DRAIN_TASK, ignore_result=True)
+def drain_task(branch_id: int) -> dict[str, Any]:
+    runtime = current_runtime()
+    report = drain(int(branch_id), runtime.drain_context())
+    if report.status == "more":
+        runtime.waker.wake([report.branch_id])
+    elif report.status == "waiting" and report.due_in_s is not None:
+        if report.due_in_s <= MAX_COUNTDOWN_S:
+            runtime.waker.wake([report.branch_id], countdown_s=report.due_in_s)
+    if report.woken:
+        runtime.waker.wake(report.woken - {report.branch_id})
+    return {"branch_id": report.branch_id, "status": report.status, "sent": report.sent}
+
+
+@shared_task(name=SWEEP_TASK, ignore_result=True)
+def sweep_task() -> int:
+    runtime = current_runtime()
+    return len(sweep(runtime.engine, runtime.waker))
