@@ -22,6 +22,7 @@ import orjson
 
 from worker.simulator import SimulatorProcess, verify_ledger
 from worker.simulator.samples import Line, item_body, sale_body
+from worker.simulator.server import new_event_loop
 
 TARGET_PER_S = 1000.0
 ITEM = "KE2NTNO0000001"
@@ -58,10 +59,14 @@ class Branch:
     async def setup(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         init = orjson.dumps({"tin": self.tin, "bhfId": "00", "dvcSrlNo": f"BENCH-{self.tin}"})
-        answer = orjson.loads(await _roundtrip(self.reader, self.writer, _request("selectInitOsdcInfo", init, {})))
+        answer = orjson.loads(
+            await _roundtrip(self.reader, self.writer, _request("selectInitOsdcInfo", init, {}))
+        )
         headers = {"tin": self.tin, "bhfId": "00", "cmcKey": answer["data"]["info"]["cmcKey"]}
         item = orjson.dumps(item_body(ITEM))
-        answer = orjson.loads(await _roundtrip(self.reader, self.writer, _request("saveItem", item, headers)))
+        answer = orjson.loads(
+            await _roundtrip(self.reader, self.writer, _request("saveItem", item, headers))
+        )
         assert answer["resultCd"] == "000", answer
         template = orjson.dumps(sale_body(_MARK, [Line(ITEM, 2, "1160")]))
         self.parts = template.split(str(_MARK).encode())
@@ -90,7 +95,9 @@ class Branch:
         self.writer.close()
 
 
-async def drive(host: str, port: int, connections: int, seconds: float, warmup: float) -> dict[str, float]:
+async def drive(
+    host: str, port: int, connections: int, seconds: float, warmup: float
+) -> dict[str, float]:
     branches = [Branch(i + 1, host, port) for i in range(connections)]
     for start in range(0, connections, 50):
         await asyncio.gather(*(b.setup() for b in branches[start : start + 50]))
@@ -112,7 +119,9 @@ async def drive(host: str, port: int, connections: int, seconds: float, warmup: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -121,20 +130,18 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="simbench-"))
     ledger = args.ledger or workdir / "ledger.jsonl"
     with SimulatorProcess(ledger) as sim:
-        try:
-            import uvloop
-
-            runner = uvloop.run
-        except ImportError:  # pragma: no cover
-            runner = asyncio.run
-        result = runner(drive(sim.host, sim.port, args.connections, args.seconds, args.warmup))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            result = runner.run(
+                drive(sim.host, sim.port, args.connections, args.seconds, args.warmup)
+            )
     report = verify_ledger(ledger)
+    verdict = "OK" if report.ok else "FAILED"
     print(
         f"simulator throughput: {result['per_s']:.0f} saveTrnsSalesOsdc/s accepted"
         f" ({result['per_s'] / TARGET_PER_S:.2f}x the {TARGET_PER_S:.0f}/s target)"
         f" over {result['seconds']:.1f}s, {args.connections} connections/branches;"
         f" p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms;"
-        f" non-000 answers: {result['errors']:.0f}; ledger verify: {'OK' if report.ok else 'FAILED'}"
+        f" non-000 answers: {result['errors']:.0f}; ledger verify: {verdict}"
     )
     if not report.ok:
         for violation in report.violations[:10]:

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Connection, Engine
 
+from schemas.codes import DEFAULT_TAX_RATES
 from schemas.completion import AmountMismatch, Registrant, complete_body, dumps_body
 from schemas.jobs import JobEnvelope, JobKind, JobState
 from schemas.base import format_errors
@@ -79,7 +80,7 @@ class EnqueueOptions:
 
     vat_scheme: VatScheme = VatScheme.SPLIT
     tax_rates: Mapping[str, Decimal] | None = None
-    registrant: Registrant = Registrant()  # noqa: B008 - frozen value object
+    registrant: Registrant = Registrant()
 
 
 def parse_envelopes(records: Sequence[Mapping[str, Any]]) -> list[JobEnvelope]:
@@ -137,7 +138,7 @@ def _payload_errors(index: int, envelope: JobEnvelope, options: EnqueueOptions) 
             bhf_id=envelope.bhf_id,
             registrant=options.registrant,
             scheme=options.vat_scheme,
-            rates=options.tax_rates or _DEFAULT_RATES,
+            rates=options.tax_rates or DEFAULT_TAX_RATES,
         )
     except AmountMismatch as exc:
         return [
@@ -153,13 +154,6 @@ def _payload_errors(index: int, envelope: JobEnvelope, options: EnqueueOptions) 
     return []
 
 
-_DEFAULT_RATES = {
-    "A": Decimal("0"),
-    "B": Decimal("16"),
-    "C": Decimal("0"),
-    "D": Decimal("0"),
-    "E": Decimal("8"),
-}
 
 
 def content_hash(envelope: JobEnvelope) -> str:

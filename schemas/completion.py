@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from schemas.codes import DEFAULT_TAX_RATES
 from schemas.jobs import JobKind
 from schemas.vat import (
     VatScheme,
@@ -68,13 +69,13 @@ def complete_body(
     number: int | None = None,
     org_invc_no: int | None = None,
     rsd_qty: Decimal | None = None,
-    registrant: Registrant = Registrant(),  # noqa: B008 - frozen value object
+    registrant: Registrant = Registrant(),
     scheme: VatScheme = VatScheme.SPLIT,
     rates: Mapping[str, Decimal] | None = None,
 ) -> dict[str, Any]:
     """The request body for ``kind``; raises :class:`AmountMismatch` or ``ValueError``."""
     body: dict[str, Any] = {**registrant.defaults(), **payload, "tin": tin, "bhfId": bhf_id}
-    rates = rates or {}
+    rates = rates or DEFAULT_TAX_RATES
     if kind in (JobKind.SALE, JobKind.CREDIT_NOTE):
         body["invcNo"] = number if number is not None else PLACEHOLDER_NUMBER
         if kind is JobKind.CREDIT_NOTE:

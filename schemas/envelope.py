@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -215,13 +216,19 @@ class InitInfo(_Lenient):
 
 class InvoiceDetails(_Lenient):
     """``selectInvoiceDetails`` answer: the stored sale (``data.salesList[0]``) and its
-    signature, used to recover a receipt after a duplicate answer (DESIGN invariant 2)."""
+    signature, used to recover a receipt after a duplicate answer (DESIGN invariant 2).
+
+    ``signature`` is ``None`` when the stored sale carries no readable signature: KRA holding
+    the sale is still worth knowing (the job is accepted; the receipt is flagged as lost).
+    ``trdInvcNo`` tells whether the number KRA holds belongs to *our* sale.
+    """
 
     invcNo: int | None = None
     orgInvcNo: int | None = None
+    trdInvcNo: str | None = None
     rcptTyCd: str | None = None
     custTin: str | None = None
-    signature: SaleSignature
+    signature: SaleSignature | None = None
     #: The whole stored sale as KRA returned it (keys stripped).
     sale: dict[str, Any] = Field(default_factory=dict, repr=False)
 
@@ -236,13 +243,17 @@ class InvoiceDetails(_Lenient):
         receipt = sale.get("receipt")
         # The signature normally sits in ``receipt``; fall back to the sale's own fields.
         signature_fields = {**sale, **receipt} if isinstance(receipt, Mapping) else sale
+        try:
+            signature: SaleSignature | None = SaleSignature.model_validate(signature_fields)
+        except ValidationError:
+            signature = None
         return cls.model_validate(
             {
-                "invcNo": sale.get("invcNo"),
-                "orgInvcNo": sale.get("orgInvcNo"),
-                "rcptTyCd": sale.get("rcptTyCd"),
-                "custTin": sale.get("custTin"),
-                "signature": SaleSignature.model_validate(signature_fields),
+                **{key: sale.get(key) for key in _INVOICE_KEYS},
+                "signature": signature,
                 "sale": sale,
             }
         )
+
+
+_INVOICE_KEYS = ("invcNo", "orgInvcNo", "trdInvcNo", "rcptTyCd", "custTin")

@@ -86,6 +86,8 @@ def receipt_for(
         log.warning("receipt of invcNo %s not recoverable: %s", step.number, lookup.kind.value)
         return None, decision
     details = InvoiceDetails.from_data(lookup.data)
+    if details is None:
+        return None, decision
     ours = str(step.body.get("trdInvcNo"))
     if details.trdInvcNo is not None and str(details.trdInvcNo) != ours:
         return None, Park(

@@ -27,6 +27,7 @@ app.command("status")(jobs.status_command)
 app.command("replay")(jobs.replay_command)
 app.command("skip")(jobs.skip_command)
 app.command("worker")(worker_cmd.worker_command)
+app.command("demo")(__import__("etims_relay.cli.demo", fromlist=["demo_command"]).demo_command)
 
 
 def main() -> None:

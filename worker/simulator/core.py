@@ -14,10 +14,11 @@ from typing import Any
 
 import orjson
 
+from worker.simulator.answers import Answer, fail, invalid
 from worker.simulator.faults import FaultRegistry
 from worker.simulator.ledger import Ledger, read_records
 from worker.simulator.options import SimulatorOptions
-from worker.simulator.rules import INIT, Answer, Rules, fail, invalid
+from worker.simulator.rules import INIT, Rules
 from worker.simulator.state import SimulatorState
 
 
@@ -48,16 +49,20 @@ class Simulator:
 
     def process(self, endpoint: str, headers: Mapping[str, str], raw_body: bytes) -> Answer:
         """Decide, record (accepted writes only), then fold into the state; never raises."""
-        self.requests[endpoint] += 1
         answer = self._decide(endpoint, headers, raw_body)
         if answer.record is not None:
             self.state.apply(self.ledger.append(answer.record))
             self.events["recorded"] += 1
+        self.count(endpoint, answer.result_cd)
+        return answer
+
+    def count(self, endpoint: str, outcome: str) -> None:
+        """Count one request by its result code (or ``http_503``/``dropped`` for faults)."""
+        self.requests[endpoint] += 1
         by_code = self.results.get(endpoint)
         if by_code is None:
             by_code = self.results[endpoint] = Counter()
-        by_code[answer.result_cd] += 1
-        return answer
+        by_code[outcome] += 1
 
     def _decide(self, endpoint: str, headers: Mapping[str, str], raw_body: bytes) -> Answer:
         try:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from worker.simulator import catalog, validate
-from worker.simulator.clock import d8, d14, d14_to_detail
+from worker.simulator import validate
+from worker.simulator.answers import Answer, fail, invalid, ok
+from worker.simulator.clock import d14
+from worker.simulator.lookups import Lookups
 from worker.simulator.numbering import (
     SequenceVerdict,
     check_sequence,
@@ -34,7 +35,6 @@ from worker.simulator.state import (
     SALE_OUT_TYPE,
     Branch,
     SimulatorState,
-    at_to_d14,
     line_quantities,
     qty,
 )
@@ -44,33 +44,6 @@ SALE = "saveTrnsSalesOsdc"
 STOCK_IO = "insertStockIO"
 STOCK_MASTER = "saveStockMaster"
 INVOICE_DETAILS = "selectInvoiceDetails"
-
-OK_MSG = "It is succeeded"
-EMPTY_MSG = "There is no search result"
-
-
-@dataclass(slots=True)
-class Answer:
-    """One OSCU answer, plus the ledger record to write before sending it (accepted writes)."""
-
-    result_cd: str
-    message: str
-    data: dict[str, Any] | None = None
-    record: dict[str, Any] | None = None
-    #: 200 for every OSCU answer; 404 for a path (or feature) this host does not serve.
-    http_status: int = 200
-
-
-def ok(data: dict[str, Any] | None = None) -> Answer:
-    return Answer("000", OK_MSG, data)
-
-
-def fail(code: str, message: str) -> Answer:
-    return Answer(code, message)
-
-
-def invalid(message: str) -> Answer:
-    return Answer("910", message)
 
 
 def _num(value: Decimal) -> str:
@@ -83,6 +56,7 @@ class Rules:
     def __init__(self, state: SimulatorState, options: SimulatorOptions) -> None:
         self.state = state
         self.options = options
+        self.lookups = Lookups(state, options)
         self._handlers: dict[str, Callable[[Branch, dict[str, Any]], Answer]] = {
             "saveItem": self.save_item,
             SALE: self.save_sale,
@@ -94,16 +68,16 @@ class Rules:
             "saveBhfInsurance": self.plain_write,
             "insertTrnsPurchase": self.plain_write,
             "updateImportItem": self.plain_write,
-            "selectCodeList": self.select_code_list,
-            "selectItemClsList": self.select_item_cls_list,
-            "selectNoticeList": self.select_notice_list,
-            "selectItemList": self.select_item_list,
-            "selectBhfList": self.select_bhf_list,
-            "selectCustomer": self.select_customer,
-            "selectImportItemList": self.select_import_item_list,
-            "selectTrnsPurchaseSalesList": self.select_purchase_sales_list,
-            "selectStockMoveList": self.select_stock_move_list,
-            INVOICE_DETAILS: self.select_invoice_details,
+            "selectCodeList": self.lookups.select_code_list,
+            "selectItemClsList": self.lookups.select_item_cls_list,
+            "selectNoticeList": self.lookups.select_notice_list,
+            "selectItemList": self.lookups.select_item_list,
+            "selectBhfList": self.lookups.select_bhf_list,
+            "selectCustomer": self.lookups.select_customer,
+            "selectImportItemList": self.lookups.select_import_item_list,
+            "selectTrnsPurchaseSalesList": self.lookups.select_purchase_sales_list,
+            "selectStockMoveList": self.lookups.select_stock_move_list,
+            INVOICE_DETAILS: self.lookups.select_invoice_details,
         }
         self.writes = frozenset(
             name for name, fn in self._handlers.items() if not name.startswith("select")
@@ -343,125 +317,3 @@ class Rules:
         answer = ok()
         answer.record = self._record(STOCK_MASTER, branch, body, None)
         return answer
-
-    # -- lookups -------------------------------------------------------------------------
-
-    @staticmethod
-    def _since(body: dict[str, Any]) -> str:
-        return str(body.get("lastReqDt") or "00000000000000")
-
-    @staticmethod
-    def _rows(key: str, rows: list[dict[str, Any]]) -> Answer:
-        return ok({key: rows}) if rows else Answer("001", EMPTY_MSG)
-
-    def select_code_list(self, branch: Branch, body: dict[str, Any]) -> Answer:
-        if self._since(body) >= catalog.CATALOGUE_DT:
-            return Answer("001", EMPTY_MSG)
-        return self._rows("clsList", catalog.code_classes(self.options.tax_rates))
-
-    def select_item_cls_list(self, branch: Branch, body: dict[str, Any]) -> Answer:
-        if self._since(body) >= catalog.CATALOGUE_DT:
-            return Answer("001", EMPTY_MSG)
-        return self._rows("itemClsList", [dict(row) for row in catalog.ITEM_CLASSES])
-
-    def select_notice_list(self, branch: Branch, body: dict[str, Any]) -> Answer:
-        since = self._since(body)
-        return self._rows("noticeList", [n for n in catalog.NOTICES if n["regDt"] > since])
-
-    def select_item_list(self, branch: Branch, body: dict[str, Any]) -> Answer:
-        since = self._since(body)
-        rows = [dict(item) for item in branch.items.values() if str(item["modDt"]) > since]
-        return self._rows("itemList", rows)
-
-    def select_bhf_list(self, branch: Branch, body: dict[str, Any]) -> Answer:
-        rows = [
-            {
-                "tin": device.tin,
-                "bhfId": device.bhf_id,
-                "bhfNm": device.info.get("bhfNm"),
-                "bhfSttsCd": "01",
-                "prvncNm": device.info.get("prvncNm"),
-                "dstrtNm": device.info.get("dstrtNm"),
-                "sctrNm": device.info.get("sctrNm"),
-                "locDesc": device.info.get("locDesc"),
-                "mgrNm": device.info.get("mgrNm"),
-                "mgrTelNo": device.info.get("mgrTelNo"),
-                "mgrEmail": device.info.get("mgrEmail"),
-                "hqYn": device.info.get("hqYn"),
-            }
-            for (tin, _), device in sorted(self.state.devices.items())
-            if tin == branch.tin
-        ]
-        return self._rows("bhfList", rows)
-
-    def select_customer(self, branch: Branch, body: dict[str, Any]) -> Answer:
-        """Known PINs: registered taxpayers (devices) and buyers on accepted sales."""
-        wanted = str(body.get("custmTin") or "")
-        known = {tin for tin, _ in self.state.devices}
-        known.update(
-            str(sale.body.get("custTin"))
-            for other in self.state.branches.values()
-            for sale in other.sales.values()
-            if sale.body.get("custTin")
-        )
-        if wanted not in known:
-            return Answer("001", EMPTY_MSG)
-        row = {"tin": wanted, "taxprNm": f"SIMULATED TAXPAYER {wanted}", "taxprSttsCd": "A",
-               "prvncNm": "NAIROBI", "dstrtNm": "WESTLANDS", "sctrNm": "PARKLANDS",
-               "locDesc": None}  # fmt: skip
-        return self._rows("custList", [row])
-
-    def select_import_item_list(self, branch: Branch, body: dict[str, Any]) -> Answer:
-        return Answer("001", EMPTY_MSG)  # no customs declarations in a simulation
-
-    def select_purchase_sales_list(self, branch: Branch, body: dict[str, Any]) -> Answer:
-        """Accepted sales other taxpayers made to this branch's PIN (its purchases)."""
-        since = self._since(body)
-        rows: list[dict[str, Any]] = []
-        for (tin, bhf_id), seller in sorted(self.state.branches.items()):
-            if tin == branch.tin:
-                continue
-            device = self.state.devices.get((tin, bhf_id))
-            for sale in seller.sales.values():
-                if sale.body.get("custTin") != branch.tin or at_to_d14(sale.at) <= since:
-                    continue
-                row = {k: v for k, v in sale.body.items() if k not in ("receipt", "invcNo")}
-                row.update(spplrTin=tin, spplrBhfId=bhf_id, spplrInvcNo=sale.invc_no,
-                           spplrNm=f"SIMULATED TAXPAYER {tin}",
-                           spplrSdcId=device.info.get("sdcId") if device else None)  # fmt: skip
-                rows.append(row)
-        return self._rows("saleList", rows)
-
-    def select_stock_move_list(self, branch: Branch, body: dict[str, Any]) -> Answer:
-        """Type-13 transfers other branches of this PIN sent to this branch."""
-        rows: list[dict[str, Any]] = []
-        for (tin, bhf_id), sender in sorted(self.state.branches.items()):
-            if tin != branch.tin or bhf_id == branch.bhf_id:
-                continue
-            for move in sender.stock_moves:
-                if move.get("sarTyCd") == "13" and move.get("custBhfId") == branch.bhf_id:
-                    row = dict(move)
-                    row.update(custTin=tin, custBhfId=bhf_id)
-                    rows.append(row)
-        return self._rows("stockList", rows)
-
-    def select_invoice_details(self, branch: Branch, body: dict[str, Any]) -> Answer:
-        """The stored sale and its receipt (the non-spec lookup Odoo uses, reference §2.2)."""
-        raw = body.get("invcNo")
-        try:
-            invc_no = int(raw) if raw is not None and not isinstance(raw, bool) else None
-        except (TypeError, ValueError):
-            invc_no = None
-        if invc_no is None:
-            return invalid("invcNo: an integer invoice number is required")
-        sale = branch.sales.get(invc_no)
-        if sale is None:
-            return Answer("001", EMPTY_MSG)
-        row = dict(sale.body)
-        receipt = dict(sale.body.get("receipt") or {})
-        receipt.update(sale.receipt)
-        receipt["sdcDateTime"] = d14_to_detail(str(sale.receipt["sdcDateTime"]))
-        row["receipt"] = receipt
-        row.setdefault("custTin", None)
-        row["salesDt"] = row.get("salesDt") or d8()
-        return ok({"salesList": [row]})

@@ -224,14 +224,18 @@ class SimulatorApp:
     def _fault_answer(self, request: Request, plan: FaultPlan) -> bytes | None:
         """The answer a fault gives instead of processing (``None``: close, no answer)."""
         events = self.simulator.events
+        endpoint = request.path[1:]
         if plan.action is FaultKind.DROP:
             events["dropped"] += 1
+            self.simulator.count(endpoint, "dropped")
             return None
         if plan.action is FaultKind.HTTP_ERROR:
             events["http_errors"] += 1
+            self.simulator.count(endpoint, f"http_{plan.status}")
             body = orjson.dumps({"error": "injected fault", "status": plan.status})
             return http_response(plan.status, body, keep_alive=request.keep_alive)
         events["result_code_faults"] += 1
+        self.simulator.count(endpoint, plan.code)
         message = plan.message or f"Injected result code {plan.code}"
         return self._envelope(request, plan.code, message, None)
 

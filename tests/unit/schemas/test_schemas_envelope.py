@@ -163,6 +163,7 @@ def test_invoice_details_recover_the_signature() -> None:
             {
                 "invcNo": "12",
                 "orgInvcNo": 0,
+                "trdInvcNo": 4711,
                 "custTin": "A123456789Z",
                 "rcptTyCd": "S",
                 "totAmt": 1160,
@@ -180,6 +181,8 @@ def test_invoice_details_recover_the_signature() -> None:
     details = InvoiceDetails.from_data(envelope.data)
     assert details is not None
     assert (details.invcNo, details.custTin, details.rcptTyCd) == (12, "A123456789Z", "S")
+    assert details.trdInvcNo == "4711"
+    assert details.signature is not None
     assert details.signature.sdcDateTime == "20240415153039"
     assert (details.signature.curRcptNo, details.signature.totRcptNo) == (5, 11)
     assert details.sale["totAmt"] == 1160
@@ -193,3 +196,9 @@ def test_invoice_details_absent(data: object) -> None:
 def test_unrecognised_signing_time_is_kept_not_refused() -> None:
     signature = SaleSignature.model_validate(SIGNED | {"sdcDateTime": "15/04/2024 15:30"})
     assert signature.sdcDateTime == "15/04/2024 15:30"
+
+
+def test_invoice_details_without_a_readable_signature_still_report_the_sale() -> None:
+    details = InvoiceDetails.from_data({"salesList": [{"invcNo": 3, "receipt": {"curRcptNo": 1}}]})
+    assert details is not None
+    assert details.invcNo == 3 and details.signature is None

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from worker.simulator import Simulator, SimulatorOptions
-from worker.simulator.rules import Answer
+from worker.simulator.answers import Answer
 from worker.simulator.samples import (
     Line,
     item_body,
