@@ -2,8 +2,10 @@
 
 Modules, one job each:
 
-- :mod:`~worker.simulator.rules`: what KRA accepts, per endpoint (devices, numbering,
-  items, credit notes, amounts, stock); field shapes come from ``schemas``.
+- :mod:`~worker.simulator.rules`: what KRA accepts, per write endpoint (devices, numbering,
+  items, credit notes, amounts, stock); field shapes come from ``schemas`` through
+  :mod:`~worker.simulator.validate`. :mod:`~worker.simulator.lookups` answers the
+  ``select*`` endpoints; :mod:`~worker.simulator.answers` is the answer value.
 - :mod:`~worker.simulator.state`: what KRA remembers, rebuilt from the ledger.
 - :mod:`~worker.simulator.ledger`: the append-only JSON-lines record of accepted writes.
 - :mod:`~worker.simulator.faults`: latency, HTTP errors, result codes, drops, lost answers.
@@ -12,6 +14,8 @@ Modules, one job each:
 - :mod:`~worker.simulator.verify`: the ledger's invariants, checked after a run.
 - :mod:`~worker.simulator.runner` / :mod:`~worker.simulator.process`: in-thread and
   subprocess helpers (:func:`run_simulator`, :class:`SimulatorProcess`).
+- :mod:`~worker.simulator.samples` / :mod:`~worker.simulator.testing`: valid bodies and a
+  small HTTP client for tests, the demo and the benchmark.
 """
 
 from __future__ import annotations

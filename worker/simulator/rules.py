@@ -1,4 +1,6 @@
-"""KRA's decisions: one function per OSCU endpoint, from (device, body) to an :class:`Answer`.
+"""KRA's decisions: one method per OSCU write endpoint, from (branch, body) to an Answer.
+
+Lookups live in :mod:`worker.simulator.lookups`; :class:`Rules` routes to both.
 
 Pure with respect to I/O: rules read :class:`SimulatorState` and say what to record; the
 :class:`~worker.simulator.core.Simulator` appends the record to the ledger and then folds it

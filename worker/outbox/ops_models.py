@@ -1,0 +1,7 @@
+"""Tables of the ops area, on the outbox's one MetaData (see worker/outbox/models.py)."""
+
+from __future__ import annotations
+
+from worker.outbox.models import metadata
+
+__all__ = ["metadata"]
