@@ -70,6 +70,57 @@ class DrainSettings(BaseModel):
     lease_ttl_s: float = 120.0
 
 
+class IntakeSettings(BaseModel):
+    """The HTTP intake (``etims-relay intake``): limits that keep one client from hurting others."""
+
+    #: Largest request body accepted (bytes); 100 envelopes of a big sale fit well within it.
+    max_body_bytes: int = Field(default=2_000_000, gt=0)
+    #: Requests per API key, in ``limits`` notation (e.g. "600/minute", "20/second").
+    rate_limit: str = "1200/minute"
+    #: Where rate-limit counters live: "memory://" (one intake process) or a redis:// URL
+    #: (several intake processes share the budget of a key).
+    rate_limit_storage: str = "memory://"
+    #: How long /readyz waits for the database or the broker before calling it down.
+    ready_timeout_s: float = Field(default=2.0, gt=0)
+
+
+class WebhookSettings(BaseModel):
+    """Result webhooks: delivered by the beat task ``deliver_webhooks``, retried with backoff."""
+
+    #: Beat period of the delivery task.
+    interval_s: float = Field(default=2.0, gt=0)
+    #: Attempts before a delivery is given up (marked failed, visible in ``webhook status``).
+    max_attempts: int = Field(default=12, ge=1)
+    #: Backoff between attempts: base * 2**(attempt-1), full jitter, capped.
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_cap_s: float = Field(default=3600.0, gt=0)
+    #: Timeout of one POST to a receiver.
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus exposure (worker/metrics.py): ports and the cost of the scrape-time gauges."""
+
+    #: Worker metrics port (``etims-relay worker --metrics-port`` overrides); None: no endpoint.
+    port: int | None = Field(default=None, ge=0, le=65535)
+    #: Interface the worker metrics endpoint binds.
+    bind: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes from another host
+    #: Branches reported by ``etims_branch_oldest_pending_age_seconds`` (the label set bound).
+    worst_branches: int = Field(default=10, ge=0, le=100)
+    #: Each (state, kind) count of ``etims_jobs`` stops here, so a scrape reads a bounded number
+    #: of index entries even with a million pending jobs.
+    count_cap: int = Field(default=100_000, gt=0)
+    #: Seconds a process reuses its last DB read (several scrapers, one query).
+    db_cache_s: float = Field(default=5.0, ge=0)
+
+
+class NoticesSettings(BaseModel):
+    """KRA notices sync (beat task ``sync_notices``: selectNoticeList per device)."""
+
+    #: Beat period; KRA publishes notices rarely.
+    sync_interval_s: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of etims-relay's configuration."""
 
@@ -112,6 +163,10 @@ class Settings(BaseSettings):
     oscu: OscuSettings = Field(default_factory=OscuSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     drain: DrainSettings = Field(default_factory=DrainSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    notices: NoticesSettings = Field(default_factory=NoticesSettings)
 
     @model_validator(mode="after")
     def _lease_outlives_a_round_trip(self) -> Settings:

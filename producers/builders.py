@@ -233,17 +233,38 @@ def sale_with_stock(
     which is the only value KRA accepts.
     """
     records = [
-        sale(tin, bhf_id, key, lines, trd_invc_no=trd_invc_no, at=at, depends_on=depends_on,
-             cust_tin=cust_tin)
+        sale(
+            tin,
+            bhf_id,
+            key,
+            lines,
+            trd_invc_no=trd_invc_no,
+            at=at,
+            depends_on=depends_on,
+            cust_tin=cust_tin,
+        )
     ]
     goods = [line for line in lines]
     records.append(
-        stock_io(tin, bhf_id, f"{key}:stock-out", goods, sar_ty_cd="11", at=at,
-                 depends_on=[key], cust_tin=cust_tin)
+        stock_io(
+            tin,
+            bhf_id,
+            f"{key}:stock-out",
+            goods,
+            sar_ty_cd="11",
+            at=at,
+            depends_on=[key],
+            cust_tin=cust_tin,
+        )
     )
     for item_cd in dict.fromkeys(line.item_cd for line in goods):
         records.append(
-            stock_master(tin, bhf_id, f"{key}:stock-master:{item_cd}", item_cd=item_cd,
-                         depends_on=[f"{key}:stock-out"])
+            stock_master(
+                tin,
+                bhf_id,
+                f"{key}:stock-master:{item_cd}",
+                item_cd=item_cd,
+                depends_on=[f"{key}:stock-out"],
+            )
         )
     return records

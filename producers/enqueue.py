@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, Engine
 
+from schemas.base import format_errors
 from schemas.codes import DEFAULT_TAX_RATES
 from schemas.completion import AmountMismatch, Registrant, complete_body, dumps_body
 from schemas.jobs import JobEnvelope, JobKind, JobState
-from schemas.base import format_errors
 from schemas.requests import REQUEST_MODELS
 from schemas.vat import VatScheme
 from worker.outbox import queries as q
@@ -53,7 +54,9 @@ class EnqueueError(Exception):
 class InvalidRecords(EnqueueError):
     def __init__(self, errors: list[RecordError]) -> None:
         self.errors = errors
-        super().__init__("; ".join(str(e) for e in errors[:5]) + (" ..." if len(errors) > 5 else ""))
+        super().__init__(
+            "; ".join(str(e) for e in errors[:5]) + (" ..." if len(errors) > 5 else "")
+        )
 
 
 class IdempotencyConflict(EnqueueError):
@@ -80,7 +83,7 @@ class EnqueueOptions:
 
     vat_scheme: VatScheme = VatScheme.SPLIT
     tax_rates: Mapping[str, Decimal] | None = None
-    registrant: Registrant = Registrant()
+    registrant: Registrant = field(default_factory=Registrant)
 
 
 def parse_envelopes(records: Sequence[Mapping[str, Any]]) -> list[JobEnvelope]:
@@ -129,7 +132,9 @@ def _validate(
     return envelopes
 
 
-def _payload_errors(index: int, envelope: JobEnvelope, options: EnqueueOptions) -> list[RecordError]:
+def _payload_errors(
+    index: int, envelope: JobEnvelope, options: EnqueueOptions
+) -> list[RecordError]:
     try:
         body = complete_body(
             envelope.kind,
@@ -146,7 +151,7 @@ def _payload_errors(index: int, envelope: JobEnvelope, options: EnqueueOptions) 
             for path, expected, found in exc.issues
         ]
     except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
-        return [RecordError(index, "payload", str(exc))]
+        return [_located(index, str(exc))]
     try:
         REQUEST_MODELS[envelope.kind.endpoint].model_validate(body)
     except ValidationError as exc:
@@ -154,6 +159,15 @@ def _payload_errors(index: int, envelope: JobEnvelope, options: EnqueueOptions) 
     return []
 
 
+_LOCATED = re.compile(r"^(?P<path>[A-Za-z_][\w.]*): (?P<message>.+)$", re.DOTALL)
+
+
+def _located(index: int, text: str) -> RecordError:
+    """Errors raised while completing a body say ``field.path: message``; keep the path."""
+    match = _LOCATED.match(text)
+    if match:
+        return RecordError(index, f"payload.{match['path']}", match["message"])
+    return RecordError(index, "payload", text)
 
 
 def content_hash(envelope: JobEnvelope) -> str:
@@ -200,24 +214,7 @@ def _write(
         for key, row in q.find_jobs_by_keys(conn, tin, keys).items():
             existing[(tin, key)] = row
 
-    results: dict[int, Enqueued] = {}
-    fresh: list[int] = []
-    seen_in_call: dict[tuple[str, str], int] = {}
-    for index, (envelope, digest) in enumerate(zip(envelopes, hashes, strict=True)):
-        scoped = (envelope.tin, envelope.idempotency_key)
-        row = existing.get(scoped)
-        if row is not None:
-            if row.payload_hash != digest:
-                raise IdempotencyConflict(index, envelope.idempotency_key)
-            results[index] = Enqueued(
-                index, int(row.id), envelope.idempotency_key, row.state, False, int(row.branch_id)
-            )
-        elif scoped in seen_in_call:
-            if hashes[seen_in_call[scoped]] != digest:
-                raise IdempotencyConflict(index, envelope.idempotency_key)
-        else:
-            seen_in_call[scoped] = index
-            fresh.append(index)
+    results, fresh, seen_in_call = _dedupe(envelopes, hashes, existing)
     _check_dependencies(envelopes, fresh, existing, seen_in_call)
 
     branch_ids = {
@@ -250,11 +247,36 @@ def _write(
     q.insert_dependencies(conn, pairs)
     for index, e in enumerate(envelopes):
         if index not in results:  # a repeat of a key earlier in this same call
-            first = results[seen_in_call[(e.tin, e.idempotency_key)]]
+            earlier = results[seen_in_call[(e.tin, e.idempotency_key)]]
             results[index] = Enqueued(
-                index, first.id, first.idempotency_key, first.state, False, first.branch_id
+                index, earlier.id, earlier.idempotency_key, earlier.state, False, earlier.branch_id
             )
     return [results[i] for i in range(len(envelopes))]
+
+
+def _dedupe(
+    envelopes: list[JobEnvelope], hashes: list[str], existing: Mapping[tuple[str, str], Any]
+) -> tuple[dict[int, Enqueued], list[int], dict[tuple[str, str], int]]:
+    """Split records into already-known (same content), new, and repeats within this call."""
+    results: dict[int, Enqueued] = {}
+    fresh: list[int] = []
+    seen_in_call: dict[tuple[str, str], int] = {}
+    for index, (envelope, digest) in enumerate(zip(envelopes, hashes, strict=True)):
+        scoped = (envelope.tin, envelope.idempotency_key)
+        row = existing.get(scoped)
+        if row is not None:
+            if row.payload_hash != digest:
+                raise IdempotencyConflict(index, envelope.idempotency_key)
+            results[index] = Enqueued(
+                index, int(row.id), envelope.idempotency_key, row.state, False, int(row.branch_id)
+            )
+        elif scoped in seen_in_call:
+            if hashes[seen_in_call[scoped]] != digest:
+                raise IdempotencyConflict(index, envelope.idempotency_key)
+        else:
+            seen_in_call[scoped] = index
+            fresh.append(index)
+    return results, fresh, seen_in_call
 
 
 def _job_row(
@@ -290,7 +312,7 @@ def _check_dependencies(
     existing: Mapping[tuple[str, str], Any],
     seen_in_call: Mapping[tuple[str, str], int],
 ) -> None:
-    errors = []
+    errors: list[RecordError] = []
     for index in fresh:
         e = envelopes[index]
         for position, dep in enumerate(e.all_dependencies):

@@ -23,6 +23,9 @@ from worker.outbox import migrate
 from worker.outbox.db import make_engine
 from worker.simulator.process import SimulatorProcess
 
+#: In-process pipeline fixtures (pipeline, pipeline_factory) for any test that wants them.
+pytest_plugins = ["tests.integration.pipeline_fixtures"]
+
 PG_ADMIN_DSN = os.environ.get("ETIMS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST = os.environ.get("ETIMS_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("ETIMS_TEST_REDIS_PORT", "6379"))

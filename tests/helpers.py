@@ -114,7 +114,7 @@ class WorkerPool:
         for _ in range(n):
             beat = beat_on_first and not any(p.poll() is None for p in self.procs)
             self._count += 1
-            log = open(self.relay.workdir / f"worker-{self._count}.log", "wb")  # noqa: SIM115
+            log = open(self.relay.workdir / f"worker-{self._count}.log", "wb")
             args = [ETIMS_RELAY, "worker", f"--concurrency={concurrency}", "--loglevel=INFO"]
             if beat:
                 args.append("--beat")

@@ -30,13 +30,26 @@ def branch_workload(
     for n in range(1, items + 1):
         code = item_code(n)
         records.append(
-            b.item(tin, bhf_id, f"{bhf_id}:item:{n}", item_cd=code, item_nm=f"Item {n}",
-                   price=Decimal("116"))
+            b.item(
+                tin,
+                bhf_id,
+                f"{bhf_id}:item:{n}",
+                item_cd=code,
+                item_nm=f"Item {n}",
+                price=Decimal("116"),
+            )
         )
         lines.append(b.SaleLine(code, f"Item {n}", Decimal(opening), Decimal("116")))
     records.append(
-        b.stock_io(tin, bhf_id, f"{bhf_id}:opening", lines, sar_ty_cd="06", at=now,
-                   depends_on=[r["idempotency_key"] for r in records])
+        b.stock_io(
+            tin,
+            bhf_id,
+            f"{bhf_id}:opening",
+            lines,
+            sar_ty_cd="06",
+            at=now,
+            depends_on=[r["idempotency_key"] for r in records],
+        )
     )
     sale = 0
     while len(records) + 3 <= jobs:
@@ -44,7 +57,12 @@ def branch_workload(
         code = item_code(1 + sale % items)
         line = b.SaleLine(code, "Item", Decimal(1 + sale % 3), Decimal("116"))
         records += b.sale_with_stock(
-            tin, bhf_id, f"{bhf_id}:sale:{sale}", [line], trd_invc_no=f"{bhf_id}-T{sale}", at=now,
+            tin,
+            bhf_id,
+            f"{bhf_id}:sale:{sale}",
+            [line],
+            trd_invc_no=f"{bhf_id}-T{sale}",
+            at=now,
             depends_on=[f"{bhf_id}:opening"] if sale == 1 else (),
         )
     return records

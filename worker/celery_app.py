@@ -44,7 +44,7 @@ def create_app(settings: Settings, broker_url: str) -> Celery:
     return app
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _fresh_connections_after_fork(**_: object) -> None:
     """A prefork child must not reuse the parent's DB or HTTP connections."""
     from worker.runtime import reset_runtime

@@ -52,12 +52,21 @@ def init_device(
         existing = q.get_device(conn, tin, bhf_id)
     if existing is not None and not force:
         return DeviceInfo(
-            tin, bhf_id, existing.serial, existing.sdc_id, existing.mrc_no,
-            json.loads(existing.info), True,
+            tin,
+            bhf_id,
+            existing.serial,
+            existing.sdc_id,
+            existing.mrc_no,
+            json.loads(existing.info),
+            True,
         )
     outcome = client.init_device(tin, bhf_id, serial)
     if outcome.kind is not OutcomeKind.ACCEPTED:
-        hint = " (KRA keeps the existing key; it is not returned again)" if outcome.result_code == "902" else ""
+        hint = (
+            " (KRA keeps the existing key; it is not returned again)"
+            if outcome.result_code == "902"
+            else ""
+        )
         raise DeviceInitError(
             f"KRA refused device {serial!r} for {tin}/{bhf_id}: "
             f"{outcome.result_code or outcome.kind.value} {outcome.message}{hint}"

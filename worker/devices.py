@@ -42,11 +42,24 @@ def load_fernet(secret_key: SecretStr | None, state_dir: Path, *, embedded: bool
         )
     path = state_dir / KEY_FILE_NAME
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _create_key_file(path)
+    return Fernet(path.read_bytes().strip())
+
+
+def _create_key_file(path: Path) -> None:
+    """Write the key beside ``path`` and hard-link it in: processes starting at once (workers,
+    ``device init``) then all read one complete key, never a half-written or second one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(Fernet.generate_key())
-    return Fernet(path.read_bytes().strip())
+        os.link(temporary, path)
+    except FileExistsError:
+        pass  # another process won the race; its key is complete
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)

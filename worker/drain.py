@@ -105,7 +105,8 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
     if lease is None:
         return DrainReport(branch_id, "busy")
     ctx.observer.lease_taken(branch_id)
-    started, sent, woken = ctx.clock(), 0, set()
+    started, sent = ctx.clock(), 0
+    woken: set[int] = set()
     status: Status = "idle"
     wake_after: float | None = None
     seen_next_seq: int | None = None
@@ -261,7 +262,7 @@ def _send_and_record(lease: Lease, step: Any, ctx: DrainContext, woken: set[int]
         return _record(lease, step, None, outcome, decision, ctx, woken)
     started = ctx.clock()
     outcome = ctx.client.call(kind.endpoint, step.body, device=device.credentials, write=True)
-    ctx.observer.call_finished(kind, outcome)
+    ctx.observer.call_finished(kind, outcome, job, step.attempt)
     if outcome.kind is OutcomeKind.AUTH:
         ctx.devices.forget(job.tin, job.bhf_id)
     maybe_recorded = step.maybe_recorded or (

@@ -20,6 +20,7 @@ from schemas.codes import StockIOType
 from schemas.envelope import InvoiceDetails, SaleSignature
 from schemas.jobs import JobKind, JobState
 from schemas.qr import receipt_qr_url
+from worker.backoff import retry_delay
 from worker.decide import Accept, Dead, Decision, Park, Retry
 from worker.oscu.outcome import CallOutcome, OutcomeKind
 from worker.outbox import queries as q
@@ -32,12 +33,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("etims_relay.drain")
 
 SALE_KINDS = (JobKind.SALE, JobKind.CREDIT_NOTE)
+_LOOKUP_RETRYABLE = frozenset(
+    {OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN, OutcomeKind.RATE_LIMITED}
+)
 
 
 def insert_attempt(
     conn: Connection, lease: Lease, step: Any, outcome: CallOutcome, started: float, worker: str
 ) -> None:
-    body_hash = hashlib.sha256(json.dumps(step.body, sort_keys=True, default=str).encode()).hexdigest()
+    body_hash = hashlib.sha256(
+        json.dumps(step.body, sort_keys=True, default=str).encode()
+    ).hexdigest()
     q.insert_attempt(
         conn,
         {
@@ -82,6 +88,16 @@ def receipt_for(
     if not ctx.settings.oscu.invoice_details_supported or step.number is None:
         return None, decision
     lookup = ctx.client.select_invoice_details(device.credentials, step.number)
+    if lookup.kind in _LOOKUP_RETRYABLE and step.attempt < ctx.settings.retry.max_attempts:
+        # KRA holds the sale; only its signature is out of reach for now. Stay "unknown" and
+        # ask again shortly (the resend is answered "duplicate" again, harmlessly).
+        delay = retry_delay(
+            step.attempt,
+            base_s=ctx.settings.retry.base_s,
+            cap_s=ctx.settings.retry.cap_s,
+            retry_after_s=lookup.retry_after_s,
+        )
+        return None, Retry(JobState.UNKNOWN, delay, "receipt_lookup")
     if lookup.kind is not OutcomeKind.ACCEPTED or not lookup.data:
         log.warning("receipt of invcNo %s not recoverable: %s", step.number, lookup.kind.value)
         return None, decision
@@ -181,9 +197,7 @@ def park(conn: Connection, lease: Lease, step: Any, decision: Park, now: float) 
 
 def block(conn: Connection, lease: Lease, job: Any, now: float) -> set[int]:
     """The head's dependency can never be satisfied: block it (and what depends on it)."""
-    q.update_job_fenced(
-        conn, lease, job.id, {"state": JobState.BLOCKED.value, "updated_at": now}
-    )
+    q.update_job_fenced(conn, lease, job.id, {"state": JobState.BLOCKED.value, "updated_at": now})
     _event(conn, job, JobState.BLOCKED, now, {})
     return block_dependents(conn, [job.id], now)
 

@@ -18,7 +18,7 @@ from etims_relay.settings import Settings, get_settings
 from worker.devices import DeviceDirectory, load_fernet
 from worker.drain import DrainContext
 from worker.embedded_broker import resolve_broker_url
-from worker.observe import DrainObserver
+from worker.observe import DrainObserver, MetricsObserver
 from worker.oscu.client import OscuClient
 from worker.outbox.db import is_sqlite, make_engine
 from worker.wake import CeleryWaker, NullWaker, Waker
@@ -45,7 +45,7 @@ class Runtime:
             client=self.client,
             devices=self.devices,
             settings=self.settings,
-            observer=observer or DrainObserver(),
+            observer=observer or MetricsObserver(),
             worker_name=socket.gethostname(),
         )
 

@@ -30,6 +30,3 @@ def sweep(engine: Engine, waker: Waker, *, now: float | None = None) -> list[int
         q.defer_wake(conn, due, now, now + RESWEEP_AFTER_S)
     waker.wake(due)
     return due
-
-
-

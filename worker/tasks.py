@@ -16,7 +16,7 @@ from worker.wake import DRAIN_TASK, SWEEP_TASK
 MAX_COUNTDOWN_S = 5.0
 
 
-@shared_task(name=DRAIN_TASK, ignore_result=True)
+@shared_task(name=DRAIN_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def drain_task(branch_id: int) -> dict[str, Any]:
     runtime = current_runtime()
     report = drain(int(branch_id), runtime.drain_context())
@@ -30,7 +30,7 @@ def drain_task(branch_id: int) -> dict[str, Any]:
     return {"branch_id": report.branch_id, "status": report.status, "sent": report.sent}
 
 
-@shared_task(name=SWEEP_TASK, ignore_result=True)
+@shared_task(name=SWEEP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def sweep_task() -> int:
     runtime = current_runtime()
     return len(sweep(runtime.engine, runtime.waker))

@@ -60,5 +60,5 @@ class CeleryWaker:
                 self._app.send_task(
                     DRAIN_TASK, args=[branch_id], queue=QUEUE, countdown=countdown_s
                 )
-            except Exception as exc:  # noqa: BLE001 - the sweeper recovers a lost wake
+            except Exception as exc:
                 log.warning("wake of branch %s not sent (%s); the sweeper will", branch_id, exc)

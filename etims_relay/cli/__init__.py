@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from etims_relay.cli import db, device, jobs, worker_cmd
+from etims_relay.cli import apikey, db, device, jobs, worker_cmd
+from etims_relay.cli import intake as intake_cli
 from etims_relay.cli import simulator as simulator_cli
 
 app = typer.Typer(
@@ -27,6 +28,8 @@ app.command("status")(jobs.status_command)
 app.command("replay")(jobs.replay_command)
 app.command("skip")(jobs.skip_command)
 app.command("worker")(worker_cmd.worker_command)
+app.command("intake")(intake_cli.intake_command)
+app.add_typer(apikey.app, name="apikey")
 app.command("demo")(__import__("etims_relay.cli.demo", fromlist=["demo_command"]).demo_command)
 
 

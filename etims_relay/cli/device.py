@@ -29,9 +29,17 @@ def init(
     finally:
         rt.close()
     if as_json:
-        print_json({"tin": info.tin, "bhf_id": info.bhf_id, "serial": info.serial,
-                    "sdc_id": info.sdc_id, "mrc_no": info.mrc_no,
-                    "already_registered": info.already_registered, "info": info.info})
+        print_json(
+            {
+                "tin": info.tin,
+                "bhf_id": info.bhf_id,
+                "serial": info.serial,
+                "sdc_id": info.sdc_id,
+                "mrc_no": info.mrc_no,
+                "already_registered": info.already_registered,
+                "info": info.info,
+            }
+        )
         return
     state = "already registered" if info.already_registered else "registered"
     console.print(f"device {info.serial} {state} for {info.tin}/{info.bhf_id}")

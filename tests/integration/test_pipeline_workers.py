@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from tests.helpers import RelayEnv, WorkerPool, all_terminal, ledger_writes, wait_until
 from tests.workload import TIN, branch_ids, workload
+from worker.device_init import init_device
 from worker.outbox.db import make_engine
 from worker.outbox.models import jobs
 from worker.runtime import build_runtime
-from worker.device_init import init_device
 from worker.simulator.verify import verify_ledger
 
 pytestmark = pytest.mark.slow
@@ -25,8 +25,14 @@ def init_devices(relay: RelayEnv, branches: list[str]) -> None:
     runtime = build_runtime(relay.settings(), need_broker=False)
     try:
         for bhf in branches:
-            init_device(runtime.engine, runtime.client, runtime.devices,
-                        tin=TIN, bhf_id=bhf, serial=f"SER-{bhf}")
+            init_device(
+                runtime.engine,
+                runtime.client,
+                runtime.devices,
+                tin=TIN,
+                bhf_id=bhf,
+                serial=f"SER-{bhf}",
+            )
     finally:
         runtime.close()
 

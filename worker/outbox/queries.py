@@ -65,7 +65,9 @@ def _fenced(lease: Lease) -> ColumnElement[bool]:
     return exists().where(branches.c.id == lease.branch_id, branches.c.fencing_token == lease.token)
 
 
-def _insert_ignore(conn: Connection, table: Any, values: Mapping[str, Any], keys: list[str]) -> None:
+def _insert_ignore(
+    conn: Connection, table: Any, values: Mapping[str, Any], keys: list[str]
+) -> None:
     """INSERT ... ON CONFLICT DO NOTHING on either backend."""
     dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
     conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
@@ -183,7 +185,9 @@ def due_branches(conn: Connection, now: float, limit: int) -> list[int]:
 # --------------------------------------------------------------------------- lease
 
 
-def claim_lease(conn: Connection, branch_id: int, owner: str, now: float, ttl: float) -> Lease | None:
+def claim_lease(
+    conn: Connection, branch_id: int, owner: str, now: float, ttl: float
+) -> Lease | None:
     """Take the branch if its lease is free or expired; bump the fencing token."""
     token = conn.execute(
         update(branches)
@@ -222,7 +226,9 @@ def release_lease(
     False when new work arrived, so the caller re-wakes it.
     """
     same_work = (
-        branches.c.next_seq == seen_next_seq if seen_next_seq is not None else branches.c.id.is_not(None)
+        branches.c.next_seq == seen_next_seq
+        if seen_next_seq is not None
+        else branches.c.id.is_not(None)
     )
     released = conn.execute(
         update(branches)
@@ -347,10 +353,14 @@ def dependency_states(conn: Connection, job_id: int) -> list[Row[Any]]:
     )
 
 
-def update_job_fenced(conn: Connection, lease: Lease, job_id: int, values: Mapping[str, Any]) -> None:
+def update_job_fenced(
+    conn: Connection, lease: Lease, job_id: int, values: Mapping[str, Any]
+) -> None:
     """Write a job's new state, only while ``lease`` holds."""
     _check(
-        conn.execute(update(jobs).where(jobs.c.id == job_id, _fenced(lease)).values(**values)).rowcount
+        conn.execute(
+            update(jobs).where(jobs.c.id == job_id, _fenced(lease)).values(**values)
+        ).rowcount
     )
 
 
@@ -358,7 +368,9 @@ def insert_attempt(conn: Connection, values: Mapping[str, Any]) -> None:
     conn.execute(insert(attempts).values(**values))
 
 
-def insert_event(conn: Connection, job_id: int, tin: str, state: str, body: str, now: float) -> None:
+def insert_event(
+    conn: Connection, job_id: int, tin: str, state: str, body: str, now: float
+) -> None:
     conn.execute(
         insert(result_events).values(job_id=job_id, tin=tin, state=state, body=body, created_at=now)
     )
@@ -382,7 +394,9 @@ def add_stock(conn: Connection, branch_id: int, deltas: Mapping[str, Decimal]) -
             .values(qty=stock_balances.c.qty + delta)
         ).rowcount
         if not updated:
-            conn.execute(insert(stock_balances).values(branch_id=branch_id, item_cd=item_cd, qty=delta))
+            conn.execute(
+                insert(stock_balances).values(branch_id=branch_id, item_cd=item_cd, qty=delta)
+            )
 
 
 def job_invc_no(conn: Connection, job_id: int) -> int | None:
@@ -391,7 +405,9 @@ def job_invc_no(conn: Connection, job_id: int) -> int | None:
 
 
 def get_device(conn: Connection, tin: str, bhf_id: str) -> Row[Any] | None:
-    return conn.execute(select(devices).where(devices.c.tin == tin, devices.c.bhf_id == bhf_id)).first()
+    return conn.execute(
+        select(devices).where(devices.c.tin == tin, devices.c.bhf_id == bhf_id)
+    ).first()
 
 
 def upsert_device(conn: Connection, values: Mapping[str, Any]) -> None:
@@ -430,7 +446,9 @@ def set_state_unfenced(
     if not job_ids:
         return 0
     return conn.execute(
-        update(jobs).where(jobs.c.id.in_(list(job_ids)), jobs.c.state.in_(from_states)).values(**values)
+        update(jobs)
+        .where(jobs.c.id.in_(list(job_ids)), jobs.c.state.in_(from_states))
+        .values(**values)
     ).rowcount
 
 
@@ -512,11 +530,19 @@ def list_jobs_in_state(
         conditions.append(jobs.c.result_code == code)
     if since is not None:
         conditions.append(jobs.c.updated_at >= since)
-    return list(conn.execute(select(jobs).where(and_(*conditions)).order_by(jobs.c.id).limit(limit)))
+    return list(
+        conn.execute(select(jobs).where(and_(*conditions)).order_by(jobs.c.id).limit(limit))
+    )
 
 
-def requeue_at_tail(conn: Connection, job_id: int, seq: int, now: float, payload: str | None = None,
-                    payload_hash: str | None = None) -> int:
+def requeue_at_tail(
+    conn: Connection,
+    job_id: int,
+    seq: int,
+    now: float,
+    payload: str | None = None,
+    payload_hash: str | None = None,
+) -> int:
     """Replay: a dead job goes back to pending at its branch's tail with a fresh number."""
     values: dict[str, Any] = {
         "state": JobState.PENDING.value,

@@ -1,0 +1,77 @@
+"""The intake FastAPI application: routes, the error shape, the body limit, the OpenAPI.
+
+:func:`create_app` takes an already-built :class:`IntakeContext` (tests build one over a
+test database); :func:`context_from_runtime` builds it from the settings and runtime the
+``etims-relay intake`` command made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from etims_relay.settings import Settings
+from producers.enqueue import EnqueueOptions
+from producers.intake import routes_jobs, routes_ops
+from producers.intake.bodylimit import BodySizeLimit
+from producers.intake.deps import IntakeContext
+from producers.intake.errors import install_error_handlers
+from producers.intake.models import schema_components
+from producers.intake.ratelimit import KeyRateLimiter
+from schemas.completion import Registrant
+from schemas.vat import VatScheme
+from worker.runtime import Runtime
+
+TITLE = "etims-relay intake"
+VERSION = "1"
+
+
+def create_app(context: IntakeContext, *, max_body_bytes: int = 2_000_000) -> FastAPI:
+    app = FastAPI(title=TITLE, version=VERSION, description=_DESCRIPTION)
+    app.state.intake = context
+    install_error_handlers(app)
+    app.include_router(routes_jobs.router)
+    app.include_router(routes_ops.router)
+    # Operations routes (e.g. GET /metrics) are mounted here, next to /healthz and /readyz.
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def context_from_runtime(settings: Settings, runtime: Runtime) -> IntakeContext:
+    return IntakeContext(
+        engine=runtime.engine,
+        waker=runtime.waker,
+        options=EnqueueOptions(
+            vat_scheme=VatScheme(settings.vat_scheme),
+            tax_rates=settings.tax_rates,
+            registrant=Registrant(settings.registrant_id, settings.registrant_name),
+        ),
+        limiter=KeyRateLimiter(settings.intake.rate_limit, settings.intake.rate_limit_storage),
+        broker_url=runtime.broker_url,
+        ready_timeout_s=settings.intake.ready_timeout_s,
+    )
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the schemas of the hand-parsed POST /v1/jobs body."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    document = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    request_schema = schema_components()
+    components.update(request_schema.pop("$defs", {}))
+    components["JobsRequest"] = request_schema
+    app.openapi_schema = document
+    return document
+
+
+_DESCRIPTION = """\
+Hand sales, credit notes, items and stock movements to etims-relay; read back their state
+and KRA's signature. Authenticate with `Authorization: Bearer <api key>`. Every 4xx has the
+body `{"errors": [{"index", "path", "message"}]}` and means nothing was written.
+"""

@@ -1,0 +1,122 @@
+"""Wire models of the intake API: what the OpenAPI document promises, request and response.
+
+Input models are documentation for clients and fuzzers (the POST body is parsed by hand, see
+:mod:`producers.intake.body`, so amounts stay exact ``Decimal``); output models are what
+every route returns, including the one error shape used for every 4xx.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.jobs import JobEnvelope, JobState
+
+#: Records per POST /v1/jobs.
+MAX_JOBS_PER_REQUEST = 100
+
+
+class ErrorItem(BaseModel):
+    """One problem: which record of the batch (if any), which field, what is wrong."""
+
+    index: int | None = Field(default=None, description="Position of the record in `jobs`.")
+    path: str | None = Field(
+        default=None, description="Dotted field path, e.g. payload.itemList.0.qty"
+    )
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer: nothing was written."""
+
+    errors: list[ErrorItem]
+
+
+class JobsRequest(BaseModel):
+    """POST /v1/jobs: 1 to 100 job envelopes, written all-or-nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobEnvelope] = Field(min_length=1, max_length=MAX_JOBS_PER_REQUEST)
+
+
+class EnqueuedJob(BaseModel):
+    index: int
+    id: int
+    idempotency_key: str
+    state: JobState
+    created: bool = Field(description="False when the key was already known with this payload.")
+
+
+class JobsAccepted(BaseModel):
+    """202: every record is in the outbox (new or already known)."""
+
+    request_id: str
+    jobs: list[EnqueuedJob]
+
+
+class KraResult(BaseModel):
+    code: str | None = Field(default=None, description="KRA resultCd of the last answer.")
+    message: str | None = None
+
+
+class Signature(BaseModel):
+    """KRA's signature of an accepted sale or credit note: what the receipt must print."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    curRcptNo: int
+    totRcptNo: int
+    intrlData: str
+    rcptSign: str
+    sdcDateTime: str
+
+
+class JobView(BaseModel):
+    id: int
+    kind: str
+    tin: str
+    bhf_id: str
+    idempotency_key: str
+    state: JobState
+    attempts: int
+    depends_on: list[str]
+    request_id: str | None
+    kra: KraResult
+    invc_no: int | None = Field(description="KRA invoice number (sales, credit notes).")
+    sar_no: int | None = Field(description="KRA stock movement number (stock_io).")
+    signature: Signature | None
+    sdc_id: str | None
+    mrc_no: str | None
+    qr_url: str | None
+    receipt_missing: bool
+    skip_reason: str | None
+    created_at: float = Field(description="UNIX epoch seconds.")
+    updated_at: float
+    accepted_at: float | None
+
+
+class RequestView(BaseModel):
+    request_id: str
+    jobs: list[JobView]
+
+
+class BranchView(BaseModel):
+    tin: str
+    bhf_id: str
+    jobs_by_state: dict[str, int]
+    backlog: int = Field(description="Jobs still to send: pending, in_flight, retry_wait, unknown.")
+    oldest_pending_age_s: float | None
+    parked: bool
+    parked_reason: str | None
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+def schema_components() -> dict[str, Any]:
+    """JSON Schemas of the hand-parsed request body, for the OpenAPI document."""
+    return JobsRequest.model_json_schema(ref_template="#/components/schemas/{model}")

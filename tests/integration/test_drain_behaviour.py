@@ -1,0 +1,242 @@
+"""What KRA sees and what the outbox says when things go wrong, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from producers import builders as b
+from tests.helpers import ledger_writes
+from tests.integration.pipeline_fixtures import Pipeline
+from tests.workload import TIN, item_code
+from worker.outbox import queries as q
+from worker.replay import Actor, replay, set_next, skip
+
+NOW = datetime.now(UTC)
+WATER = b.SaleLine(item_code(1), "Water", Decimal("1"), Decimal("116"))
+GHOST = b.SaleLine(item_code(9), "Never registered", Decimal("1"), Decimal("116"))
+OPS = Actor("test-operator")
+
+
+def registered_stock(bhf: str = "00") -> list[dict]:
+    return [
+        b.item(TIN, bhf, "item-1", item_cd=item_code(1), item_nm="Water", price=Decimal("116")),
+        b.stock_io(
+            TIN,
+            bhf,
+            "opening",
+            [b.SaleLine(item_code(1), "Water", Decimal("50"), Decimal("116"))],
+            sar_ty_cd="06",
+            at=NOW,
+            depends_on=["item-1"],
+        ),
+    ]
+
+
+def sales_of(p: Pipeline) -> list[tuple[int, str]]:
+    return [
+        (w["body"]["invcNo"], w["body"]["trdInvcNo"])
+        for w in ledger_writes(p.sim.ledger_path, ["saveTrnsSalesOsdc"])
+    ]
+
+
+def test_rejected_sale_is_dead_next_sale_takes_its_number_and_replay_unblocks(
+    pipeline: Pipeline,
+) -> None:
+    # Given a sale of an item KRA does not know (-> 910) and its stock jobs, between good sales
+    records = registered_stock()
+    records += b.sale_with_stock(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)
+    records += b.sale_with_stock(TIN, "00", "bad", [GHOST], trd_invc_no="T2", at=NOW)
+    records += b.sale_with_stock(TIN, "00", "s3", [WATER], trd_invc_no="T3", at=NOW)
+    pipeline.enqueue(records)
+
+    # When the branch drains
+    pipeline.drain()
+
+    # Then the bad sale is dead with KRA's code and message, naming the field
+    bad = pipeline.job("bad")
+    assert bad.state == "dead"
+    assert bad.result_code == "910"
+    assert "itemCd" in bad.result_message
+    # ... the next sale took its number: KRA holds invcNo 1, 2 with no gap
+    assert sales_of(pipeline) == [(1, "T1"), (2, "T3")]
+    # ... its stock jobs are blocked, the others went on
+    states = pipeline.states()
+    assert states["bad:stock-out"] == "blocked"
+    assert states[f"bad:stock-master:{item_code(9)}"] == "blocked"
+    assert states["s3:stock-out"] == "accepted"
+
+    # When the item is registered at KRA and the sale replayed
+    pipeline.enqueue(
+        [b.item(TIN, "00", "item-9", item_cd=item_code(9), item_nm="Ghost", price=Decimal("116"))]
+    )
+    pipeline.enqueue(
+        [
+            b.stock_io(
+                TIN,
+                "00",
+                "opening-9",
+                [b.SaleLine(item_code(9), "Ghost", Decimal("5"), Decimal("116"))],
+                sar_ty_cd="06",
+                at=NOW,
+                depends_on=["item-9"],
+            )
+        ]
+    )
+    pipeline.drain()
+    replay(pipeline.runtime.engine, bad.id, OPS, reason="item registered")
+    pipeline.drain()
+
+    # Then the sale is accepted under the next number and its blocked stock jobs followed it
+    assert sales_of(pipeline) == [(1, "T1"), (2, "T3"), (3, "T2")]
+    states = pipeline.states()
+    assert states["bad"] == "accepted"
+    assert states["bad:stock-out"] == "accepted"
+    assert states[f"bad:stock-master:{item_code(9)}"] == "accepted"
+
+
+def test_replaying_an_accepted_job_is_refused(pipeline: Pipeline) -> None:
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    job = pipeline.job("item-1")
+    try:
+        replay(pipeline.runtime.engine, job.id, OPS)
+    except Exception as exc:
+        assert "accepted" in str(exc)
+    else:
+        raise AssertionError("replay of an accepted job was not refused")
+
+
+def test_skip_needs_a_reason_and_is_audited(pipeline: Pipeline) -> None:
+    records = registered_stock() + b.sale_with_stock(
+        TIN, "00", "bad", [GHOST], trd_invc_no="T9", at=NOW
+    )
+    pipeline.enqueue(records)
+    pipeline.drain()
+    bad = pipeline.job("bad")
+    for reason in ("", "   "):
+        try:
+            skip(pipeline.runtime.engine, bad.id, OPS, reason=reason)
+        except Exception as exc:
+            assert "reason" in str(exc)
+        else:
+            raise AssertionError("skip without a reason was accepted")
+    skip(pipeline.runtime.engine, bad.id, OPS, reason="customer cancelled, credited on paper")
+    assert pipeline.job("bad").state == "skipped"
+    with pipeline.runtime.engine.connect() as conn:
+        audit = q.list_audit(conn)
+    assert audit[0].action == "skip" and audit[0].actor == "test-operator"
+    assert audit[0].reason == "customer cancelled, credited on paper"
+
+
+def test_lost_answer_is_resent_with_the_same_number_and_the_receipt_is_recovered(
+    pipeline: Pipeline,
+) -> None:
+    # Given KRA records the first sale but its answer never arrives
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.sim.add_fault(endpoint="saveTrnsSalesOsdc", kind="lost_answer", times=1)
+    pipeline.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+
+    # When the branch drains
+    pipeline.drain()
+
+    # Then KRA signed it once, and our job holds KRA's signature for invcNo 1
+    assert sales_of(pipeline) == [(1, "T1")]
+    job = pipeline.job("s1")
+    assert job.state == "accepted" and job.invc_no == 1
+    receipt = json.loads(job.receipt)
+    recorded = ledger_writes(pipeline.sim.ledger_path, ["saveTrnsSalesOsdc"])[0]["data"]
+    assert receipt["rcptSign"] == recorded["rcptSign"]
+    assert job.qr_url.endswith(f"{TIN}00{recorded['rcptSign']}")
+
+
+def test_without_invoice_lookup_a_recovered_duplicate_is_marked_receipt_missing(
+    pipeline_factory,
+) -> None:
+    p = pipeline_factory(invoice_details=False)
+    p.runtime.settings.oscu.invoice_details_supported = False
+    p.enqueue(registered_stock())
+    p.drain()
+    p.sim.add_fault(endpoint="saveTrnsSalesOsdc", kind="lost_answer", times=1)
+    p.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+    p.drain()
+    job = p.job("s1")
+    assert job.state == "accepted" and job.receipt_missing and job.receipt is None
+    assert sales_of(p) == [(1, "T1")]
+
+
+def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(pipeline: Pipeline) -> None:
+    # Given KRA already holds invcNo 1 for this branch (sent by another system)
+    from worker.simulator.samples import Line, sale_body
+    from worker.simulator.testing import SimClient
+
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    device = pipeline.runtime.devices.get(TIN, "00")
+    with SimClient(pipeline.sim.url) as client:
+        answer = client.post(
+            "saveTrnsSalesOsdc",
+            {
+                **sale_body(1, [Line(item_code(1), prc="116")], trd_invc_no="OTHER-SYSTEM"),
+                "tin": TIN,
+                "bhfId": "00",
+            },
+            **{"tin": TIN, "bhfId": "00", "cmcKey": device.credentials.cmc_key.get_secret_value()},
+        )
+    assert answer["resultCd"] == "000"
+
+    # When our first sale goes out with invcNo 1
+    pipeline.enqueue(
+        [
+            b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW),
+            b.sale(TIN, "00", "s2", [WATER], trd_invc_no="T2", at=NOW),
+        ]
+    )
+    report = pipeline.drain()
+
+    # Then the branch is parked with a message saying what to do, and nothing was lost
+    assert report.status == "parked"
+    branch = pipeline.branch()
+    assert "set-next" in branch.parked_reason
+    assert pipeline.job("s1").state == "pending" and pipeline.job("s1").invc_no is None
+
+    # When the operator sets KRA's next number, the branch resumes from there
+    set_next(pipeline.runtime.engine, TIN, "00", OPS, invc_no=2, sar_no=None, reason="KRA ahead")
+    pipeline.drain()
+    assert sales_of(pipeline) == [(1, "OTHER-SYSTEM"), (2, "T1"), (3, "T2")]
+    assert pipeline.branch().parked_reason is None
+
+
+def test_a_drain_that_lost_its_lease_writes_nothing(pipeline: Pipeline) -> None:
+    pipeline.enqueue(registered_stock())
+    engine = pipeline.runtime.engine
+    with engine.begin() as conn:
+        branch_id = int(q.get_branch(conn, TIN, "00").id)
+        old = q.claim_lease(conn, branch_id, "old-worker", 0.0, 1.0)  # expired at once
+        new = q.claim_lease(conn, branch_id, "new-worker", 10.0**10, 60.0)
+    assert old is not None and new is not None and new.token > old.token
+    job_id = pipeline.job("item-1").id
+    try:
+        with engine.begin() as conn:
+            q.update_job_fenced(conn, old, job_id, {"state": "accepted"})
+    except q.LeaseLost:
+        pass
+    else:
+        raise AssertionError("a stale lease holder could write")
+    assert pipeline.job("item-1").state == "pending"
+
+
+def test_sales_of_a_branch_wait_for_a_retry_instead_of_overtaking(pipeline: Pipeline) -> None:
+    # Given KRA answers the first sale with 990 (rate limit) twice
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.sim.add_fault(endpoint="saveTrnsSalesOsdc", kind="result_code", code="990", times=2)
+    pipeline.enqueue(
+        [b.sale(TIN, "00", f"s{i}", [WATER], trd_invc_no=f"T{i}", at=NOW) for i in range(1, 4)]
+    )
+    pipeline.drain()
+    # Then the later sales waited: KRA got them in order, numbered without gaps
+    assert sales_of(pipeline) == [(1, "T1"), (2, "T2"), (3, "T3")]
+    assert pipeline.job("s1").attempts == 3

@@ -1,0 +1,90 @@
+"""Structured logging: one JSON object per line with ``ETIMS_LOG_FORMAT=json``, readable text
+otherwise.
+
+Log calls pass their fields as ``extra={...}`` (``job_id``, ``idempotency_key``, ``branch``,
+``kind``, ``outcome``, ``result_code``, ``latency_ms``, ``attempt``...). The text format shows
+the message, which already reads ``key=value``; the JSON format adds every extra field as a
+key, so Loki/Elasticsearch can filter on them without parsing the message.
+
+Secrets: the fields go through :func:`worker.oscu._secrets.redact`, so a ``cmcKey``,
+``authorization`` or ``api_key`` field prints as ``[secure]`` whatever a caller passes.
+Whole payloads are never logged at INFO (the observer logs identities and outcomes only).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import orjson
+
+from worker.oscu._secrets import MASK, SENSITIVE_KEYS, redact
+
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+#: Attributes every LogRecord has; anything else on a record came in through ``extra``.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+#: Keys whose values never reach a log line (beyond worker.oscu._secrets' list).
+_EXTRA_SENSITIVE = frozenset({"api_key", "apikey", "secret_key", "token", "x-api-key"})
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra`` fields of a record, with secret-named keys masked."""
+    fields: dict[str, Any] = {}
+    for key, value in record.__dict__.items():
+        if key in _STANDARD or key.startswith("_"):
+            continue
+        lowered = key.lower()
+        if lowered in SENSITIVE_KEYS or lowered in _EXTRA_SENSITIVE:
+            fields[key] = MASK
+        else:
+            fields[key] = redact(value)
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "message", ...extra fields, "exc"?}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(_fields(record))
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger message`` (the message carries the fields as ``key=value``)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+
+def configure_logging(
+    level: str = "INFO", fmt: str = "text", stream: IO[str] | None = None
+) -> None:
+    """Install one handler on the root logger (replacing earlier ones: idempotent)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # httpx logs every request line (URL included) at INFO; ours is the one line per call.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

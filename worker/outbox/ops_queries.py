@@ -1,0 +1,390 @@
+"""The SQL of the ops area (metrics gauges, replay tooling, notices, notifications).
+
+Same contract as :mod:`worker.outbox.queries`: one named function per statement, each taking
+a ``Connection`` inside a transaction the caller opened. The scrape-time reads at the top are
+bounded on purpose (a ``LIMIT`` inside every count, index walks instead of scans): they run on
+every Prometheus scrape of every process, with possibly a million pending jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, literal, select, union_all, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from schemas.jobs import JobState
+from worker.outbox.models import audit_log, branches, devices, job_dependencies, jobs
+from worker.outbox.ops_models import (
+    notice_syncs,
+    notices,
+    notification_registrations,
+    notifications,
+)
+
+# --------------------------------------------------------------------------- scrape-time reads
+
+
+def capped_job_counts(
+    conn: Connection, states: Sequence[str], kinds: Sequence[str], cap: int
+) -> list[tuple[str, str, int]]:
+    """Jobs per (state, kind), each count stopping at ``cap`` (one round trip, bounded work)."""
+    parts = []
+    for state in states:
+        for kind in kinds:
+            capped = (
+                select(literal(1).label("one"))
+                .select_from(jobs)
+                .where(jobs.c.state == state, jobs.c.kind == kind)
+                .limit(cap)
+                .subquery()
+            )
+            count = select(func.count()).select_from(capped).scalar_subquery()
+            parts.append(select(literal(state), literal(kind), count))
+    if not parts:
+        return []
+    rows = conn.execute(union_all(*parts))
+    return [(str(s), str(k), int(n)) for s, k, n in rows]
+
+
+def oldest_created_at(conn: Connection, states: Sequence[str]) -> float | None:
+    """``created_at`` of the oldest job in ``states`` (one index probe per state)."""
+    found = [
+        conn.execute(select(func.min(jobs.c.created_at)).where(jobs.c.state == state)).scalar()
+        for state in states
+    ]
+    values = [float(v) for v in found if v is not None]
+    return min(values) if values else None
+
+
+def oldest_branches(
+    conn: Connection, states: Sequence[str], count: int, walk: int
+) -> list[tuple[str, str, float]]:
+    """The ``count`` branches whose oldest job in ``states`` is oldest: (tin, bhf_id, created_at).
+
+    Walks at most ``walk`` jobs per state in ``created_at`` order (index
+    ``ix_jobs_state_created_at``); a branch's first appearance is its oldest job, so the result
+    is an exact prefix of the true ranking, shorter than ``count`` only when the ``walk``
+    oldest jobs belong to fewer branches.
+    """
+    rows: list[tuple[int, float]] = []
+    for state in states:
+        rows += [
+            (int(b), float(c))
+            for b, c in conn.execute(
+                select(jobs.c.branch_id, jobs.c.created_at)
+                .where(jobs.c.state == state)
+                .order_by(jobs.c.created_at)
+                .limit(walk)
+            )
+        ]
+    rows.sort(key=lambda row: row[1])
+    first_seen: dict[int, float] = {}
+    for branch_id, created in rows:
+        if branch_id not in first_seen:
+            first_seen[branch_id] = created
+            if len(first_seen) == count:
+                break
+    if not first_seen:
+        return []
+    names = {
+        int(r.id): (str(r.tin), str(r.bhf_id))
+        for r in conn.execute(
+            select(branches.c.id, branches.c.tin, branches.c.bhf_id).where(
+                branches.c.id.in_(list(first_seen))
+            )
+        )
+    }
+    return [(*names[b], created) for b, created in first_seen.items() if b in names]
+
+
+def parked_branches(conn: Connection) -> tuple[int, float | None]:
+    """How many branches are parked, and since when the oldest one is."""
+    row = conn.execute(
+        select(func.count(), func.min(branches.c.parked_at)).where(
+            branches.c.parked_reason.is_not(None)
+        )
+    ).one()
+    return int(row[0]), (None if row[1] is None else float(row[1]))
+
+
+def blocked_branches(conn: Connection, cap: int) -> tuple[int, float | None]:
+    """Branches holding blocked jobs, and when the longest-blocked of them was blocked.
+
+    Reads at most ``cap`` blocked jobs (oldest first), so a pile of blocked jobs stays cheap.
+    """
+    sample = (
+        select(jobs.c.branch_id, jobs.c.updated_at)
+        .where(jobs.c.state == JobState.BLOCKED.value)
+        .order_by(jobs.c.created_at)
+        .limit(cap)
+        .subquery()
+    )
+    row = conn.execute(
+        select(func.count(func.distinct(sample.c.branch_id)), func.min(sample.c.updated_at))
+    ).one()
+    return int(row[0]), (None if row[1] is None else float(row[1]))
+
+
+def unread_notice_count(conn: Connection, tin: str | None = None, bhf_id: str | None = None) -> int:
+    """Notices nobody has marked read (optionally of one taxpayer / branch)."""
+    query = select(func.count()).select_from(notices).where(notices.c.read_at.is_(None))
+    if tin:
+        query = query.where(notices.c.tin == tin)
+    if bhf_id:
+        query = query.where(notices.c.bhf_id == bhf_id)
+    return int(conn.execute(query).scalar_one())
+
+
+def flagged_device_counts(conn: Connection, events: Sequence[str]) -> dict[str, int]:
+    """Per event: distinct devices with an unacknowledged notification of that event."""
+    device = (
+        func.coalesce(notifications.c.tin, "") + "/" + func.coalesce(notifications.c.bhf_id, "")
+    )
+    rows = conn.execute(
+        select(notifications.c.event, func.count(func.distinct(device)))
+        .where(notifications.c.event.in_(list(events)), notifications.c.acknowledged_at.is_(None))
+        .group_by(notifications.c.event)
+    )
+    counts = dict.fromkeys(events, 0)
+    counts.update({str(e): int(n) for e, n in rows})
+    return counts
+
+
+# --------------------------------------------------------------------------- replay tooling
+
+
+def set_job_payload(
+    conn: Connection, job_id: int, payload: str, states: Sequence[str], now: float
+) -> int:
+    """Operator edit: replace the payload of a job not yet accepted (body re-frozen on send)."""
+    return conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state.in_(list(states)))
+        .values(payload=payload, body=None, updated_at=now)
+    ).rowcount
+
+
+def dead_job_ids(conn: Connection, branch_id: int, code: str | None) -> list[int]:
+    """Dead jobs of a branch in their original order (optionally only KRA code ``code``)."""
+    query = select(jobs.c.id).where(
+        jobs.c.branch_id == branch_id, jobs.c.state == JobState.DEAD.value
+    )
+    if code:
+        query = query.where(jobs.c.result_code == code)
+    return [int(r[0]) for r in conn.execute(query.order_by(jobs.c.seq))]
+
+
+def job_dependency_keys(conn: Connection, job_id: int) -> list[tuple[str, str]]:
+    """(idempotency_key, state) of each job ``job_id`` depends on."""
+    return [
+        (str(k), str(s))
+        for k, s in conn.execute(
+            select(jobs.c.idempotency_key, jobs.c.state)
+            .join(job_dependencies, job_dependencies.c.depends_on_id == jobs.c.id)
+            .where(job_dependencies.c.job_id == job_id)
+            .order_by(jobs.c.seq)
+        )
+    ]
+
+
+def audit_entries(
+    conn: Connection,
+    *,
+    job_id: int | None = None,
+    action: str | None = None,
+    since: float | None = None,
+    limit: int = 200,
+) -> list[Row[Any]]:
+    """Audit rows, newest first."""
+    query = select(audit_log)
+    if job_id is not None:
+        query = query.where(audit_log.c.job_id == job_id)
+    if action:
+        query = query.where(audit_log.c.action == action)
+    if since is not None:
+        query = query.where(audit_log.c.at >= since)
+    return list(conn.execute(query.order_by(audit_log.c.id.desc()).limit(limit)))
+
+
+# --------------------------------------------------------------------------- notices
+
+
+def initialised_devices(conn: Connection) -> list[tuple[str, str]]:
+    """(tin, bhf_id) of every device we hold a cmcKey for."""
+    return [
+        (str(t), str(b))
+        for t, b in conn.execute(
+            select(devices.c.tin, devices.c.bhf_id).order_by(devices.c.tin, devices.c.bhf_id)
+        )
+    ]
+
+
+def notice_last_req_dt(conn: Connection, tin: str, bhf_id: str) -> str | None:
+    """The ``lastReqDt`` to send on the device's next notice sync (None: never synced)."""
+    value = conn.execute(
+        select(notice_syncs.c.last_req_dt).where(
+            notice_syncs.c.tin == tin, notice_syncs.c.bhf_id == bhf_id
+        )
+    ).scalar()
+    return None if value is None else str(value)
+
+
+def save_notice_sync(conn: Connection, tin: str, bhf_id: str, last_req_dt: str, now: float) -> None:
+    """Remember where the device's notice sync got to."""
+    updated = conn.execute(
+        update(notice_syncs)
+        .where(notice_syncs.c.tin == tin, notice_syncs.c.bhf_id == bhf_id)
+        .values(last_req_dt=last_req_dt, synced_at=now)
+    ).rowcount
+    if not updated:
+        _insert_ignore(
+            conn,
+            notice_syncs,
+            {"tin": tin, "bhf_id": bhf_id, "last_req_dt": last_req_dt, "synced_at": now},
+            ["tin", "bhf_id"],
+        )
+
+
+def insert_notice(conn: Connection, values: Mapping[str, Any]) -> bool:
+    """Store a notice unless (tin, bhf_id, notice_no) is already there; True if new."""
+    return _insert_ignore(conn, notices, values, ["tin", "bhf_id", "notice_no"])
+
+
+def list_notices(
+    conn: Connection,
+    *,
+    tin: str | None = None,
+    bhf_id: str | None = None,
+    is_read: bool | None = None,
+    limit: int = 200,
+) -> list[Row[Any]]:
+    """Notices, newest first."""
+    query = select(notices)
+    if tin:
+        query = query.where(notices.c.tin == tin)
+    if bhf_id:
+        query = query.where(notices.c.bhf_id == bhf_id)
+    if is_read is True:
+        query = query.where(notices.c.read_at.is_not(None))
+    elif is_read is False:
+        query = query.where(notices.c.read_at.is_(None))
+    return list(conn.execute(query.order_by(notices.c.id.desc()).limit(limit)))
+
+
+def get_notice(conn: Connection, notice_id: int) -> Row[Any] | None:
+    """One notice by our id."""
+    return conn.execute(select(notices).where(notices.c.id == notice_id)).first()
+
+
+def mark_notice_read(conn: Connection, notice_id: int, actor: str, now: float) -> int:
+    """Mark a notice read (first reader wins; marking again changes nothing)."""
+    return conn.execute(
+        update(notices)
+        .where(notices.c.id == notice_id, notices.c.read_at.is_(None))
+        .values(read_at=now, read_by=actor)
+    ).rowcount
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+def insert_registration(conn: Connection, name: str, key_hash: str, now: float) -> int:
+    """A new notification sender; returns its id."""
+    return int(
+        conn.execute(
+            insert(notification_registrations)
+            .values(name=name, key_hash=key_hash, created_at=now)
+            .returning(notification_registrations.c.id)
+        ).scalar_one()
+    )
+
+
+def registration_by_key_hash(conn: Connection, key_hash: str) -> Row[Any] | None:
+    """The live (not revoked) registration whose key hashes to ``key_hash``."""
+    return conn.execute(
+        select(notification_registrations).where(
+            notification_registrations.c.key_hash == key_hash,
+            notification_registrations.c.revoked_at.is_(None),
+        )
+    ).first()
+
+
+def list_registrations(conn: Connection) -> list[Row[Any]]:
+    """Every registration (the key hash is not shown by callers)."""
+    return list(
+        conn.execute(select(notification_registrations).order_by(notification_registrations.c.id))
+    )
+
+
+def revoke_registration(conn: Connection, name: str, now: float) -> int:
+    """Stop accepting pushes signed with this registration's key."""
+    return conn.execute(
+        update(notification_registrations)
+        .where(
+            notification_registrations.c.name == name,
+            notification_registrations.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+    ).rowcount
+
+
+def insert_notification(conn: Connection, values: Mapping[str, Any]) -> bool:
+    """Store a pushed event unless (registration, delivery id) is there; True if new."""
+    return _insert_ignore(conn, notifications, values, ["registration_id", "delivery_id"])
+
+
+def get_notification(conn: Connection, registration_id: int, delivery_id: str) -> Row[Any] | None:
+    """A stored event by its sender's delivery id."""
+    return conn.execute(
+        select(notifications).where(
+            notifications.c.registration_id == registration_id,
+            notifications.c.delivery_id == delivery_id,
+        )
+    ).first()
+
+
+def list_notifications(
+    conn: Connection,
+    *,
+    event: str | None = None,
+    tin: str | None = None,
+    unacknowledged: bool = False,
+    limit: int = 200,
+) -> list[Row[Any]]:
+    """Stored events, newest first, with their sender's name."""
+    query = select(notifications, notification_registrations.c.name.label("sender")).join(
+        notification_registrations,
+        notification_registrations.c.id == notifications.c.registration_id,
+    )
+    if event:
+        query = query.where(notifications.c.event == event)
+    if tin:
+        query = query.where(notifications.c.tin == tin)
+    if unacknowledged:
+        query = query.where(notifications.c.acknowledged_at.is_(None))
+    return list(conn.execute(query.order_by(notifications.c.id.desc()).limit(limit)))
+
+
+def acknowledge_notification(conn: Connection, notification_id: int, actor: str, now: float) -> int:
+    """An operator has dealt with the event: it stops counting in the device gauges."""
+    return conn.execute(
+        update(notifications)
+        .where(notifications.c.id == notification_id, notifications.c.acknowledged_at.is_(None))
+        .values(acknowledged_at=now, acknowledged_by=actor)
+    ).rowcount
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _insert_ignore(
+    conn: Connection, table: Any, values: Mapping[str, Any], keys: list[str]
+) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING on either backend; True if a row was inserted."""
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    result = conn.execute(
+        dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    )
+    return bool(result.rowcount)
