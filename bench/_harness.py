@@ -39,7 +39,7 @@ from sqlalchemy import text  # noqa: E402
 
 from producers.enqueue import enqueue  # noqa: E402
 from tests.helpers import ETIMS_RELAY, FAST_ENV, RelayEnv  # noqa: E402
-from tests.workload import TIN, branch_ids, branch_workload  # noqa: E402
+from tests.workload import TIN, branch_workload  # noqa: E402
 from worker.device_init import init_device  # noqa: E402
 from worker.outbox import migrate  # noqa: E402
 from worker.outbox.db import make_engine  # noqa: E402
@@ -272,12 +272,20 @@ class Stack:
             self._waker = CeleryWaker.for_broker(self.broker_url)
         return self._waker
 
-    def init_devices(self, bhf_ids: Sequence[str], tin: str = TIN) -> None:
+    def init_devices(self, keys: Sequence[tuple[str, str]] | int, threads: int = 16) -> None:
+        """Register a device for each (tin, bhf_id) (or the first ``keys`` branches)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        pairs = branch_keys(keys) if isinstance(keys, int) else list(keys)
         runtime = build_runtime(self.relay.settings(), need_broker=False)
+
+        def one(pair: tuple[str, str]) -> None:
+            init_device(runtime.engine, runtime.client, runtime.devices,
+                        tin=pair[0], bhf_id=pair[1], serial=f"SER-{pair[0]}-{pair[1]}")
+
         try:
-            for bhf in bhf_ids:
-                init_device(runtime.engine, runtime.client, runtime.devices,
-                            tin=tin, bhf_id=bhf, serial=f"SER-{tin}-{bhf}")
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(one, pairs))
         finally:
             runtime.close()
 
@@ -318,13 +326,23 @@ class Stack:
 # --------------------------------------------------------------------------- workloads
 
 
+def branch_keys(count: int) -> list[tuple[str, str]]:
+    """(tin, bhf_id) of ``count`` branches: ``tests.workload``'s TIN with bhf 00..99, then
+    further taxpayers (bhf_id has two digits, so 100 branches per tin)."""
+    keys = []
+    for i in range(count):
+        tin = TIN if i < 100 else f"P{51234567 + i // 100:09d}C"
+        keys.append((tin, f"{i % 100:02d}"))
+    return keys
+
+
 def interleaved_batches(
-    branches: int, jobs_per_branch: int, batch: int = 100, *, tin: str = TIN
+    branches: int, jobs_per_branch: int, batch: int = 100
 ) -> list[list[dict[str, Any]]]:
     """Each branch's workload cut into batches of ``batch``, branches taking turns, so that
     every branch gets work early (one batch = one branch = one wake message)."""
     per_branch = [
-        branch_workload(bhf, jobs_per_branch, tin=tin) for bhf in branch_ids(branches)
+        branch_workload(bhf, jobs_per_branch, tin=tin) for tin, bhf in branch_keys(branches)
     ]
     chunks = [[recs[i : i + batch] for i in range(0, len(recs), batch)] for recs in per_branch]
     out: list[list[dict[str, Any]]] = []

@@ -126,6 +126,45 @@ def measure_raw(store: str, workdir: Path, source_url: str, batch: int) -> float
     return len(values) / seconds
 
 
+def profile(args: argparse.Namespace, store: str, workdir: Path, batches: list[Any]) -> None:
+    """cProfile (process CPU time) of producers.enqueue, plus SQL statements per job."""
+    import collections
+    import cProfile
+    import io
+    import pstats
+    import re
+
+    from sqlalchemy import event
+
+    url = fresh_url(store, workdir)
+    engine = make_engine(url)
+    kinds: collections.Counter[str] = collections.Counter()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(conn: Any, cur: Any, stmt: str, params: Any, context: Any, many: Any) -> None:
+        m = re.match(r"\s*(SELECT|UPDATE \w+|INSERT INTO \w+)", stmt)
+        key = m.group(1) if m else stmt.split()[0]
+        if key == "SELECT":
+            f = re.search(r"FROM (\w+)", stmt)
+            key += f" {f.group(1) if f else '?'}"
+        kinds[key] += 1
+
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    jobs, seconds = enqueue_all(engine, batches)
+    prof.disable()
+    engine.dispose()
+    drop(store, url)
+    print(f"{store}: {jobs} jobs, {jobs / seconds:.0f}/s under cProfile; SQL statements per job "
+          f"{sum(kinds.values()) / jobs:.2f}:")
+    for key, n in kinds.most_common():
+        print(f"  {n / jobs:6.3f}  {key}")
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(
+        r"producers/|worker/|schemas/", 25)
+    print(out.getvalue())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,10 +175,15 @@ def main() -> int:
     parser.add_argument("--jobs-per-branch", type=int, default=200)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--profile", action="store_true", help="cProfile one run per store")
     args = parser.parse_args()
     stores = args.store or ["postgresql", "sqlite"]
     workdir = Path(tempfile.mkdtemp(prefix="etims-enqueue-"))
     batches = interleaved_batches(args.branches, args.jobs_per_branch, args.batch)
+    if args.profile:
+        for store in stores:
+            profile(args, store, workdir, batches)
+        return 0
     broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
     rds = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
     celery_waker = CeleryWaker.for_broker(broker)

@@ -51,7 +51,6 @@ from _harness import (  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from schemas.jobs import JobKind  # noqa: E402
-from tests.workload import branch_ids  # noqa: E402
 
 
 # --------------------------------------------------------------------------- bare loop
@@ -108,13 +107,105 @@ def bare_loop(stack: Stack, rep: int) -> dict[str, Any]:
     return asyncio.run(_bare(stack.simulator.url, tin, work))
 
 
+# --------------------------------------------------------------------------- profile
+
+
+def profile_drain(args: argparse.Namespace) -> int:
+    """CPU cost of ``worker.drain.drain`` per job, without Celery, and where it goes.
+
+    Enqueues ``--branches`` x ``--jobs-per-branch`` jobs, then drains every branch in a thread
+    of this process (as the threads pool would, minus Celery) against PostgreSQL and the
+    simulator. Prints process CPU ms per job, SQL statements and transactions per job by
+    statement kind, and (``--cprofile``) the top of a cProfile by thread CPU time.
+    """
+    import collections
+    import cProfile
+    import io
+    import pstats
+    import re
+    import threading
+
+    from sqlalchemy import event
+
+    from _harness import enqueue_all
+    from worker.drain import drain
+    from worker.runtime import build_runtime
+
+    latency = (args.latency or [0.0])[0]
+    with Stack(latency_ms=latency) as stack:
+        stack.init_devices(args.branches)
+        jobs, _ = enqueue_all(
+            stack.engine, interleaved_batches(args.branches, args.jobs_per_branch, args.batch)
+        )
+        runtime = build_runtime(stack.relay.settings(), need_broker=False)
+        ctx = runtime.drain_context()
+        kinds: collections.Counter[str] = collections.Counter()
+        begins = [0]
+
+        @event.listens_for(runtime.engine, "before_cursor_execute")
+        def _count(conn: Any, cur: Any, stmt: str, params: Any, context: Any, many: Any) -> None:
+            m = re.match(r"\s*(SELECT|UPDATE \w+|INSERT INTO \w+|DELETE FROM \w+)", stmt)
+            key = m.group(1) if m else stmt.split()[0]
+            if key == "SELECT":
+                f = re.search(r"FROM (\w+)", stmt)
+                key += f" {f.group(1) if f else '?'}" + (" JOIN" if " JOIN " in stmt else "")
+            kinds[key] += 1
+
+        @event.listens_for(runtime.engine, "begin")
+        def _begin(conn: Any) -> None:
+            begins[0] += 1
+
+        with stack.engine.connect() as conn:
+            ids = [int(r[0]) for r in conn.execute(text("SELECT id FROM branches ORDER BY id"))]
+        profiles: list[cProfile.Profile] = []
+
+        def run(branch_id: int) -> None:
+            prof = cProfile.Profile(time.thread_time) if args.cprofile else None
+            if prof:
+                prof.enable()
+            while True:
+                report = drain(branch_id, ctx)
+                if report.status in ("idle", "parked", "lease_lost"):
+                    break
+                if report.status == "waiting":
+                    time.sleep(report.due_in_s or 0.05)
+            if prof:
+                prof.disable()
+                profiles.append(prof)
+
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        threads = [threading.Thread(target=run, args=(b,)) for b in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        counts = stack.counts()
+        runtime.close()
+        print(f"in-process drain, {args.branches} branches, latency {latency:g} ms: {jobs} jobs "
+              f"{counts}, {jobs / wall:.0f} jobs/s, {cpu / jobs * 1000:.2f} ms CPU per job in the "
+              f"drain process{' (under cProfile)' if args.cprofile else ''}; {load_note()}")
+        print(f"transactions per job {begins[0] / jobs:.2f}; SQL statements per job "
+              f"{sum(kinds.values()) / jobs:.2f}:")
+        for key, n in kinds.most_common():
+            print(f"  {n / jobs:5.2f}  {key}")
+        if profiles:
+            stats = pstats.Stats(profiles[0])
+            for p in profiles[1:]:
+                stats.add(p)
+            out = io.StringIO()
+            stats.stream = out  # type: ignore[attr-defined]
+            stats.sort_stats("cumulative").print_stats(r"worker/|producers/|schemas/", 40)
+            print(out.getvalue())
+    return 0
+
+
 # --------------------------------------------------------------------------- pipeline run
 
 
 def run_pipeline(args: argparse.Namespace, latency_ms: float, rep: int) -> dict[str, Any]:
-    bhfs = branch_ids(args.branches)
     with Stack(latency_ms=latency_ms, loglevel=args.loglevel) as stack:
-        stack.init_devices(bhfs)
+        stack.init_devices(args.branches)
         batches = interleaved_batches(args.branches, args.jobs_per_branch, args.batch)
         expected = sum(len(b) for b in batches)
         stack.workers.start(args.workers, concurrency=args.concurrency)
@@ -172,7 +263,12 @@ def main() -> int:
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--json", type=Path, default=None, help="write raw results here")
+    parser.add_argument("--profile-drain", action="store_true",
+                        help="no workers: CPU per job of drain() in-process, SQL per job")
+    parser.add_argument("--cprofile", action="store_true", help="with --profile-drain")
     args = parser.parse_args()
+    if args.profile_drain:
+        return profile_drain(args)
     latencies = args.latency or [50.0, 0.0]
     ideal = {lat: (args.branches / (lat / 1000) if lat else None) for lat in latencies}
 

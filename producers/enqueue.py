@@ -132,6 +132,34 @@ def _validate(
     return envelopes
 
 
+def payload_errors(
+    kind: str,
+    tin: str,
+    bhf_id: str,
+    payload: Mapping[str, Any],
+    options: EnqueueOptions | None = None,
+) -> list[RecordError]:
+    """Validate one job's payload exactly as :func:`enqueue` would (index 0, nothing written).
+
+    For operators who correct a dead job's payload (``etims-relay dead edit``): the edited
+    payload must pass the same checks as a new record, or the replay would only die again.
+    """
+    record: dict[str, Any] = {
+        "kind": kind,
+        "tin": tin,
+        "bhf_id": bhf_id,
+        "idempotency_key": "edit",
+        "payload": dict(payload),
+    }
+    if kind == JobKind.CREDIT_NOTE.value:
+        record["original_key"] = "edit:original"  # the link itself is not being edited
+    try:
+        envelope = JobEnvelope.model_validate(record)
+    except ValidationError as exc:
+        return [RecordError(0, path, msg) for path, msg in format_errors(exc)]
+    return _payload_errors(0, envelope, options or EnqueueOptions())
+
+
 def _payload_errors(
     index: int, envelope: JobEnvelope, options: EnqueueOptions
 ) -> list[RecordError]:

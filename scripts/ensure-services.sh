@@ -9,6 +9,8 @@
 #   PostgreSQL  127.0.0.1:5432, role "postgres" without password over TCP, database "test"
 #               (tests: postgresql://postgres@127.0.0.1:5432/test)
 #   Redis       127.0.0.1:6379, no persistence (tests: redis://127.0.0.1:6379/0)
+#   RabbitMQ    127.0.0.1:5672, user guest/guest (tests: amqp://guest:guest@127.0.0.1:5672//);
+#               RabbitMQ lets guest log in from loopback only, which is all we need
 #
 # Installing uses apt-get (Debian/Ubuntu) non-interactively and needs root (or passwordless
 # sudo). Only loopback addresses are bound or trusted.
@@ -22,6 +24,10 @@ PG_PORT=${ETIMS_CI_PG_PORT:-5432}
 PG_DB="test"
 REDIS_HOST=127.0.0.1
 REDIS_PORT=${ETIMS_CI_REDIS_PORT:-6379}
+RABBIT_HOST=127.0.0.1
+RABBIT_PORT=${ETIMS_CI_RABBIT_PORT:-5672}
+# RabbitMQ (an Erlang VM plus plugins) takes far longer to boot than the others.
+RABBIT_WAIT_S=90
 WAIT_S=30
 
 log() { printf 'ensure-services: %s\n' "$*" >&2; }
@@ -230,6 +236,64 @@ wait_for_short_redis() {
     return 1
 }
 
+# ------------------------------------------------------------------------------- RabbitMQ
+
+# An AMQP 0-9-1 handshake: send the protocol header, expect Connection.Start (frame type 1,
+# class 10, method 10) back. A bare TCP accept is not enough: the listener opens before the
+# broker can serve logins.
+amqp_answers() {
+    python3 - "$1" "$2" <<'EOF'
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2) as s:
+        s.sendall(b"AMQP\x00\x00\x09\x01")
+        frame = s.recv(11)
+        ok = len(frame) >= 11 and frame[0] == 1 and frame[7:11] == b"\x00\x0a\x00\x0a"
+        sys.exit(0 if ok else 1)
+except OSError:
+    sys.exit(1)
+EOF
+}
+
+# wait_for_amqp: poll up to RABBIT_WAIT_S seconds.
+wait_for_amqp() {
+    local i
+    for ((i = 0; i < RABBIT_WAIT_S * 2; i++)); do
+        if amqp_answers "$RABBIT_HOST" "$RABBIT_PORT"; then return 0; fi
+        sleep 0.5
+    done
+    return 1
+}
+
+ensure_rabbitmq() {
+    if amqp_answers "$RABBIT_HOST" "$RABBIT_PORT"; then
+        log "RabbitMQ ok on $RABBIT_HOST:$RABBIT_PORT"
+        return 0
+    fi
+    log "RabbitMQ not answering AMQP on $RABBIT_HOST:$RABBIT_PORT"
+    if tcp_open "$RABBIT_HOST" "$RABBIT_PORT"; then
+        # Perhaps still booting: give it the whole boot time before calling the port taken.
+        wait_for_amqp ||
+            die "port $RABBIT_PORT is taken by something that does not answer AMQP"
+        log "RabbitMQ ok on $RABBIT_HOST:$RABBIT_PORT"
+        return 0
+    fi
+    if ! command -v rabbitmq-server >/dev/null 2>&1; then
+        apt_install rabbitmq-server
+    fi
+    # The package's postinst may have started it (where an init system runs).
+    if ! amqp_answers "$RABBIT_HOST" "$RABBIT_PORT"; then
+        log "starting rabbitmq-server -detached (slow to boot; waiting up to ${RABBIT_WAIT_S}s)"
+        as_root mkdir -p /var/log/rabbitmq /var/lib/rabbitmq
+        as_root rabbitmq-server -detached ||
+            die "rabbitmq-server failed to start (see /var/log/rabbitmq/)"
+    fi
+    wait_for_amqp ||
+        die "RabbitMQ is not answering AMQP on $RABBIT_HOST:$RABBIT_PORT after ${RABBIT_WAIT_S}s (see /var/log/rabbitmq/)"
+    log "RabbitMQ ok on $RABBIT_HOST:$RABBIT_PORT"
+}
+
 command -v python3 >/dev/null 2>&1 || die "python3 is required"
 ensure_postgres
 ensure_redis
+ensure_rabbitmq

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from schemas.envelope import InitInfo
-from worker.devices import DeviceDirectory
+from worker.devices import NO_DEVICE_PREFIX, DeviceDirectory
 from worker.oscu.client import OscuClient
 from worker.oscu.outcome import OutcomeKind
 from worker.outbox import queries as q
@@ -87,5 +87,6 @@ def init_device(
                 "created_at": time.time(),
             },
         )
+        q.unpark_if(conn, tin, bhf_id, reason_prefix=NO_DEVICE_PREFIX, now=time.time())
     devices.forget(tin, bhf_id)
     return DeviceInfo(tin, bhf_id, serial, info.sdcId, info.mrcNo, public, False)

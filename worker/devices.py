@@ -22,6 +22,8 @@ from worker.oscu.client import DeviceCredentials
 from worker.outbox import queries as q
 
 KEY_FILE_NAME = "etims-relay.key"
+#: Start of the park reason for a branch without a device; ``device init`` clears it.
+NO_DEVICE_PREFIX = "no device for"
 #: How long a decrypted device stays cached in a worker (seconds); a rotated key is picked
 #: up at the latest after this, or at once after an auth failure (``forget``).
 DEVICE_CACHE_TTL_S = 60.0
@@ -96,7 +98,7 @@ class DeviceDirectory:
             row = q.get_device(conn, tin, bhf_id)
         if row is None:
             raise DeviceNotInitialised(
-                f"no device for {tin}/{bhf_id}: run etims-relay device init --tin {tin} "
+                f"{NO_DEVICE_PREFIX} {tin}/{bhf_id}: run etims-relay device init --tin {tin} "
                 f"--bhf-id {bhf_id} --serial SERIAL"
             )
         try:

@@ -42,8 +42,9 @@ log = logging.getLogger("etims_relay.drain")
 
 #: Active jobs read per prepare step (enough to skip past a few newly blocked ones).
 HEAD_WINDOW = 8
-#: How long a head waits for a dependency in another branch before looking again.
-DEPENDENCY_WAIT_S = 1.0
+#: A head waiting for a dependency in another branch is looked at again after this long at
+#: the latest; normally the dependency's acceptance wakes the branch at once.
+DEPENDENCY_WAIT_S = 5.0
 
 Status = Literal["busy", "idle", "waiting", "more", "parked", "lease_lost"]
 
@@ -89,6 +90,9 @@ class _Send:
 @dataclass(frozen=True, slots=True)
 class _Wait:
     until: float
+    #: Worth sleeping through inside the drain if short (a retry); a dependency in another
+    #: branch is not: its acceptance wakes this branch.
+    inline: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +122,7 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
             if isinstance(step, _Wait):
                 pause = step.until - ctx.clock()
                 budget_left = started + limits.max_seconds - ctx.clock()
-                if pause <= limits.inline_wait_s and pause < budget_left:
+                if step.inline and pause <= limits.inline_wait_s and pause < budget_left:
                     ctx.sleep(max(pause, 0.0))
                     continue
                 status, wake_after = "waiting", step.until
@@ -134,12 +138,25 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
     except LeaseLost:
         ctx.observer.lease_lost(branch_id)
         return DrainReport(branch_id, "lease_lost", sent, 0.0, frozenset(woken))
+    except Exception:
+        # A database or programming error: hand the branch back now rather than at lease
+        # expiry (wake_after stays set, so the sweeper retries it), then let the task fail.
+        _release_quietly(lease, ctx)
+        raise
     with ctx.engine.begin() as conn:
         settled = q.release_lease(conn, lease, wake_after=wake_after, seen_next_seq=seen_next_seq)
     if not settled and status in ("idle", "waiting"):
         status, wake_after = "more", ctx.clock()
     due_in = None if wake_after is None else max(0.0, wake_after - ctx.clock())
     return DrainReport(branch_id, status, sent, due_in, frozenset(woken))
+
+
+def _release_quietly(lease: Lease, ctx: DrainContext) -> None:
+    try:
+        with ctx.engine.begin() as conn:
+            q.release_lease(conn, lease, wake_after=ctx.clock(), seen_next_seq=None)
+    except Exception:  # the lease will expire on its own
+        log.exception("branch %s: could not release the lease after an error", lease.branch_id)
 
 
 # --------------------------------------------------------------------------- prepare
@@ -163,7 +180,7 @@ def _prepare(lease: Lease, ctx: DrainContext, woken: set[int]) -> tuple[Any, int
                     woken |= effects.block(conn, lease, job, now)
                     continue
                 if verdict == "waiting":
-                    return _Wait(now + DEPENDENCY_WAIT_S), int(branch.next_seq)
+                    return _Wait(now + DEPENDENCY_WAIT_S, inline=False), int(branch.next_seq)
                 if job.next_attempt_at is not None and job.next_attempt_at > now:
                     return _Wait(job.next_attempt_at), int(branch.next_seq)
                 return _start(conn, lease, job, ctx, now), int(branch.next_seq)
@@ -194,7 +211,11 @@ def _start(conn: Connection, lease: Lease, job: Any, ctx: DrainContext, now: flo
         try:
             body = _build_body(conn, lease, job, kind, number, ctx)
         except ValueError as exc:
-            return _LocalFailure(job, number, str(exc))
+            if counter is not None and number is not None and job.body is None:
+                # Hand the number straight back in this transaction: a crash before the
+                # failure is recorded must not leave a gap in KRA's sequence.
+                q.release_number(conn, lease, counter, number)
+            return _LocalFailure(job, None, str(exc))
         body_text = dumps_body(body)
         values["body"] = body_text
     attempt = int(job.attempts) + 1

@@ -148,7 +148,12 @@ def accept(
     if kind is JobKind.STOCK_IO:
         q.add_stock(conn, lease.branch_id, stock_deltas(step.body))
     _event(conn, job, JobState.ACCEPTED, now, {**values, "receipt": receipt})
-    return unblock_dependents(conn, [job.id], now)
+    # Dependents in other branches may be heads waiting for exactly this acceptance. Branch
+    # rows are locked before job rows here, as a drain's prepare step does: no deadlock.
+    waiting = {int(r.branch_id) for r in q.dependents(conn, [job.id], [JobState.PENDING.value])}
+    waiting.discard(lease.branch_id)
+    q.wake_branches(conn, waiting, now)
+    return waiting | unblock_dependents(conn, [job.id], now)
 
 
 def retry(
@@ -230,6 +235,8 @@ def _propagate(
         if not rows:
             break
         ids = [r.id for r in rows]
+        if dst is JobState.PENDING:  # lock order: branch rows, then job rows
+            q.wake_branches(conn, {int(r.branch_id) for r in rows}, now)
         q.set_state_unfenced(conn, ids, [src.value], {"state": dst.value, "updated_at": now})
         for row in rows:
             if dst is JobState.BLOCKED:
@@ -237,8 +244,6 @@ def _propagate(
             branches.add(int(row.branch_id))
         seen.update(ids)
         frontier = ids
-    if dst is JobState.PENDING:
-        q.wake_branches(conn, branches, now)
     return branches
 
 

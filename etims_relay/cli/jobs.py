@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,19 @@ from etims_relay.cli.common import actor, console, fail, print_json, runtime, se
 from producers.enqueue import EnqueueOptions, IdempotencyConflict, InvalidRecords, enqueue
 from schemas.completion import Registrant
 from schemas.vat import VatScheme
+from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
-from worker.replay import OperatorError, replay, set_next, skip
+from worker.replay import (
+    OperatorError,
+    audit_row,
+    edit,
+    job_details,
+    parse_set,
+    replay,
+    replay_branch,
+    set_next,
+    skip,
+)
 
 #: Records written per transaction by ``enqueue`` is the whole file (all-or-nothing); the
 #: progress bar advances per validated chunk of this size.
@@ -25,6 +38,7 @@ CHUNK = 500
 
 dead_app = typer.Typer(help="Dead letters: jobs KRA refused or that ran out of attempts.")
 branch_app = typer.Typer(help="Branch operations.")
+audit_app = typer.Typer(help="The audit log of operator actions.")
 
 
 def enqueue_command(
@@ -122,13 +136,19 @@ def dead_list(
     branch: str | None = typer.Option(None, "--branch", help="TIN/BHF, e.g. P051234567A/00."),
     kind: str | None = typer.Option(None, "--kind"),
     code: str | None = typer.Option(None, "--code", help="KRA result code, e.g. 910."),
+    since: str | None = typer.Option(
+        None, "--since", help="Died since: 30m, 2h, 7d, or an ISO date/time."
+    ),
 ) -> None:
     """List dead jobs with KRA's code and message."""
     tin, bhf = _split_branch(branch) if branch else (None, None)
+    after = _since(since) if since else None
     rt = runtime(need_broker=False)
     try:
         with rt.engine.connect() as conn:
-            rows = q.list_jobs_in_state(conn, "dead", tin=tin, bhf_id=bhf, kind=kind, code=code)
+            rows = q.list_jobs_in_state(
+                conn, "dead", tin=tin, bhf_id=bhf, kind=kind, code=code, since=after
+            )
     finally:
         rt.close()
     items = [
@@ -141,6 +161,7 @@ def dead_list(
             "result_code": r.result_code,
             "message": r.result_message,
             "attempts": r.attempts,
+            "died_at": r.updated_at,
         }
         for r in rows
     ]
@@ -156,19 +177,110 @@ def dead_list(
     console.print(f"{len(items)} dead job(s)")
 
 
-def replay_command(
-    job_id: int = typer.Argument(..., help="Id of a dead job."),
-    reason: str = typer.Option("", "--reason", help="Why (audited)."),
+@dead_app.command("show")
+def dead_show(
+    job_id: int = typer.Argument(..., help="Job id (from dead list)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Send a dead job again, at its branch's tail (refused for an accepted job)."""
-    rt = runtime()
+    """A job's payload and every attempt with KRA's answers, its dependencies and audit."""
+    rt = runtime(need_broker=False)
     try:
-        replay(rt.engine, job_id, actor(), reason=reason, waker=rt.waker)
+        details = job_details(rt.engine, job_id)
     except OperatorError as exc:
         raise fail(str(exc)) from exc
     finally:
         rt.close()
-    console.print(f"job {job_id} is pending again")
+    if as_json:
+        print_json(details)
+        return
+    out = console.print
+    out(
+        f"job {details['id']}  {details['kind']}  {details['branch']}  "
+        f"{details['idempotency_key']}  state {details['state']}",
+        markup=False,
+    )
+    out(f"last answer: [{details['result_code']}] {details['result_message']}", markup=False)
+    for dep in details["depends_on"]:
+        out(f"depends on {dep['idempotency_key']} ({dep['state']})", markup=False)
+    out("attempts:")
+    for a in details["attempts"]:
+        out(
+            f"  #{a['number']}  {_when(a['at'])}  {a['outcome']}  code {a['result_code']}  "
+            f"http {a['http_status']}  {a['latency_ms']} ms  number {a['kra_number']}  "
+            f"{a['message'] or a['error'] or ''}",
+            markup=False,
+        )
+    out("payload:")
+    out(json.dumps(details["payload"], indent=2, default=str), markup=False, highlight=False)
+    for entry in details["audit"]:
+        out(
+            f"audit: {_when(entry['at'])} {entry['actor']} {entry['action']} "
+            f"{entry['reason'] or ''}",
+            markup=False,
+        )
+
+
+@dead_app.command("edit")
+def dead_edit(
+    job_id: int = typer.Argument(..., help="Id of a dead (or blocked) job."),
+    sets: list[str] | None = typer.Option(
+        None, "--set", help="path=value, e.g. itemList.0.itemCd=KE2NTNO0000001 (repeatable)."
+    ),
+    payload_file: Path | None = typer.Option(
+        None, "--payload", help="File holding the job's whole new payload (JSON object)."
+    ),
+    reason: str = typer.Option("", "--reason", help="Why (audited)."),
+) -> None:
+    """Correct a dead job's payload, validated like intake; then replay it."""
+    try:
+        pairs = [parse_set(item) for item in sets or ()]
+        payload = _payload_from(payload_file) if payload_file else None
+    except OperatorError as exc:
+        raise fail(str(exc)) from exc
+    rt = runtime(need_broker=False)
+    try:
+        edit(
+            rt.engine,
+            job_id,
+            actor(),
+            sets=pairs,
+            payload=payload,
+            reason=reason,
+            options=_enqueue_options(),
+        )
+    except OperatorError as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        rt.close()
+    console.print(f"job {job_id} edited; run etims-relay replay {job_id} to send it again")
+
+
+def replay_command(
+    job_id: int | None = typer.Argument(None, help="Id of a dead job."),
+    branch: str | None = typer.Option(
+        None, "--branch", help="Replay every dead job of TIN/BHF instead."
+    ),
+    code: str | None = typer.Option(None, "--code", help="With --branch: only this KRA code."),
+    reason: str = typer.Option("", "--reason", help="Why (audited)."),
+) -> None:
+    """Send dead jobs again, at their branch's tail (refused for an accepted job)."""
+    if (job_id is None) == (branch is None):
+        raise fail("give a JOB_ID or --branch TIN/BHF (not both)")
+    if code and branch is None:
+        raise fail("--code only goes with --branch")
+    rt = runtime()
+    try:
+        if job_id is not None:
+            replay(rt.engine, job_id, actor(), reason=reason, waker=rt.waker)
+            console.print(f"job {job_id} is pending again")
+            return
+        tin, bhf = _split_branch(branch or "")
+        ids = replay_branch(rt.engine, tin, bhf, actor(), code=code, reason=reason, waker=rt.waker)
+        console.print(f"{len(ids)} dead job(s) of {tin}/{bhf} pending again: {ids}")
+    except OperatorError as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        rt.close()
 
 
 def skip_command(
@@ -197,12 +309,92 @@ def branch_set_next(
     tin, bhf = _split_branch(branch)
     rt = runtime()
     try:
-        set_next(rt.engine, tin, bhf, actor(), invc_no=invc, sar_no=sar, reason=reason, waker=rt.waker)
+        set_next(
+            rt.engine, tin, bhf, actor(), invc_no=invc, sar_no=sar, reason=reason, waker=rt.waker
+        )
     except OperatorError as exc:
         raise fail(str(exc)) from exc
     finally:
         rt.close()
-    console.print(f"branch {tin}/{bhf}: next invcNo {invc or '(unchanged)'}, sarNo {sar or '(unchanged)'}")
+    console.print(
+        f"branch {tin}/{bhf}: next invcNo {invc or '(unchanged)'}, sarNo {sar or '(unchanged)'}"
+    )
+
+
+@audit_app.command("list")
+def audit_list(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    job: int | None = typer.Option(None, "--job", help="Only this job."),
+    action: str | None = typer.Option(None, "--action", help="replay, edit, skip, set_next..."),
+    since: str | None = typer.Option(None, "--since", help="30m, 2h, 7d, or an ISO date/time."),
+    limit: int = typer.Option(200, "--limit"),
+) -> None:
+    """Who did what to which job or branch, when and why (newest first)."""
+    after = _since(since) if since else None
+    rt = runtime(need_broker=False)
+    try:
+        with rt.engine.connect() as conn:
+            rows = oq.audit_entries(conn, job_id=job, action=action, since=after, limit=limit)
+    finally:
+        rt.close()
+    entries = [audit_row(r) for r in rows]
+    if as_json:
+        print_json(entries)
+        return
+    for e in entries:
+        target = f"job {e['job_id']}" if e["job_id"] is not None else "branch"
+        console.print(
+            f"{_when(e['at'])}  {e['actor']}  {e['action']}  {target}  {e['branch']}  "
+            f"{e['reason'] or ''}",
+            markup=False,
+        )
+    console.print(f"{len(entries)} audit entr{'y' if len(entries) == 1 else 'ies'}")
+
+
+_DURATION = re.compile(r"^(?P<n>[0-9]+(?:\.[0-9]+)?)(?P<unit>[smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(value: str) -> float:
+    """``30m``/``2h``/``7d`` ago, or an ISO date/time (UTC when no zone is given)."""
+    match = _DURATION.match(value.strip())
+    if match:
+        return time.time() - float(match["n"]) * _UNIT_S[match["unit"]]
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise fail(f"--since wants 30m, 2h, 7d or an ISO date/time, got {value!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _payload_from(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise OperatorError(f"{path}: no such file")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        raise OperatorError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(value, dict):
+        raise OperatorError(f"{path}: the payload must be a JSON object")
+    return value
+
+
+def _enqueue_options() -> EnqueueOptions:
+    """Validation exactly as ``enqueue`` does it with this configuration."""
+    cfg = settings()
+    return EnqueueOptions(
+        vat_scheme=VatScheme(cfg.vat_scheme),
+        tax_rates=cfg.tax_rates,
+        registrant=Registrant(cfg.registrant_id, cfg.registrant_name),
+    )
 
 
 def _split_branch(value: str) -> tuple[str, str]:

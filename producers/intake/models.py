@@ -33,10 +33,35 @@ class ErrorBody(BaseModel):
     errors: list[ErrorItem]
 
 
+_EXAMPLE: dict[str, Any] = {
+    "jobs": [
+        {
+            "kind": "item",
+            "tin": "P051234567A",
+            "bhf_id": "00",
+            "idempotency_key": "erp:item:KE2NTNO0000001",
+            "payload": {
+                "itemCd": "KE2NTNO0000001",
+                "itemClsCd": "5020230100",
+                "itemTyCd": "2",
+                "itemNm": "Soap 100g",
+                "orgnNatCd": "KE",
+                "pkgUnitCd": "NT",
+                "qtyUnitCd": "NO",
+                "taxTyCd": "B",
+                "dftPrc": 116,
+                "isrcAplcbYn": "N",
+                "useYn": "Y",
+            },
+        }
+    ]
+}
+
+
 class JobsRequest(BaseModel):
     """POST /v1/jobs: 1 to 100 job envelopes, written all-or-nothing."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
 
     jobs: list[JobEnvelope] = Field(min_length=1, max_length=MAX_JOBS_PER_REQUEST)
 

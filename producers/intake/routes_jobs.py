@@ -150,7 +150,12 @@ def _hidden(job_id: int | str) -> ApiError:
     return ApiError(403, f"no job {job_id} is visible to this API key")
 
 
-@router.get("/jobs/{job_id}", response_model=JobView, summary="One job", responses=_AUTH)
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobView,
+    summary="One job",
+    responses={**_AUTH, 404: {"model": ErrorBody, "description": "Admin keys only: no such job."}},
+)
 def get_job(
     job_id: Annotated[int, Path(ge=1, le=MAX_ID)], principal: PrincipalDep, context: ContextDep
 ) -> JobView:

@@ -30,7 +30,14 @@ from tests.deploy.deploy_support import (
 COMPOSE = DEPLOY / "docker-compose.yml"
 RELAY_SERVICES = ("migrate", "intake", "worker", "beat")
 EXPECTED_SERVICES = {
-    "redis", "postgres", "migrate", "intake", "worker", "beat", "prometheus", "grafana",
+    "redis",
+    "postgres",
+    "migrate",
+    "intake",
+    "worker",
+    "beat",
+    "prometheus",
+    "grafana",
     "simulator",
 }
 #: ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
@@ -126,7 +133,9 @@ def test_relay_commands_are_real_cli_commands(compose: dict[str, Any], service: 
 
 def test_worker_stop_grace_outlives_a_drain(compose: dict[str, Any]) -> None:
     settings = load_settings(_relay_env(compose))
-    bound = settings.drain.max_seconds + settings.oscu.connect_timeout_s + settings.oscu.read_timeout_s
+    bound = (
+        settings.drain.max_seconds + settings.oscu.connect_timeout_s + settings.oscu.read_timeout_s
+    )
     for name in ("worker", "beat"):
         service = compose["services"][name]
         assert service["stop_signal"] == "SIGTERM"
@@ -188,7 +197,9 @@ def test_postgres_and_grafana_read_passwords_from_compose_secrets(compose: dict[
 
 def test_redis_persists_with_aof_everysec_and_never_evicts(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
-    conf_mount = next(v for v in redis["volumes"] if v.endswith(":/usr/local/etc/redis/redis.conf:ro"))
+    conf_mount = next(
+        v for v in redis["volumes"] if v.endswith(":/usr/local/etc/redis/redis.conf:ro")
+    )
     conf = _redis_conf(DEPLOY / conf_mount.split(":")[0])
     assert conf["appendonly"] == "yes"
     assert conf["appendfsync"] == "everysec"
@@ -249,7 +260,9 @@ def test_monitoring_mounts_point_at_the_shared_deploy_dirs(
 
 def test_prometheus_scrapes_intake_worker_and_beat(compose: dict[str, Any]) -> None:
     config = yaml.safe_load(compose["configs"]["prometheus_config"]["content"])
-    mount = next(v for v in compose["services"]["prometheus"]["volumes"] if v.startswith("./prometheus"))
+    mount = next(
+        v for v in compose["services"]["prometheus"]["volumes"] if v.startswith("./prometheus")
+    )
     rules_dir = mount.split(":")[1]
     assert all(pattern.startswith(rules_dir + "/") for pattern in config["rule_files"])
     targets = {
@@ -259,6 +272,12 @@ def test_prometheus_scrapes_intake_worker_and_beat(compose: dict[str, Any]) -> N
         for name in sd["names"]
     }
     assert targets == {("intake", 8000), ("worker", 9100), ("beat", 9100)}
+    # The shared alert rules and dashboard select targets by these job names.
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    used = set()
+    for path in [*(DEPLOY / "prometheus").glob("*.y*ml"), *(DEPLOY / "grafana").rglob("*.json")]:
+        used |= set(re.findall(r'job=\\?"([^"\\]+)', path.read_text(encoding="utf-8")))
+    assert used <= jobs, f"rules/dashboard select jobs we do not scrape: {used - jobs}"
     services = compose["services"]
     assert services["intake"]["command"][-1] == "8000"
     for name in ("worker", "beat"):

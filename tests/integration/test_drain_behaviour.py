@@ -11,6 +11,7 @@ from tests.helpers import ledger_writes
 from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
 from worker.outbox import queries as q
+from worker.device_init import init_device
 from worker.replay import Actor, replay, set_next, skip
 
 NOW = datetime.now(UTC)
@@ -240,3 +241,22 @@ def test_sales_of_a_branch_wait_for_a_retry_instead_of_overtaking(pipeline: Pipe
     # Then the later sales waited: KRA got them in order, numbered without gaps
     assert sales_of(pipeline) == [(1, "T1"), (2, "T2"), (3, "T3")]
     assert pipeline.job("s1").attempts == 3
+
+
+def test_a_branch_without_a_device_waits_parked_until_device_init(pipeline_factory) -> None:
+    # Given jobs for a branch whose device was never initialised
+    p = pipeline_factory(branches=())
+    p.enqueue(registered_stock())
+
+    # When it drains, the branch parks with the command that fixes it; nothing is lost
+    assert p.drain().status == "parked"
+    assert "etims-relay device init" in p.branch().parked_reason
+    assert p.job("item-1").state == "pending"
+
+    # Then registering the device resumes the branch
+    init_device(
+        p.runtime.engine, p.runtime.client, p.runtime.devices, tin=TIN, bhf_id="00", serial="SER-00"
+    )
+    assert p.branch().parked_reason is None
+    p.drain()
+    assert set(p.states().values()) == {"accepted"}

@@ -594,3 +594,16 @@ def defer_wake(conn: Connection, branch_ids: Sequence[int], now: float, until: f
             .where(branches.c.id.in_(list(branch_ids)), branches.c.wake_after <= now)
             .values(wake_after=until)
         )
+
+
+def unpark_if(conn: Connection, tin: str, bhf_id: str, *, reason_prefix: str, now: float) -> None:
+    """Clear a park whose cause is now fixed (e.g. the device was registered)."""
+    conn.execute(
+        update(branches)
+        .where(
+            branches.c.tin == tin,
+            branches.c.bhf_id == bhf_id,
+            branches.c.parked_reason.like(f"{reason_prefix}%"),
+        )
+        .values(parked_reason=None, parked_at=None, wake_after=now)
+    )

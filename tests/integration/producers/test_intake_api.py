@@ -31,7 +31,14 @@ def sale(key: str, *, tin: str = TIN, bhf: str = "00", qty: str = "2") -> dict[s
 
 
 def body(*records: dict[str, Any]) -> str:
-    return json.dumps({"jobs": list(records)}, default=str)
+    """Amounts go as JSON numbers, as a till would send them."""
+    return json.dumps({"jobs": list(records)}, default=_number)
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(type(value).__name__)
 
 
 def post(client: Any, *records: dict[str, Any]) -> Any:
@@ -78,7 +85,7 @@ def test_same_key_and_payload_gives_the_same_job_and_another_payload_409(
     job_id = first.json()["jobs"][0]["id"]
 
     # Same key, same payload (amount spelled differently): same job, 2xx, nothing new
-    again = client.post("/v1/jobs", content=body(item("i1")).replace('"116"', "116.00"))
+    again = client.post("/v1/jobs", content=body(item("i1")).replace("116.0", "116.00"))
     assert again.status_code == 202, again.text
     assert again.json()["jobs"][0] == {**first.json()["jobs"][0], "created": False}
 
@@ -144,7 +151,7 @@ def test_malformed_bodies_are_4xx_never_500(intake: IntakeServer) -> None:
         b'{"jobs": [{"kind": "item", "payload": {"dftPrc": NaN}}]}',
         b"\xff\xfe\x00garbage",
         b"[" * 5000 + b"]" * 5000,
-        json.dumps({"jobs": [{**item("a"), "idempotency_key": "nul\u0000key"}]}).encode(),
+        body({**item("a"), "idempotency_key": "nul\u0000key"}).encode(),
         b'{"jobs": [{"kind": "item", "idempotency_key": "\\ud800", "tin": "x"}]}',
     ]
     for raw in cases:
