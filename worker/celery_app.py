@@ -30,7 +30,10 @@ def create_app(settings: Settings, broker_url: str) -> Celery:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # DESIGN.md lists this, but the threads pool cannot kill a job (it logs CRITICAL
+        # NotImplementedError on every broker loss). Harmless to leave running: the drain
+        # finishes, its ack fails, the redelivered message finds the lease or no work.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         task_default_queue=QUEUE,
@@ -39,6 +42,11 @@ def create_app(settings: Settings, broker_url: str) -> Celery:
         worker_send_task_events=False,
         beat_schedule={
             "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s},
+            # KRA notices per device (worker/notices.py); task name in worker/tasks.py.
+            "sync-notices": {
+                "task": "etims_relay.sync_notices",
+                "schedule": settings.notices.sync_interval_s,
+            },
         },
     )
     return app

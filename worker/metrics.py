@@ -327,6 +327,14 @@ def install_db_collector(engine: Engine, **options: Any) -> DbCollector:
         return _installed
 
 
+def ensure_db_collector(engine: Engine, **options: Any) -> DbCollector:
+    """The installed DB gauges if they read ``engine``, else install them (the intake)."""
+    with _install_lock:
+        if _installed is not None and _installed.engine is engine:
+            return _installed
+    return install_db_collector(engine, **options)
+
+
 def uninstall_db_collector() -> None:
     """Drop the DB gauges (a process whose engine is closing)."""
     global _installed

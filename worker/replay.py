@@ -49,6 +49,14 @@ class OperatorError(Exception):
     """An operator action that cannot be done; the message says why."""
 
 
+class JobNotFound(OperatorError):
+    """No job (or branch) by that id."""
+
+
+class InvalidInput(OperatorError):
+    """What the operator asked is malformed: a blank reason, a bad path, an invalid payload."""
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
     name: str
@@ -78,7 +86,7 @@ def replay_branch(
     with engine.begin() as conn:
         branch = q.get_branch(conn, tin, bhf_id)
         if branch is None:
-            raise OperatorError(f"branch {tin}/{bhf_id} has no jobs")
+            raise JobNotFound(f"branch {tin}/{bhf_id} has no jobs")
         ids = oq.dead_job_ids(conn, int(branch.id), code)
         now = time.time()
         for job_id in ids:
@@ -115,7 +123,7 @@ def edit(
     Returns the new payload.
     """
     if (payload is None) == (not sets):
-        raise OperatorError("give either --set path=value (one or more) or --payload FILE")
+        raise InvalidInput("give either --set path=value (one or more) or --payload FILE")
     with engine.begin() as conn:
         job = _job(conn, job_id)
         if job.state not in EDITABLE:
@@ -131,7 +139,7 @@ def edit(
             details = {"changes": changes}
         problems = payload_errors(job.kind, job.tin, job.bhf_id, new, options)
         if problems:
-            raise OperatorError(
+            raise InvalidInput(
                 "the edited payload is invalid: "
                 + "; ".join(f"{p.path}: {p.message}" for p in problems)
             )
@@ -143,7 +151,7 @@ def edit(
 def skip(engine: Engine, job_id: int, actor: Actor, *, reason: str) -> None:
     """Give up on a dead or blocked job, with a reason; its dependents stay blocked."""
     if not reason.strip():
-        raise OperatorError("skip needs a reason (--reason TEXT)")
+        raise InvalidInput("skip needs a reason (--reason TEXT)")
     now = time.time()
     with engine.begin() as conn:
         job = _job(conn, job_id)
@@ -168,14 +176,14 @@ def set_next(
 ) -> None:
     """Set KRA's next invcNo/sarNo for a branch (after KRA was found ahead) and unpark it."""
     if invc_no is None and sar_no is None:
-        raise OperatorError("give --invc and/or --sar")
+        raise InvalidInput("give --invc and/or --sar")
     if (invc_no is not None and invc_no < 1) or (sar_no is not None and sar_no < 1):
-        raise OperatorError("numbers start at 1")
+        raise InvalidInput("numbers start at 1")
     now = time.time()
     with engine.begin() as conn:
         branch = q.get_branch(conn, tin, bhf_id)
         if branch is None:
-            raise OperatorError(f"branch {tin}/{bhf_id} has no jobs")
+            raise JobNotFound(f"branch {tin}/{bhf_id} has no jobs")
         q.set_branch_counters(conn, int(branch.id), invc_no=invc_no, sar_no=sar_no, now=now)
         details = {
             "invc_no": invc_no,
@@ -245,7 +253,7 @@ def parse_set(text: str) -> tuple[str, Any]:
     """``path=value``; the value is JSON when it parses (numbers exact), else a string."""
     path, sep, raw = text.partition("=")
     if not sep or not path.strip():
-        raise OperatorError(
+        raise InvalidInput(
             f"--set wants path=value (e.g. itemList.0.itemCd=KE2NT...), got {text!r}"
         )
     try:
@@ -273,7 +281,7 @@ def apply_sets(
         elif isinstance(parent, dict):
             old, parent[last] = parent.get(last), value
         else:
-            raise OperatorError(f"{path}: {last!r} is inside a value that is not an object")
+            raise InvalidInput(f"{path}: {last!r} is inside a value that is not an object")
         changes.append({"path": path, "old": old, "new": value})
     return new, changes
 
@@ -283,12 +291,12 @@ def _step(node: Any, part: str, path: str) -> Any:
         return node[_index(node, part, path)]
     if isinstance(node, dict) and part in node:
         return node[part]
-    raise OperatorError(f"{path}: no {part!r} in the payload")
+    raise InvalidInput(f"{path}: no {part!r} in the payload")
 
 
 def _index(node: list[Any], part: str, path: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise OperatorError(f"{path}: {part!r} is not an index of a list of {len(node)}")
+        raise InvalidInput(f"{path}: {part!r} is not an index of a list of {len(node)}")
     return int(part)
 
 
@@ -298,7 +306,7 @@ def _index(node: list[Any], part: str, path: str) -> int:
 def _job(conn: Connection, job_id: int) -> Any:
     job = q.get_job(conn, job_id)
     if job is None:
-        raise OperatorError(f"job {job_id} does not exist")
+        raise JobNotFound(f"job {job_id} does not exist")
     return job
 
 

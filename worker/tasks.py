@@ -7,6 +7,7 @@ from typing import Any
 from celery import shared_task
 
 from worker.drain import drain
+from worker.notices import sync_all
 from worker.runtime import current_runtime
 from worker.sweep import sweep
 from worker.wake import DRAIN_TASK, SWEEP_TASK
@@ -34,3 +35,13 @@ def drain_task(branch_id: int) -> dict[str, Any]:
 def sweep_task() -> int:
     runtime = current_runtime()
     return len(sweep(runtime.engine, runtime.waker))
+
+
+#: Beat task syncing KRA notices (worker/notices.py); scheduled in worker/celery_app.py.
+SYNC_NOTICES_TASK = "etims_relay.sync_notices"
+
+
+@shared_task(name=SYNC_NOTICES_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def sync_notices_task() -> int:
+    runtime = current_runtime()
+    return sum(r.stored for r in sync_all(runtime.engine, runtime.client, runtime.devices))

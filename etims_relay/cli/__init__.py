@@ -10,6 +10,8 @@ import typer
 
 from etims_relay.cli import apikey, db, device, jobs, worker_cmd
 from etims_relay.cli import intake as intake_cli
+from etims_relay.cli import notices as notices_cli
+from etims_relay.cli import notifications as notifications_cli
 from etims_relay.cli import simulator as simulator_cli
 
 app = typer.Typer(
@@ -24,6 +26,8 @@ app.add_typer(device.app, name="device")
 app.add_typer(jobs.dead_app, name="dead")
 app.add_typer(jobs.branch_app, name="branch")
 app.add_typer(jobs.audit_app, name="audit")
+app.add_typer(notices_cli.app, name="notices")
+app.add_typer(notifications_cli.app, name="notifications")
 app.command("enqueue")(jobs.enqueue_command)
 app.command("status")(jobs.status_command)
 app.command("replay")(jobs.replay_command)

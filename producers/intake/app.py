@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 
 from etims_relay.settings import Settings
 from producers.enqueue import EnqueueOptions
-from producers.intake import routes_jobs, routes_ops
+from producers.intake import ops_routes, routes_jobs, routes_ops
 from producers.intake.bodylimit import BodySizeLimit
 from producers.intake.deps import IntakeContext
 from producers.intake.errors import install_error_handlers
@@ -34,6 +34,7 @@ def create_app(context: IntakeContext, *, max_body_bytes: int = 2_000_000) -> Fa
     install_error_handlers(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_ops.router)
+    app.include_router(ops_routes.router)
     # Operations routes (e.g. GET /metrics) are mounted here, next to /healthz and /readyz.
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

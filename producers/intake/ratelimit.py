@@ -13,7 +13,7 @@ import time
 
 from limits import parse
 from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 log = logging.getLogger("etims_relay.intake")
 
@@ -21,7 +21,7 @@ log = logging.getLogger("etims_relay.intake")
 class KeyRateLimiter:
     def __init__(self, rate: str, storage_uri: str = "memory://") -> None:
         self._item = parse(rate)
-        self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        self._limiter = SlidingWindowCounterRateLimiter(storage_from_string(storage_uri))
 
     def __repr__(self) -> str:
         return f"KeyRateLimiter({self._item})"

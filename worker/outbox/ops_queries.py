@@ -382,9 +382,16 @@ def acknowledge_notification(conn: Connection, notification_id: int, actor: str,
 def _insert_ignore(
     conn: Connection, table: Any, values: Mapping[str, Any], keys: list[str]
 ) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING on either backend; True if a row was inserted."""
+    """INSERT ... ON CONFLICT DO NOTHING on either backend; True if a row was inserted.
+
+    RETURNING, not ``rowcount``: psycopg reports -1 for some inserts, which reads as "new".
+    """
     dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    result = conn.execute(
-        dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    )
-    return bool(result.rowcount)
+    first_key = next(iter(table.primary_key.columns))
+    inserted = conn.execute(
+        dialect.insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=keys)
+        .returning(first_key)
+    ).first()
+    return inserted is not None

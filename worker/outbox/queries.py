@@ -491,6 +491,8 @@ def branch_backlogs(conn: Connection, now: float) -> list[dict[str, Any]]:
             branches.c.parked_reason,
             func.coalesce(active.c.backlog, 0),
             active.c.oldest,
+            branches.c.next_invc_no,
+            branches.c.next_sar_no,
         )
         .select_from(branches.outerjoin(active, active.c.branch_id == branches.c.id))
         .order_by(branches.c.tin, branches.c.bhf_id)
@@ -503,8 +505,10 @@ def branch_backlogs(conn: Connection, now: float) -> list[dict[str, Any]]:
             "oldest_pending_age_s": round(now - oldest, 3) if oldest is not None else 0.0,
             "parked": parked is not None,
             "parked_reason": parked,
+            "next_invc_no": int(next_invc),
+            "next_sar_no": int(next_sar),
         }
-        for tin, bhf, parked, backlog, oldest in rows
+        for tin, bhf, parked, backlog, oldest, next_invc, next_sar in rows
     ]
 
 

@@ -12,6 +12,9 @@ POST       /__admin/seed               ``{"seed": 42}`` -> ``{"seed": 42}`` (fau
 GET        /__admin/stats              -> counters: requests and result codes per endpoint,
                                        fault events, ledger, per-branch counts
 GET        /__admin/health             -> ``{"ok": true}``
+POST       /__admin/notices            a notice or a list (``noticeNo``, ``regDt`` yyyyMMddHHmmss,
+                                       title, cont...) that selectNoticeList serves from now on
+                                       -> ``{"notices": n}``
 =========  ==========================  =======================================================
 """
 
@@ -40,6 +43,8 @@ class AdminApi:
                 return 200, self.simulator.stats()
             if route == "faults":
                 return self._faults(method, body)
+            if route == "notices" and method == "POST":
+                return 200, {"notices": self._publish_notices(body)}
             if route.startswith("faults/") and method == "DELETE":
                 fault_id = int(route.removeprefix("faults/"))
                 return 200, {"removed": self.simulator.faults.remove(fault_id)}
@@ -52,6 +57,16 @@ class AdminApi:
         except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
             return 400, {"error": str(exc)}
         return 404, {"error": f"no admin route {method} {path}"}
+
+    def _publish_notices(self, body: bytes) -> int:
+        raw = orjson.loads(body)
+        notices = raw if isinstance(raw, list) else [raw]
+        for notice in notices:
+            if not isinstance(notice, dict) or "noticeNo" not in notice or "regDt" not in notice:
+                raise ValueError("a notice needs noticeNo and regDt")
+        lookups = self.simulator.rules.lookups
+        lookups.extra_notices.extend(notices)
+        return len(lookups.extra_notices)
 
     def _faults(self, method: str, body: bytes) -> tuple[int, Any]:
         registry = self.simulator.faults

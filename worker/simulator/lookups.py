@@ -21,6 +21,8 @@ class Lookups:
     def __init__(self, state: SimulatorState, options: SimulatorOptions) -> None:
         self.state = state
         self.options = options
+        #: Notices published at run time through ``POST /__admin/notices`` (tests, demos).
+        self.extra_notices: list[dict[str, Any]] = []
 
     @staticmethod
     def _since(body: dict[str, Any]) -> str:
@@ -42,7 +44,8 @@ class Lookups:
 
     def select_notice_list(self, branch: Branch, body: dict[str, Any]) -> Answer:
         since = self._since(body)
-        return self._rows("noticeList", [n for n in catalog.NOTICES if n["regDt"] > since])
+        notices = [*catalog.NOTICES, *self.extra_notices]
+        return self._rows("noticeList", [n for n in notices if str(n["regDt"]) > since])
 
     def select_item_list(self, branch: Branch, body: dict[str, Any]) -> Answer:
         since = self._since(body)

@@ -1,0 +1,345 @@
+"""Operations routes of the intake: ``/metrics``, notices, inbound notifications, replay tooling.
+
+=======  ==========================================  ===========================================
+method   path                                        who
+=======  ==========================================  ===========================================
+GET      /metrics                                    Prometheus (no key: scrape from a private
+                                                     network only)
+GET      /v1/notices?tin&bhf_id&is_read              API key (its tin/branches)
+GET      /v1/notices/unread/count?tin&bhf_id         API key
+GET      /v1/notices/{id}                            API key
+POST     /v1/notices/{id}/read                       API key
+PUT      /v1/notifications                           ``ApiKey`` header of a registered sender
+GET      /v1/admin/dead?branch&kind&code&since       admin API key
+GET      /v1/admin/jobs/{id}                         admin (payload, attempts, audit)
+POST     /v1/admin/jobs/{id}/edit|replay|skip        admin, audited as ``api:<key_id>``
+POST     /v1/admin/branches/{tin}/{bhf}/replay       admin
+POST     /v1/admin/branches/{tin}/{bhf}/set-next     admin
+GET      /v1/admin/audit?job_id&action&since&limit   admin
+=======  ==========================================  ===========================================
+
+The logic lives in :mod:`worker.replay`, :mod:`worker.notices`, :mod:`worker.notifications`;
+these handlers only authenticate, translate errors to the API's one error shape, and shape JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from producers.apikeys import Principal
+from producers.intake.deps import ContextDep, PrincipalDep
+from producers.intake.errors import ApiError
+from producers.intake.models import ErrorItem
+from worker import metrics, notifications
+from worker.notices import mark_read, notice_view
+from worker.outbox import ops_queries as oq
+from worker.outbox import queries as q
+from worker.replay import (
+    Actor,
+    InvalidInput,
+    JobNotFound,
+    OperatorError,
+    audit_row,
+    edit,
+    job_details,
+    replay,
+    replay_branch,
+    set_next,
+    skip,
+)
+
+router = APIRouter()
+
+TIN = Annotated[str, Path(pattern=r"^[A-Z][0-9]{9}[A-Z]$")]
+BHF = Annotated[str, Path(pattern=r"^[0-9]{2}$")]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@router.get("/metrics", include_in_schema=False)
+def get_metrics(context: ContextDep) -> Response:
+    """This process's counters plus the scrape-time database gauges."""
+    metrics.ensure_db_collector(context.engine)
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
+
+
+# --------------------------------------------------------------------------- notices
+
+
+@router.get("/v1/notices", tags=["notices"], summary="KRA notices, newest first")
+def list_notices(
+    principal: PrincipalDep,
+    context: ContextDep,
+    tin: Annotated[str | None, Query(pattern=r"^[A-Z][0-9]{9}[A-Z]$")] = None,
+    bhf_id: Annotated[str | None, Query(pattern=r"^[0-9]{2}$")] = None,
+    is_read: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[dict[str, Any]]:
+    tin = _scoped_tin(principal, tin, bhf_id)
+    with context.engine.connect() as conn:
+        rows = oq.list_notices(conn, tin=tin, bhf_id=bhf_id, is_read=is_read, limit=limit)
+    return [notice_view(r) for r in rows if principal.may_access(r.tin, r.bhf_id)]
+
+
+@router.get("/v1/notices/unread/count", tags=["notices"], summary="Unread notices")
+def unread_count(
+    principal: PrincipalDep,
+    context: ContextDep,
+    tin: Annotated[str | None, Query(pattern=r"^[A-Z][0-9]{9}[A-Z]$")] = None,
+    bhf_id: Annotated[str | None, Query(pattern=r"^[0-9]{2}$")] = None,
+) -> dict[str, int]:
+    tin = _scoped_tin(principal, tin, bhf_id)
+    if principal.branches and bhf_id is None and not principal.admin:
+        raise ApiError(400, [ErrorItem(path="bhf_id", message="required for a branch-scoped key")])
+    with context.engine.connect() as conn:
+        return {"count": oq.unread_notice_count(conn, tin, bhf_id)}
+
+
+@router.get("/v1/notices/{notice_id}", tags=["notices"], summary="One notice")
+def get_notice(
+    notice_id: Annotated[int, Path(ge=1)], principal: PrincipalDep, context: ContextDep
+) -> dict[str, Any]:
+    with context.engine.connect() as conn:
+        row = oq.get_notice(conn, notice_id)
+    if row is None or not principal.may_access(row.tin, row.bhf_id):
+        raise ApiError(404, f"no notice {notice_id}")
+    return notice_view(row)
+
+
+@router.post("/v1/notices/{notice_id}/read", tags=["notices"], summary="Mark a notice read")
+def read_notice(
+    notice_id: Annotated[int, Path(ge=1)], principal: PrincipalDep, context: ContextDep
+) -> dict[str, Any]:
+    get_notice(notice_id, principal, context)  # 404 when unknown or out of scope
+    view = mark_read(context.engine, notice_id, f"api:{principal.key_id}")
+    assert view is not None
+    return view
+
+
+def _scoped_tin(principal: Principal, tin: str | None, bhf_id: str | None) -> str | None:
+    """The tin a query may cover: any for admin, else the key's own (403 for another)."""
+    if principal.admin:
+        return tin
+    if tin is not None and tin != principal.tin:
+        raise ApiError(403, f"tin {tin} is outside this API key's scope")
+    if bhf_id is not None and not principal.may_access(principal.tin, bhf_id):
+        raise ApiError(403, f"branch {principal.tin}/{bhf_id} is outside this API key's scope")
+    return principal.tin
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+@router.put(
+    "/v1/notifications",
+    tags=["notifications"],
+    summary="A device event pushed by an authority (idempotent per delivery id)",
+)
+async def put_notification(
+    request: Request,
+    context: ContextDep,
+    api_key: Annotated[str | None, Header(alias="ApiKey")] = None,
+) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        document = json.loads(raw) if raw else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not JSON: {exc}") from exc
+    try:
+        received = await run_in_threadpool(notifications.receive, context.engine, api_key, document)
+    except notifications.NotificationRejected as exc:
+        items = [ErrorItem(path=path or None, message=message) for path, message in exc.errors]
+        raise ApiError(exc.status, items) from exc
+    return {"id": received.id, "result": received.result, "event": received.event}
+
+
+# --------------------------------------------------------------------------- replay tooling
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    """403 unless the key is an admin key (the relay operator's)."""
+    if not principal.admin:
+        raise ApiError(403, "this endpoint needs an admin API key")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+class Reason(BaseModel):
+    reason: str = ""
+
+
+class SkipRequest(BaseModel):
+    reason: str = Field(min_length=1)
+
+
+class EditRequest(BaseModel):
+    set: dict[str, Any] | None = None
+    payload: dict[str, Any] | None = None
+    reason: str = ""
+
+
+class BranchReplay(BaseModel):
+    code: str | None = None
+    reason: str = ""
+
+
+class SetNext(BaseModel):
+    invc: int | None = None
+    sar: int | None = None
+    reason: str = ""
+
+
+def _actor(principal: Principal) -> Actor:
+    return Actor(f"api:{principal.key_id}")
+
+
+def _operator_error(exc: OperatorError) -> ApiError:
+    status = 404 if isinstance(exc, JobNotFound) else 422 if isinstance(exc, InvalidInput) else 409
+    return ApiError(status, str(exc))
+
+
+@router.get("/v1/admin/dead", tags=["admin"], summary="Dead jobs")
+def admin_dead(
+    admin: AdminDep,
+    context: ContextDep,
+    branch: Annotated[str | None, Query(pattern=r"^[A-Z][0-9]{9}[A-Z]/[0-9]{2}$")] = None,
+    kind: str | None = None,
+    code: str | None = None,
+    since: float | None = None,
+) -> list[dict[str, Any]]:
+    tin, _, bhf = (branch or "").partition("/")
+    with context.engine.connect() as conn:
+        rows = q.list_jobs_in_state(
+            conn, "dead", tin=tin or None, bhf_id=bhf or None, kind=kind, code=code, since=since
+        )
+    return [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "branch": f"{r.tin}/{r.bhf_id}",
+            "idempotency_key": r.idempotency_key,
+            "result_code": r.result_code,
+            "message": r.result_message,
+            "attempts": r.attempts,
+            "died_at": r.updated_at,
+        }
+        for r in rows
+    ]
+
+
+@router.get("/v1/admin/jobs/{job_id}", tags=["admin"], summary="A job with every attempt")
+def admin_job(job_id: int, admin: AdminDep, context: ContextDep) -> dict[str, Any]:
+    try:
+        return job_details(context.engine, job_id)
+    except OperatorError as exc:
+        raise _operator_error(exc) from exc
+
+
+@router.post("/v1/admin/jobs/{job_id}/edit", tags=["admin"], summary="Correct a dead job")
+def admin_edit(
+    job_id: int, request: Annotated[EditRequest, Body()], admin: AdminDep, context: ContextDep
+) -> dict[str, Any]:
+    try:
+        payload = edit(
+            context.engine,
+            job_id,
+            _actor(admin),
+            sets=list((request.set or {}).items()),
+            payload=request.payload,
+            reason=request.reason,
+            options=context.options,
+        )
+    except OperatorError as exc:
+        raise _operator_error(exc) from exc
+    return {"id": job_id, "payload": payload}
+
+
+@router.post("/v1/admin/jobs/{job_id}/replay", tags=["admin"], summary="Replay a dead job")
+def admin_replay(
+    job_id: int, request: Annotated[Reason, Body()], admin: AdminDep, context: ContextDep
+) -> dict[str, Any]:
+    try:
+        replay(context.engine, job_id, _actor(admin), reason=request.reason, waker=context.waker)
+    except OperatorError as exc:
+        raise _operator_error(exc) from exc
+    return {"id": job_id, "state": "pending"}
+
+
+@router.post("/v1/admin/jobs/{job_id}/skip", tags=["admin"], summary="Give up on a job")
+def admin_skip(
+    job_id: int, request: Annotated[SkipRequest, Body()], admin: AdminDep, context: ContextDep
+) -> dict[str, Any]:
+    try:
+        skip(context.engine, job_id, _actor(admin), reason=request.reason)
+    except OperatorError as exc:
+        raise _operator_error(exc) from exc
+    return {"id": job_id, "state": "skipped"}
+
+
+@router.post("/v1/admin/branches/{tin}/{bhf_id}/replay", tags=["admin"], summary="Replay a branch")
+def admin_replay_branch(
+    tin: TIN,
+    bhf_id: BHF,
+    request: Annotated[BranchReplay, Body()],
+    admin: AdminDep,
+    context: ContextDep,
+) -> dict[str, Any]:
+    try:
+        ids = replay_branch(
+            context.engine,
+            tin,
+            bhf_id,
+            _actor(admin),
+            code=request.code,
+            reason=request.reason,
+            waker=context.waker,
+        )
+    except OperatorError as exc:
+        raise _operator_error(exc) from exc
+    return {"replayed": ids}
+
+
+@router.post(
+    "/v1/admin/branches/{tin}/{bhf_id}/set-next", tags=["admin"], summary="Set KRA's next numbers"
+)
+def admin_set_next(
+    tin: TIN, bhf_id: BHF, request: Annotated[SetNext, Body()], admin: AdminDep, context: ContextDep
+) -> dict[str, Any]:
+    try:
+        set_next(
+            context.engine,
+            tin,
+            bhf_id,
+            _actor(admin),
+            invc_no=request.invc,
+            sar_no=request.sar,
+            reason=request.reason,
+            waker=context.waker,
+        )
+    except OperatorError as exc:
+        raise _operator_error(exc) from exc
+    return {"branch": f"{tin}/{bhf_id}", "invc": request.invc, "sar": request.sar}
+
+
+@router.get("/v1/admin/audit", tags=["admin"], summary="The audit log, newest first")
+def admin_audit(
+    admin: AdminDep,
+    context: ContextDep,
+    job_id: int | None = None,
+    action: str | None = None,
+    since: float | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[dict[str, Any]]:
+    with context.engine.connect() as conn:
+        rows = oq.audit_entries(conn, job_id=job_id, action=action, since=since, limit=limit)
+    return [audit_row(r) for r in rows]
