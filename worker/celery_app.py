@@ -12,7 +12,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from etims_relay.settings import Settings
-from worker.wake import QUEUE, SWEEP_TASK
+from worker.wake import QUEUE, SWEEP_TASK, WEBHOOK_TASK
 
 #: Above the longest drain (max_seconds + one OSCU round trip), so Redis does not redeliver
 #: a message whose task is still running.
@@ -42,6 +42,7 @@ def create_app(settings: Settings, broker_url: str) -> Celery:
         worker_send_task_events=False,
         beat_schedule={
             "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s},
+            "deliver-webhooks": {"task": WEBHOOK_TASK, "schedule": settings.webhooks.interval_s},
             # KRA notices per device (worker/notices.py); task name in worker/tasks.py.
             "sync-notices": {
                 "task": "etims_relay.sync_notices",

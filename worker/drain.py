@@ -175,9 +175,9 @@ def _prepare(lease: Lease, ctx: DrainContext, woken: set[int]) -> tuple[Any, int
             if not candidates:
                 return _Idle(), int(branch.next_seq)
             for job in candidates:
-                verdict = _dependencies_verdict(conn, job, now)
+                verdict, culprit = _dependencies_verdict(conn, job)
                 if verdict == "hopeless":
-                    woken |= effects.block(conn, lease, job, now)
+                    woken |= effects.block(conn, lease, job, culprit, now)
                     continue
                 if verdict == "waiting":
                     return _Wait(now + DEPENDENCY_WAIT_S, inline=False), int(branch.next_seq)
@@ -186,13 +186,15 @@ def _prepare(lease: Lease, ctx: DrainContext, woken: set[int]) -> tuple[Any, int
                 return _start(conn, lease, job, ctx, now), int(branch.next_seq)
 
 
-def _dependencies_verdict(conn: Connection, job: Any, now: float) -> str:
+def _dependencies_verdict(conn: Connection, job: Any) -> tuple[str, int]:
+    """ready, waiting (a dependency is still on its way) or hopeless (dead/blocked/skipped)."""
     deps = q.dependency_states(conn, job.id)
-    if any(d.state in HOPELESS for d in deps):
-        return "hopeless"
+    for dep in deps:
+        if dep.state in HOPELESS:
+            return "hopeless", int(dep.id)
     if any(d.state != JobState.ACCEPTED.value for d in deps):
-        return "waiting"
-    return "ready"
+        return "waiting", 0
+    return "ready", 0
 
 
 def _start(conn: Connection, lease: Lease, job: Any, ctx: DrainContext, now: float) -> Any:

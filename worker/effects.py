@@ -200,9 +200,14 @@ def park(conn: Connection, lease: Lease, step: Any, decision: Park, now: float) 
     log.error("branch %s/%s parked: %s", job.tin, job.bhf_id, decision.reason)
 
 
-def block(conn: Connection, lease: Lease, job: Any, now: float) -> set[int]:
+def block(conn: Connection, lease: Lease, job: Any, blocked_by: int, now: float) -> set[int]:
     """The head's dependency can never be satisfied: block it (and what depends on it)."""
-    q.update_job_fenced(conn, lease, job.id, {"state": JobState.BLOCKED.value, "updated_at": now})
+    q.update_job_fenced(
+        conn,
+        lease,
+        job.id,
+        {"state": JobState.BLOCKED.value, "blocked_by": blocked_by, "updated_at": now},
+    )
     _event(conn, job, JobState.BLOCKED, now, {})
     return block_dependents(conn, [job.id], now)
 
@@ -231,13 +236,27 @@ def _propagate(
     frontier, branches = list(job_ids), set()
     seen: set[int] = set(frontier)
     while frontier:
-        rows = [r for r in q.dependents(conn, frontier, [src.value]) if r.id not in seen]
+        rows = list(
+            {
+                r.id: r for r in q.dependents(conn, frontier, [src.value]) if r.id not in seen
+            }.values()
+        )
         if not rows:
             break
         ids = [r.id for r in rows]
         if dst is JobState.PENDING:  # lock order: branch rows, then job rows
             q.wake_branches(conn, {int(r.branch_id) for r in rows}, now)
-        q.set_state_unfenced(conn, ids, [src.value], {"state": dst.value, "updated_at": now})
+            q.set_state_unfenced(
+                conn, ids, [src.value], {"state": dst.value, "blocked_by": None, "updated_at": now}
+            )
+        else:
+            for row in rows:  # record which dependency blocks it, for operators
+                q.set_state_unfenced(
+                    conn,
+                    [row.id],
+                    [src.value],
+                    {"state": dst.value, "blocked_by": row.depends_on_id, "updated_at": now},
+                )
         for row in rows:
             if dst is JobState.BLOCKED:
                 _event(conn, row, JobState.BLOCKED, now, {})

@@ -10,7 +10,8 @@ from worker.drain import drain
 from worker.notices import sync_all
 from worker.runtime import current_runtime
 from worker.sweep import sweep
-from worker.wake import DRAIN_TASK, SWEEP_TASK
+from worker.wake import DRAIN_TASK, SWEEP_TASK, WEBHOOK_TASK
+from worker.webhooks import deliver_webhooks, webhook_fernet
 
 #: A branch due within this many seconds gets a delayed message; later ones wait for the
 #: sweeper (never a long countdown: invariant 6).
@@ -45,3 +46,13 @@ SYNC_NOTICES_TASK = "etims_relay.sync_notices"
 def sync_notices_task() -> int:
     runtime = current_runtime()
     return sum(r.stored for r in sync_all(runtime.engine, runtime.client, runtime.devices))
+
+
+@shared_task(name=WEBHOOK_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def deliver_webhooks_task() -> int:
+    """Beat: POST due result webhooks (claims make concurrent runs safe)."""
+    runtime = current_runtime()
+    report = deliver_webhooks(
+        runtime.engine, webhook_fernet(runtime.settings), runtime.settings.webhooks
+    )
+    return report.delivered

@@ -20,6 +20,7 @@ log = logging.getLogger("etims_relay.wake")
 #: Task and queue names: the contract between producers and workers.
 DRAIN_TASK = "etims_relay.drain"
 SWEEP_TASK = "etims_relay.sweep"
+WEBHOOK_TASK = "etims_relay.deliver_webhooks"
 QUEUE = "etims"
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import typer
 
 from etims_relay.cli import apikey, db, device, jobs, worker_cmd
+from etims_relay.cli import demo as demo_cli
 from etims_relay.cli import intake as intake_cli
 from etims_relay.cli import notices as notices_cli
 from etims_relay.cli import notifications as notifications_cli
 from etims_relay.cli import simulator as simulator_cli
+from etims_relay.cli import till as till_cli
+from etims_relay.cli import webhook as webhook_cli
 
 app = typer.Typer(
     name="etims-relay",
@@ -35,7 +38,9 @@ app.command("skip")(jobs.skip_command)
 app.command("worker")(worker_cmd.worker_command)
 app.command("intake")(intake_cli.intake_command)
 app.add_typer(apikey.app, name="apikey")
-app.command("demo")(__import__("etims_relay.cli.demo", fromlist=["demo_command"]).demo_command)
+app.add_typer(till_cli.app, name="till")
+app.add_typer(webhook_cli.app, name="webhook")
+app.command("demo")(demo_cli.demo_command)
 
 
 def main() -> None:

@@ -30,9 +30,7 @@ def demo_command(
     """Run the whole pipeline on embedded defaults: sales, stock, credit notes, bad records."""
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        code = run_demo(
-            DemoOptions(branches, sales, workers, concurrency, timeout, keep), console
-        )
+        code = run_demo(DemoOptions(branches, sales, workers, concurrency, timeout, keep), console)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: every demo process was stopped[/yellow]")
         raise typer.Exit(130) from None

@@ -6,6 +6,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +16,7 @@ import typer
 from rich.progress import Progress
 
 from etims_relay.cli.common import actor, console, fail, print_json, runtime, settings
+from producers.csv_import import parse_csv
 from producers.enqueue import EnqueueOptions, IdempotencyConflict, InvalidRecords, enqueue
 from schemas.completion import Registrant
 from schemas.vat import VatScheme
@@ -43,10 +45,19 @@ audit_app = typer.Typer(help="The audit log of operator actions.")
 
 def enqueue_command(
     file: str = typer.Argument(..., help="JSONL file of job envelopes, or - for stdin."),
+    csv_format: bool = typer.Option(
+        False, "--csv", help="Read CSV (items or single-line sales); implied by a .csv name."
+    ),
 ) -> None:
     """Enqueue job envelopes (all-or-nothing: any invalid record -> exit 1, nothing written)."""
     lines = _read_lines(file)
-    records, line_numbers, parse_errors = _parse_jsonl(lines)
+    field: Callable[[str], str] = str
+    if csv_format or file.lower().endswith(".csv"):
+        batch = parse_csv("\n".join(lines) + "\n")
+        records, line_numbers = batch.records, batch.lines
+        parse_errors, field = [str(e) for e in batch.errors], batch.column_for
+    else:
+        records, line_numbers, parse_errors = _parse_jsonl(lines)
     if parse_errors:
         for error in parse_errors:
             console.print(error, highlight=False, markup=False)
@@ -66,7 +77,9 @@ def enqueue_command(
             except InvalidRecords as exc:
                 for error in exc.errors:
                     line = line_numbers[error.index]
-                    console.print(f"line {line}: {error.path}: {error.message}", markup=False)
+                    console.print(
+                        f"line {line}: {field(error.path)}: {error.message}", markup=False
+                    )
                 raise typer.Exit(1) from exc
             except IdempotencyConflict as exc:
                 console.print(

@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from schemas.jobs import JobState
 from worker.outbox import queries as q
@@ -76,7 +76,7 @@ def skip_blocked(engine: Engine) -> list[JobLine]:
             skipped.append(_line(row, reasons[int(row.id)]))
 
 
-def _blocked_reason(conn: Any, job_id: int) -> str:
+def _blocked_reason(conn: Connection, job_id: int) -> str:
     """Follow the dependencies down to the dead (or skipped) job that blocks ``job_id``."""
     frontier, seen = [job_id], {job_id}
     while frontier:
@@ -95,7 +95,9 @@ def _blocked_reason(conn: Any, job_id: int) -> str:
 def collect(engine: Engine, dead: list[JobLine], skipped: list[JobLine]) -> Outcome:
     accepted = jobs.c.state == JobState.ACCEPTED.value
     with engine.connect() as conn:
-        by_kind = conn.execute(select(jobs.c.kind, func.count()).where(accepted).group_by(jobs.c.kind))
+        by_kind = conn.execute(
+            select(jobs.c.kind, func.count()).where(accepted).group_by(jobs.c.kind)
+        )
         first, last = conn.execute(
             select(func.min(jobs.c.accepted_at), func.max(jobs.c.accepted_at)).where(accepted)
         ).one()
@@ -117,15 +119,21 @@ def ledger_counts(report: VerifyReport) -> Counter[str]:
     return totals
 
 
-def render_accepted(console: Console, outcome: Outcome, expected: Counter[str],
-                    ledger: Counter[str]) -> None:
+def render_accepted(
+    console: Console, outcome: Outcome, expected: Counter[str], ledger: Counter[str]
+) -> None:
     table = Table(title="accepted by kind", title_justify="left")
     for column in ("kind", "accepted", "expected", "in KRA's ledger"):
         table.add_column(column, justify="left" if column == "kind" else "right")
     for kind in sorted(set(expected) | set(outcome.accepted)):
         table.add_row(kind, str(outcome.accepted[kind]), str(expected[kind]), str(ledger[kind]))
-    table.add_row("total", str(outcome.accepted.total()), str(expected.total()),
-                  str(ledger.total()), style="bold")
+    table.add_row(
+        "total",
+        str(outcome.accepted.total()),
+        str(expected.total()),
+        str(ledger.total()),
+        style="bold",
+    )
     console.print(table)
 
 
@@ -134,5 +142,7 @@ def render_jobs(console: Console, title: str, lines: list[JobLine], note: str) -
     for line in lines:
         console.print(
             f"  job {line.id}  {line.kind}  {line.branch}  {line.key}\n      {line.detail}",
-            markup=False, highlight=False, soft_wrap=True,
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )

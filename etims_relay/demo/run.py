@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy import Engine
 
 from etims_relay.demo import report, scenario
@@ -45,14 +46,16 @@ def run_demo(options: DemoOptions, console: Console) -> int:
     try:
         workdir = _workdir(options.keep)
     except StepFailed as exc:
-        console.print(f"[red bold]demo failed:[/red bold] {exc}", highlight=False)
+        console.print(f"[red bold]demo failed:[/red bold] {escape(str(exc))}", highlight=False)
         return 2
     fleet = Fleet(workdir)
     ok = False
     try:
         ok = _run(fleet, options, console)
     except (StepFailed, DemoTimeout, EmbeddedBrokerError) as exc:
-        console.print(f"[red bold]demo failed:[/red bold] {exc}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[red bold]demo failed:[/red bold] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
     finally:
         fleet.close()
         if options.keep is None and ok:
@@ -78,13 +81,16 @@ def _run(fleet: Fleet, options: DemoOptions, console: Console) -> bool:
         f"{options.branches} branch(es) x {options.sales} sales, {options.workers} worker(s) "
         f"x {options.concurrency} threads; SQLite + embedded redis-server + OSCU simulator",
         highlight=False,
+        soft_wrap=True,
     )
     url = fleet.start_simulator()
-    console.print(f"simulator (KRA stand-in) at {url}, ledger {fleet.ledger}", highlight=False)
+    console.print(
+        f"simulator (KRA stand-in) at {url}, ledger {fleet.ledger}", highlight=False, soft_wrap=True
+    )
     _step(fleet, console, "db", "upgrade")
     for bhf in scenario.bhf_ids(options.branches):
-        _step(fleet, console, "device", "init", "--tin", scenario.TIN, "--bhf-id", bhf,
-              "--serial", f"DEMO-{bhf}")
+        device = ("--tin", scenario.TIN, "--bhf-id", bhf, "--serial", f"DEMO-{bhf}")
+        _step(fleet, console, "device", "init", *device)
     plan = scenario.build(options.branches, options.sales, datetime.now(UTC))
     _write_jsonl(fleet.workdir / "jobs.jsonl", plan.records)
     _step(fleet, console, "enqueue", "jobs.jsonl")
@@ -98,20 +104,25 @@ def _run(fleet: Fleet, options: DemoOptions, console: Console) -> bool:
 def _step(fleet: Fleet, console: Console, *args: str) -> None:
     started = time.monotonic()
     output = fleet.run(*args)
-    last = output.splitlines()[-1] if output else ""
+    first = output.splitlines()[0] if output else ""
     console.print(
-        f"[dim]$ etims-relay {' '.join(args)}[/dim]  {last}  "
+        f"[dim]$ etims-relay {' '.join(args)}[/dim]  {escape(first)}  "
         f"[dim]({time.monotonic() - started:.1f} s)[/dim]",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
-def _drain_and_judge(fleet: Fleet, options: DemoOptions, console: Console, engine: Engine,
-                     plan: scenario.Scenario) -> bool:
+def _drain_and_judge(
+    fleet: Fleet, options: DemoOptions, console: Console, engine: Engine, plan: scenario.Scenario
+) -> bool:
     started = time.monotonic()
     fleet.start_workers(options.workers, options.concurrency)
-    console.print(f"[dim]$ etims-relay worker -c {options.concurrency} --beat  "
-                  f"(+{options.workers - 1} without --beat)[/dim]", highlight=False)
+    console.print(
+        f"[dim]$ etims-relay worker -c {options.concurrency} --beat  "
+        f"(+{options.workers - 1} without --beat)[/dim]",
+        highlight=False,
+    )
     wait_until_settled(engine, console, timeout_s=options.timeout_s, check=fleet.check_workers)
     wall = time.monotonic() - started
     dead = report.dead_jobs(engine)
@@ -126,23 +137,45 @@ def _drain_and_judge(fleet: Fleet, options: DemoOptions, console: Console, engin
     return not problems
 
 
-def _render(console: Console, plan: scenario.Scenario, outcome: report.Outcome,
-            ledger: VerifyReport, wall: float) -> None:
+def _render(
+    console: Console,
+    plan: scenario.Scenario,
+    outcome: report.Outcome,
+    ledger: VerifyReport,
+    wall: float,
+) -> None:
     console.rule("[bold]summary")
     report.render_accepted(console, outcome, plan.expected_accepted, report.ledger_counts(ledger))
-    report.render_jobs(console, "dead", outcome.dead,
-                       "KRA refused them definitively: code and reason as KRA gave them; "
-                       "not retried (fix, then `etims-relay replay ID`)")
-    report.render_jobs(console, "blocked -> skipped", outcome.skipped,
-                       "they depend on a dead job, so they could never be sent; the demo "
-                       "skipped them as an operator would (`etims-relay skip ID --reason`)")
+    report.render_jobs(
+        console,
+        "dead",
+        outcome.dead,
+        "KRA refused them definitively: code and reason as KRA gave them; "
+        "not retried (fix, then `etims-relay replay ID`)",
+    )
+    report.render_jobs(
+        console,
+        "blocked -> skipped",
+        outcome.skipped,
+        "they depend on a dead job, so they could never be sent; the demo "
+        "skipped them as an operator would (`etims-relay skip ID --reason`)",
+    )
     accepted = outcome.accepted.total()
-    sending = f", {accepted / outcome.sending_s:.0f} jobs/s between the first and last " \
-              "acceptance" if outcome.sending_s > 0 else ""
+    console.print(
+        f"[bold]accepted {accepted} of {sum(outcome.states.values())} job(s)[/bold] "
+        f"(the scenario expects {plan.expected_accepted.total()})",
+        highlight=False,
+    )
+    sending = (
+        f", {accepted / outcome.sending_s:.0f} jobs/s between the first and last acceptance"
+        if outcome.sending_s > 0
+        else ""
+    )
     console.print(
         f"[bold]throughput:[/bold] {accepted} accepted in {wall:.1f} s = "
         f"{accepted / wall:.1f} jobs/s (workers started -> all settled){sending}",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
     console.print("[bold]ledger (worker.simulator.verify):[/bold]")
     for line in ledger.summary_lines():
@@ -152,20 +185,28 @@ def _render(console: Console, plan: scenario.Scenario, outcome: report.Outcome,
 
 
 def _problems(plan: scenario.Scenario, outcome: report.Outcome, ledger: VerifyReport) -> list[str]:
-    problems = [f"{n} job(s) still {state}" for state, n in outcome.states.items()
-                if n and state not in ("accepted", "dead", "skipped")]
+    problems = [
+        f"{n} job(s) still {state}"
+        for state, n in outcome.states.items()
+        if n and state not in ("accepted", "dead", "skipped")
+    ]
     if not ledger.ok:
         problems.append(f"the ledger has {len(ledger.violations)} violation(s)")
     if outcome.accepted != plan.expected_accepted:
-        problems.append(f"accepted {dict(outcome.accepted)}, expected {dict(plan.expected_accepted)}")
+        problems.append(
+            f"accepted {dict(outcome.accepted)}, expected {dict(plan.expected_accepted)}"
+        )
     if report.ledger_counts(ledger) != outcome.accepted:
         problems.append("KRA's ledger and the outbox disagree on what was accepted")
     if {d.key for d in outcome.dead} != plan.expected_dead:
-        problems.append(f"dead: {sorted(d.key for d in outcome.dead)}, "
-                        f"expected {sorted(plan.expected_dead)}")
+        problems.append(
+            f"dead: {sorted(d.key for d in outcome.dead)}, expected {sorted(plan.expected_dead)}"
+        )
     if {s.key for s in outcome.skipped} != plan.expected_blocked:
-        problems.append(f"blocked: {sorted(s.key for s in outcome.skipped)}, "
-                        f"expected {sorted(plan.expected_blocked)}")
+        problems.append(
+            f"blocked: {sorted(s.key for s in outcome.skipped)}, "
+            f"expected {sorted(plan.expected_blocked)}"
+        )
     return problems
 
 
@@ -175,12 +216,18 @@ def _verdict(console: Console, problems: list[str], fleet: Fleet, options: DemoO
         for problem in problems:
             console.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
         return
-    console.print("[green bold]OK:[/green bold] every job is terminal (accepted, dead or "
-                  "skipped) and KRA's ledger verifies", highlight=False)
+    console.print(
+        "[green bold]OK:[/green bold] every job is terminal (accepted, dead or "
+        "skipped) and KRA's ledger verifies",
+        highlight=False,
+    )
     if options.keep is not None:
-        console.print(f"look around: cd {fleet.workdir} && "
-                      f"ETIMS_DATABASE_URL={fleet.database_url} etims-relay dead list",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"look around: cd {fleet.workdir} && "
+            f"ETIMS_DATABASE_URL={fleet.database_url} etims-relay dead list",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:

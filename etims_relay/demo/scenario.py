@@ -36,7 +36,9 @@ BAD_SALE_AT = 1 / 2
 #: One credit note per this many sales (the first sale is always credited).
 SALES_PER_CREDIT_NOTE = 25
 #: Never registered on any branch: the bad sale sells it.
-UNREGISTERED = b.SaleLine("KE2NTNO0000099", "Gift card (never registered)", Decimal(1), Decimal(500))
+UNREGISTERED = b.SaleLine(
+    "KE2NTNO0000099", "Gift card (never registered)", Decimal(1), Decimal(500)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,29 +108,61 @@ def build(branches: int, sales: int, at: datetime) -> Scenario:
 
 
 def credit_notes_at(sales: int) -> dict[int, int]:
-    """After which sale each credit note goes -> the sale it credits (every 25th, from the first)."""
-    return {min(original + 2, sales - 1): original for original in range(0, sales, SALES_PER_CREDIT_NOTE)}
+    """Sale index after which a credit note goes -> the sale it credits (every 25th sale)."""
+    return {
+        min(original + 2, sales - 1): original
+        for original in range(0, sales, SALES_PER_CREDIT_NOTE)
+    }
 
 
 def _branch(scenario: Scenario, bhf: str, sales: int, at: datetime) -> None:
     key = f"demo:{bhf}"
     for item in CATALOG:
-        scenario.add([b.item(TIN, bhf, f"{key}:item:{item.code}", item_cd=item.code,
-                             item_nm=item.name, price=item.price, tax_ty_cd=item.tax)])
+        scenario.add(
+            [
+                b.item(
+                    TIN,
+                    bhf,
+                    f"{key}:item:{item.code}",
+                    item_cd=item.code,
+                    item_nm=item.name,
+                    price=item.price,
+                    tax_ty_cd=item.tax,
+                )
+            ]
+        )
     _opening_stock(scenario, bhf, sales, at)
     credits = credit_notes_at(sales)
     for index in range(sales):
-        scenario.add(b.sale_with_stock(TIN, bhf, f"{key}:sale:{index:06d}", sale_lines(index),
-                                       trd_invc_no=f"{bhf}-{index:06d}", at=at))
+        scenario.add(
+            b.sale_with_stock(
+                TIN,
+                bhf,
+                f"{key}:sale:{index:06d}",
+                sale_lines(index),
+                trd_invc_no=f"{bhf}-{index:06d}",
+                at=at,
+            )
+        )
         if index == int(sales * STALE_COUNT_AT):
             _stale_count(scenario, bhf, sales)
         if index == int(sales * BAD_SALE_AT):
             _bad_sale(scenario, bhf, at)
         if index in credits:
             original = credits[index]
-            scenario.add([b.credit_note(TIN, bhf, f"{key}:credit:{original:06d}",
-                                        f"{key}:sale:{original:06d}", sale_lines(original),
-                                        trd_invc_no=f"{bhf}-CN{original:06d}", at=at)])
+            scenario.add(
+                [
+                    b.credit_note(
+                        TIN,
+                        bhf,
+                        f"{key}:credit:{original:06d}",
+                        f"{key}:sale:{original:06d}",
+                        sale_lines(original),
+                        trd_invc_no=f"{bhf}-CN{original:06d}",
+                        at=at,
+                    )
+                ]
+            )
 
 
 def _opening_stock(scenario: Scenario, bhf: str, sales: int, at: datetime) -> None:
@@ -137,20 +171,31 @@ def _opening_stock(scenario: Scenario, bhf: str, sales: int, at: datetime) -> No
     lines = [b.SaleLine(i.code, i.name, qty, i.price, tax_ty_cd=i.tax) for i in CATALOG]
     scenario.add([b.stock_io(TIN, bhf, key, lines, sar_ty_cd="06", at=at)])
     for item in CATALOG:
-        scenario.add([b.stock_master(TIN, bhf, f"{key}:master:{item.code}", item_cd=item.code,
-                                     depends_on=[key])])
+        scenario.add(
+            [
+                b.stock_master(
+                    TIN, bhf, f"{key}:master:{item.code}", item_cd=item.code, depends_on=[key]
+                )
+            ]
+        )
 
 
 def _stale_count(scenario: Scenario, bhf: str, sales: int) -> None:
     """More than the branch ever held: wrong whatever KRA's balance is by then."""
     item = CATALOG[0]
-    record = b.stock_master(TIN, bhf, f"demo:{bhf}:stale-count:{item.code}", item_cd=item.code,
-                            rsd_qty=opening_qty(sales) + 7)
+    record = b.stock_master(
+        TIN,
+        bhf,
+        f"demo:{bhf}:stale-count:{item.code}",
+        item_cd=item.code,
+        rsd_qty=opening_qty(sales) + 7,
+    )
     scenario.add([record], "dead")
 
 
 def _bad_sale(scenario: Scenario, bhf: str, at: datetime) -> None:
-    records = b.sale_with_stock(TIN, bhf, f"demo:{bhf}:bad-sale", [UNREGISTERED],
-                                trd_invc_no=f"{bhf}-BAD001", at=at)
+    records = b.sale_with_stock(
+        TIN, bhf, f"demo:{bhf}:bad-sale", [UNREGISTERED], trd_invc_no=f"{bhf}-BAD001", at=at
+    )
     scenario.add(records[:1], "dead")
     scenario.add(records[1:], "blocked")

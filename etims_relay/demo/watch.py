@@ -80,7 +80,9 @@ def wait_until_settled(
                 return now
             parked = parked_branches(engine)
             if parked:
-                raise DemoTimeout("a branch is parked (it needs an operator):\n  " + "\n  ".join(parked))
+                raise DemoTimeout(
+                    "a branch is parked (it needs an operator):\n  " + "\n  ".join(parked)
+                )
             check()
             if time.monotonic() > deadline:
                 raise DemoTimeout(_timeout_message(engine, now, timeout_s))
@@ -97,10 +99,11 @@ def _describe(now: Counts) -> str:
 def _timeout_message(engine: Engine, now: Counts, timeout_s: float) -> str:
     with engine.connect() as conn:
         backlog = [b for b in q.branch_backlogs(conn, time.time()) if b["backlog"]]
-    lines = [f"timed out after {timeout_s:.0f} s with {now.active} job(s) still active ({now.line()})"]
-    lines += [
-        f"  {b['tin']}/{b['bhf_id']}: backlog {b['backlog']}, oldest {b['oldest_pending_age_s']:.0f} s"
-        for b in backlog
+    lines = [
+        f"timed out after {timeout_s:.0f} s with {now.active} job(s) still active ({now.line()})"
     ]
+    for b in backlog:
+        age = b["oldest_pending_age_s"]
+        lines.append(f"  {b['tin']}/{b['bhf_id']}: backlog {b['backlog']}, oldest {age:.0f} s")
     lines.append("see the worker and simulator logs in the working directory's logs/")
     return "\n".join(lines)

@@ -18,6 +18,8 @@ same on demand.
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 import threading
 from collections.abc import Mapping, Sequence
@@ -34,6 +36,8 @@ from producers.builders import SaleLine
 from producers.till.flusher import DEFAULT_BATCH_SIZE, FlushReport, Forwarder
 from producers.till.spool import Spool, SpoolConflict
 from schemas.jobs import JobEnvelope
+
+log = logging.getLogger("etims_relay.till")
 
 __all__ = ["FlushReport", "Receipt", "SaleLine", "Spool", "SpoolConflict", "Till"]
 
@@ -206,8 +210,6 @@ class Till:
         row = self.spool.get(key, self.tin)
         if row is None or not row["signature"]:
             return None
-        import json
-
         signature = json.loads(row["signature"])
         return Receipt(
             idempotency_key=key,
@@ -253,14 +255,12 @@ class Till:
             try:
                 report = self.flush()
             except Exception:  # the flusher must outlive any bug in one round
-                import logging
-
-                logging.getLogger("etims_relay.till").exception("flush failed")
+                log.exception("flush failed")
                 report = FlushReport(error="flush failed")
             if report.error:
                 failures += 1
                 ceiling = min(MAX_BACKOFF_S, self._interval_s * 2**failures)
-                pause = max(report.retry_after_s or 0.0, random.uniform(0, ceiling))  # noqa: S311
+                pause = max(report.retry_after_s or 0.0, random.uniform(0, ceiling))
             else:
                 failures = 0
                 pause = self._interval_s

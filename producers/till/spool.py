@@ -191,7 +191,8 @@ class Spool:
     def mark_refused(self, seq: int, error: str) -> None:
         with self._lock:
             self._write(
-                "UPDATE records SET status = 'refused', error = ? WHERE seq = ? AND status = 'spooled'",
+                "UPDATE records SET status = 'refused', error = ?"
+                " WHERE seq = ? AND status = 'spooled'",
                 (error[:2000], seq),
             )
 
@@ -209,11 +210,10 @@ class Spool:
     def awaiting_results(self, limit: int) -> list[tuple[int, int]]:
         """(seq, job id) of forwarded records whose KRA outcome is not final, least recently
         checked first."""
-        marks = ",".join("?" for _ in FINAL_JOB_STATES)
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, job_id FROM records WHERE status = 'forwarded'"
-                f" AND (job_state IS NULL OR job_state NOT IN ({marks}))"
+                " AND (job_state IS NULL OR job_state NOT IN (?, ?, ?))"
                 " ORDER BY COALESCE(checked_at, 0), seq LIMIT ?",
                 (*FINAL_JOB_STATES, limit),
             ).fetchall()

@@ -66,6 +66,11 @@ def test_rejected_sale_is_dead_next_sale_takes_its_number_and_replay_unblocks(
     states = pipeline.states()
     assert states["bad:stock-out"] == "blocked"
     assert states[f"bad:stock-master:{item_code(9)}"] == "blocked"
+    # ... and each says what blocks it
+    assert pipeline.job("bad:stock-out").blocked_by == bad.id
+    assert pipeline.job(f"bad:stock-master:{item_code(9)}").blocked_by == (
+        pipeline.job("bad:stock-out").id
+    )
     assert states["s3:stock-out"] == "accepted"
 
     # When the item is registered at KRA and the sale replayed

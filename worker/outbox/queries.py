@@ -427,7 +427,14 @@ def dependents(conn: Connection, job_ids: Iterable[int], states: Sequence[str]) 
         return []
     return list(
         conn.execute(
-            select(jobs.c.id, jobs.c.branch_id, jobs.c.tin, jobs.c.idempotency_key, jobs.c.kind)
+            select(
+                jobs.c.id,
+                jobs.c.branch_id,
+                jobs.c.tin,
+                jobs.c.idempotency_key,
+                jobs.c.kind,
+                job_dependencies.c.depends_on_id,
+            )
             .join(job_dependencies, job_dependencies.c.job_id == jobs.c.id)
             .where(job_dependencies.c.depends_on_id.in_(ids), jobs.c.state.in_(states))
             .distinct()

@@ -1,5 +1,7 @@
 """The HTTP intake on real PostgreSQL, through a real uvicorn server: what a till or ERP sees."""
 
+# ruff: noqa: F811 - fixtures are imported into the module, then named as parameters
+
 from __future__ import annotations
 
 import json
@@ -20,8 +22,9 @@ from tests.workload import TIN
 NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
 
 
-def item(key: str, *, tin: str = TIN, bhf: str = "00", code: str = "KE2NTNO0000001",
-         price: str = "116") -> dict[str, Any]:
+def item(
+    key: str, *, tin: str = TIN, bhf: str = "00", code: str = "KE2NTNO0000001", price: str = "116"
+) -> dict[str, Any]:
     return b.item(tin, bhf, key, item_cd=code, item_nm="Soap", price=Decimal(price))
 
 
@@ -42,8 +45,9 @@ def _number(value: Any) -> Any:
 
 
 def post(client: Any, *records: dict[str, Any]) -> Any:
-    return client.post("/v1/jobs", content=body(*records),
-                       headers={"Content-Type": "application/json"})
+    return client.post(
+        "/v1/jobs", content=body(*records), headers={"Content-Type": "application/json"}
+    )
 
 
 # --------------------------------------------------------------------------- enqueue
@@ -94,8 +98,11 @@ def test_same_key_and_payload_gives_the_same_job_and_another_payload_409(
     conflict = post(client, item("i2"), item("i1", price="120"))
     assert conflict.status_code == 409
     assert conflict.json()["errors"] == [
-        {"index": 1, "path": "idempotency_key",
-         "message": "idempotency_key already used with a different payload"}
+        {
+            "index": 1,
+            "path": "idempotency_key",
+            "message": "idempotency_key already used with a different payload",
+        }
     ]
     assert intake.job_count() == before
     assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "pending"
@@ -184,9 +191,11 @@ def test_a_key_of_tin_a_gets_403_for_tin_b_jobs_branches_and_enqueues(
     by_id = mine.get(f"/v1/jobs/{their_job['id']}")
     missing = mine.get("/v1/jobs/999999")
     assert by_id.status_code == missing.status_code == 403
-    assert by_id.json()["errors"][0]["message"].replace(str(their_job["id"]), "N") == \
-        missing.json()["errors"][0]["message"].replace("999999", "N")
-    assert mine.get("/v1/jobs", params={"idempotency_key": "secret", "tin": OTHER_TIN}).status_code == 403
+    assert by_id.json()["errors"][0]["message"].replace(
+        str(their_job["id"]), "N"
+    ) == missing.json()["errors"][0]["message"].replace("999999", "N")
+    theirs_by_key = {"idempotency_key": "secret", "tin": OTHER_TIN}
+    assert mine.get("/v1/jobs", params=theirs_by_key).status_code == 403
     assert mine.get("/v1/jobs", params={"idempotency_key": "secret"}).status_code == 404
     assert mine.get(f"/v1/branches/{OTHER_TIN}/00").status_code == 403
     request_id = theirs.get(f"/v1/jobs/{their_job['id']}").json()["request_id"]

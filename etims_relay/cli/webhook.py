@@ -1,0 +1,90 @@
+"""``etims-relay webhook set | show | remove``: per-tin result webhooks.
+
+``set`` generates the signing secret (or reads one from stdin with ``--secret-stdin``) and,
+when generated, prints it once, alone on the last line; it is stored encrypted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from etims_relay.cli.common import console, fail, print_json, runtime, settings
+from worker.outbox import intake_queries as iq
+from worker.webhooks import generate_secret, remove_webhook, set_webhook, webhook_fernet
+
+app = typer.Typer(help="Result webhooks (accepted, dead, blocked events).", no_args_is_help=True)
+
+
+@app.command("set")
+def set_(
+    tin: str = typer.Option(..., "--tin"),
+    url: str = typer.Option(..., "--url", help="Receiver URL (https:// in production)."),
+    secret_stdin: bool = typer.Option(
+        False, "--secret-stdin", help="Read the secret from stdin instead of generating one."
+    ),
+) -> None:
+    """Set the tin's receiver; events from now on are POSTed to it, signed."""
+    secret = sys.stdin.readline().strip() if secret_stdin else generate_secret()
+    if not secret:
+        raise fail("empty secret on stdin")
+    rt = runtime(need_broker=False)
+    try:
+        set_webhook(rt.engine, webhook_fernet(settings()), tin, url, secret)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        rt.close()
+    console.print(f"webhook for {tin}: {url}", markup=False)
+    if not secret_stdin:
+        console.print("signing secret (store it now: it is not shown again):", markup=False)
+        sys.stdout.flush()
+        sys.stdout.write(secret + "\n")
+
+
+@app.command("show")
+def show(
+    tin: str = typer.Option(..., "--tin"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The tin's URL and its deliveries by state (never the secret)."""
+    rt = runtime(need_broker=False)
+    try:
+        with rt.engine.connect() as conn:
+            hook = iq.get_webhook(conn, tin)
+            counts = iq.delivery_counts(conn, tin)
+            failed = iq.list_deliveries(conn, tin, 10, ["failed"])
+    finally:
+        rt.close()
+    report = {
+        "tin": tin,
+        "url": hook.url if hook else None,
+        "deliveries": counts,
+        "recent_failures": [
+            {"event_id": r.event_id, "attempts": r.attempts, "error": r.last_error} for r in failed
+        ],
+    }
+    if as_json:
+        print_json(report)
+        return
+    console.print(f"{tin}: {report['url'] or '(no webhook)'}", markup=False)
+    console.print("  ".join(f"{k} {v}" for k, v in counts.items()), markup=False)
+    for item in report["recent_failures"]:
+        console.print(
+            f"  failed: event {item['event_id']} after {item['attempts']}: {item['error']}",
+            markup=False,
+        )
+
+
+@app.command("remove")
+def remove(tin: str = typer.Option(..., "--tin")) -> None:
+    """Stop sending the tin's events (pending deliveries fail)."""
+    rt = runtime(need_broker=False)
+    try:
+        removed = remove_webhook(rt.engine, tin)
+    finally:
+        rt.close()
+    if not removed:
+        raise fail(f"no webhook for {tin}")
+    console.print(f"webhook for {tin} removed")

@@ -1,0 +1,67 @@
+"""Structured logs: JSON with the extra fields when asked, readable text otherwise, and a
+secret-named field never printed whatever a caller passes."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from schemas.jobs import JobKind, JobState
+from worker.decide import Accept, Dead, Retry
+from worker.logs import configure_logging
+from worker.observe import MetricsObserver
+from worker.oscu.outcome import CallOutcome, OutcomeKind
+
+
+@pytest.fixture
+def capture() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    yield stream
+    configure_logging("WARNING", "text")
+
+
+JOB = SimpleNamespace(
+    id=7, idempotency_key="till:1", tin="P051234567A", bhf_id="00", kind="sale",
+    attempts=1, state="pending", created_at=0.0,
+)  # fmt: skip
+
+
+def test_json_lines_carry_the_job_fields(capture: io.StringIO) -> None:
+    configure_logging("INFO", "json", stream=capture)
+    observer = MetricsObserver()
+    outcome = CallOutcome(OutcomeKind.REJECTED, "saveTrnsSalesOsdc", "910", "bad", latency_s=0.5)
+    observer.call_finished(JobKind.SALE, outcome, JOB, 2)
+    observer.job_decided(JOB, Dead("910", "bad", True), outcome, 10.0)
+    call, change = (json.loads(line) for line in capture.getvalue().splitlines())
+    assert call["event"] == "oscu_call" and call["level"] == "INFO"
+    assert {k: call[k] for k in ("job_id", "idempotency_key", "branch", "attempt")} == {
+        "job_id": 7, "idempotency_key": "till:1", "branch": "P051234567A/00", "attempt": 2,
+    }  # fmt: skip
+    assert (call["outcome"], call["result_code"], call["latency_ms"]) == ("rejected", "910", 500.0)
+    assert change["event"] == "job_state" and change["level"] == "WARNING"
+    assert (change["from_state"], change["state"], change["reason"]) == ("pending", "dead", "bad")
+
+
+def test_text_lines_read_as_key_value(capture: io.StringIO) -> None:
+    configure_logging("INFO", "text", stream=capture)
+    outcome = CallOutcome(OutcomeKind.RATE_LIMITED, "saveItem", "990", "slow", latency_s=0.1)
+    MetricsObserver().job_decided(JOB, Retry(JobState.RETRY_WAIT, 1.0, "rate_limited"), outcome, 1)
+    MetricsObserver().job_decided(JOB, Accept(), outcome, 1)
+    first, second = capture.getvalue().splitlines()
+    assert "INFO etims_relay.jobs job=7 key=till:1 branch=P051234567A/00 kind=sale" in first
+    assert first.endswith("-> retry_wait") and second.endswith("-> accepted")
+
+
+def test_secret_named_fields_are_masked(capture: io.StringIO) -> None:
+    configure_logging("INFO", "json", stream=capture)
+    logging.getLogger("etims_relay.test").info(
+        "x", extra={"cmcKey": "K-SECRET", "api_key": "A-SECRET", "nested": {"cmcKey": "N"}}
+    )
+    entry = json.loads(capture.getvalue())
+    assert entry["cmcKey"] == entry["api_key"] == entry["nested"]["cmcKey"] == "[secure]"
+    assert "SECRET" not in capture.getvalue()
