@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 
 test: venv
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-tools.sh
 	$(BIN)/pytest -q
 
 lint: venv

@@ -63,6 +63,13 @@ BENCH_ENV = {
     "ETIMS_SWEEP_INTERVAL_S": "1",
 }
 
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # run the Stack's __exit__: stop workers, drop the database
+
+
+signal.signal(signal.SIGTERM, _terminate)
+
 ACTIVE_STATES = ("pending", "in_flight", "retry_wait", "unknown")
 TERMINAL_STATES = ("accepted", "dead", "blocked", "skipped")
 
@@ -318,6 +325,41 @@ class Stack:
                 return time.time()
             time.sleep(interval)
         raise TimeoutError(f"not terminal after {timeout}s: {self.counts()}")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each part: workers (with children), simulator, the
+        PostgreSQL backends serving this database, and this process (enqueue, polling)."""
+        import psutil
+
+        def tree(pid: int) -> float:
+            try:
+                proc = psutil.Process(pid)
+                procs = [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                return 0.0
+            total = 0.0
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+            return total
+
+        name = self.database_url.rsplit("/", 1)[1] if self.database == "postgresql" else None
+        pg = 0.0
+        if name:
+            with _admin() as conn:
+                pids = [r[0] for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))]
+            pg = sum(tree(p) for p in pids)
+        me = psutil.Process().cpu_times()
+        return {
+            "workers": sum(tree(p) for p in self.workers.pids().values()),
+            "simulator": tree(self.simulator.pid) if self.simulator.pid else 0.0,
+            "postgres": pg,
+            "bench": me.user + me.system,
+        }
 
     def verify(self) -> Any:
         return verify_ledger(self.simulator.ledger)

@@ -53,6 +53,7 @@ def main() -> int:
     parser.add_argument("--outage", choices=["503", "stopped"], default="503")
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--max-attempts", type=int, default=1_000_000)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -61,7 +62,10 @@ def main() -> int:
     per_branch += (-(per_branch - 3)) % 3
     r = args.latency / 1000
     slots = args.workers * args.concurrency
-    with Stack(latency_ms=args.latency, loglevel=args.loglevel) as stack:
+    # A long outage must not exhaust a head's attempts (it would go dead or park the branch:
+    # see bench/README.md); the bench's backoff cap is 1 s (production: 300 s).
+    env = {"ETIMS_RETRY__MAX_ATTEMPTS": str(args.max_attempts)}
+    with Stack(latency_ms=args.latency, loglevel=args.loglevel, env=env) as stack:
         stack.init_devices(args.branches)
         batches = interleaved_batches(args.branches, per_branch, 500)
         if args.outage == "503":

@@ -212,6 +212,7 @@ def run_pipeline(args: argparse.Namespace, latency_ms: float, rep: int) -> dict[
         stack.workers.wait_ready()
         time.sleep(1.0)  # let beat's first sweep and the pools settle
         load_before = load_note()
+        cpu_before = stack.cpu_seconds()
         producer = EnqueueThread(stack.engine, batches, stack.waker)
         started = time.time()
         producer.start()
@@ -219,6 +220,7 @@ def run_pipeline(args: argparse.Namespace, latency_ms: float, rep: int) -> dict[
         if producer.error:
             raise producer.error
         done = stack.wait_terminal(expected, timeout=args.timeout)
+        cpu_after = stack.cpu_seconds()
         counts = stack.counts()
         times = stack.accepted_times()
         stack.workers.stop_all()
@@ -239,6 +241,10 @@ def run_pipeline(args: argparse.Namespace, latency_ms: float, rep: int) -> dict[
             "ledger_ok": report.ok,
             "violations": report.violations[:5],
             "load": load_before,
+            # CPU ms per job by part (PostgreSQL: backends alive at the end, so a lower bound)
+            "cpu_ms_per_job": {
+                k: (cpu_after[k] - cpu_before.get(k, 0.0)) / expected * 1000 for k in cpu_after
+            },
         }
         if accepted != expected or not report.ok:
             print(f"  !! run not clean: {counts}, ledger ok={report.ok} {report.violations[:3]}",
@@ -287,6 +293,9 @@ def main() -> int:
                 f"ledger {'OK' if r['ledger_ok'] else 'FAILED'}; {r['load']}",
                 flush=True,
             )
+            cpu = r["cpu_ms_per_job"]
+            print("  CPU ms/job: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+                  + f"; total {sum(cpu.values()):.2f}", flush=True)
     dump_json(args.json, results)
 
     print(f"\n{args.branches} branches, {args.workers} workers x {args.concurrency} threads, "
@@ -307,6 +316,9 @@ def main() -> int:
         print(f"  bare loop jobs/s {summary([r['bare']['per_s'] for r in rs])}   "
               f"enqueue jobs/s (concurrent with drain) {summary([r['enqueue_per_s'] for r in rs])}")
         target = 0.8 if ideal[lat] else 0.3
+        parts = rs[0]["cpu_ms_per_job"].keys() if "cpu_ms_per_job" in rs[0] else []
+        print("  CPU ms per job (median): " + ", ".join(
+            f"{k} {median([r['cpu_ms_per_job'][k] for r in rs]):.2f}" for k in parts))
         print(f"  target >= {target}: {'met' if median(steady) >= target else 'NOT met'}")
     print(f"all runs clean (every job accepted, ledger verifies): {ok}")
     return 0 if ok else 1

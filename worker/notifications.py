@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import Engine
 
 from schemas.base import format_errors
@@ -62,6 +62,15 @@ class InboundNotification(BaseModel):
     serial: str | None = Field(default=None, max_length=100)
     message: str | None = Field(default=None, max_length=4000)
     occurred_at: str | None = Field(default=None, max_length=40)
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> InboundNotification:
+        """Stored as text: a NUL byte (which PostgreSQL cannot store) is malformed input."""
+        for name in ("id", "serial", "message", "occurred_at"):
+            value = getattr(self, name)
+            if value is not None and "\x00" in value:
+                raise ValueError(f"{name} must not contain NUL characters")
+        return self
 
 
 class NotificationRejected(Exception):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import logging
 import os
 import sys
 from typing import Any
@@ -43,7 +42,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """Logs as configured (``ETIMS_LOG_FORMAT``: text or json), for every command."""
+    from worker.logs import configure_logging as configure
+
+    configure(level, settings().log_format)

@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 from producers.apikeys import Principal
 from producers.intake.deps import ContextDep, PrincipalDep
 from producers.intake.errors import ApiError
-from producers.intake.models import ErrorItem
+from producers.intake.models import ErrorBody, ErrorItem
 from worker import metrics, notifications
 from worker.notices import mark_read, notice_view
 from worker.outbox import ops_queries as oq
@@ -58,6 +58,30 @@ router = APIRouter()
 
 TIN = Annotated[str, Path(pattern=r"^[A-Z][0-9]{9}[A-Z]$")]
 BHF = Annotated[str, Path(pattern=r"^[0-9]{2}$")]
+#: Ids are BIGINT: a larger number is a 422, not a database error.
+MAX_ID = 2**63 - 1
+ID = Annotated[int, Path(ge=1, le=MAX_ID)]
+#: PostgreSQL text cannot hold NUL; refuse it at the edge (422) rather than fail later.
+TEXT = r"^[^\x00]*$"
+Text = Annotated[str | None, Query(max_length=200, pattern=TEXT)]
+
+_DESCRIPTIONS = {
+    400: "Malformed request (e.g. a body that is not JSON).",
+    401: "Missing, unknown or revoked key.",
+    403: "Outside this API key's scope, or not an admin key.",
+    404: "No such job, branch or notice (or not visible to this key).",
+    409: "The job is not in a state that allows it (e.g. replaying an accepted job).",
+    422: "Invalid input; errors name the path.",
+    429: "Rate limit of the key; see Retry-After.",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, all in the API's one error shape."""
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+_KEYED = (401, 403, 422, 429)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -74,7 +98,12 @@ def get_metrics(context: ContextDep) -> Response:
 # --------------------------------------------------------------------------- notices
 
 
-@router.get("/v1/notices", tags=["notices"], summary="KRA notices, newest first")
+@router.get(
+    "/v1/notices",
+    tags=["notices"],
+    summary="KRA notices, newest first",
+    responses=_errors(*_KEYED),
+)
 def list_notices(
     principal: PrincipalDep,
     context: ContextDep,
@@ -89,7 +118,12 @@ def list_notices(
     return [notice_view(r) for r in rows if principal.may_access(r.tin, r.bhf_id)]
 
 
-@router.get("/v1/notices/unread/count", tags=["notices"], summary="Unread notices")
+@router.get(
+    "/v1/notices/unread/count",
+    tags=["notices"],
+    summary="Unread notices",
+    responses=_errors(400, *_KEYED),
+)
 def unread_count(
     principal: PrincipalDep,
     context: ContextDep,
@@ -103,10 +137,13 @@ def unread_count(
         return {"count": oq.unread_notice_count(conn, tin, bhf_id)}
 
 
-@router.get("/v1/notices/{notice_id}", tags=["notices"], summary="One notice")
-def get_notice(
-    notice_id: Annotated[int, Path(ge=1)], principal: PrincipalDep, context: ContextDep
-) -> dict[str, Any]:
+@router.get(
+    "/v1/notices/{notice_id}",
+    tags=["notices"],
+    summary="One notice",
+    responses=_errors(404, *_KEYED),
+)
+def get_notice(notice_id: ID, principal: PrincipalDep, context: ContextDep) -> dict[str, Any]:
     with context.engine.connect() as conn:
         row = oq.get_notice(conn, notice_id)
     if row is None or not principal.may_access(row.tin, row.bhf_id):
@@ -114,10 +151,13 @@ def get_notice(
     return notice_view(row)
 
 
-@router.post("/v1/notices/{notice_id}/read", tags=["notices"], summary="Mark a notice read")
-def read_notice(
-    notice_id: Annotated[int, Path(ge=1)], principal: PrincipalDep, context: ContextDep
-) -> dict[str, Any]:
+@router.post(
+    "/v1/notices/{notice_id}/read",
+    tags=["notices"],
+    summary="Mark a notice read",
+    responses=_errors(404, *_KEYED),
+)
+def read_notice(notice_id: ID, principal: PrincipalDep, context: ContextDep) -> dict[str, Any]:
     get_notice(notice_id, principal, context)  # 404 when unknown or out of scope
     view = mark_read(context.engine, notice_id, f"api:{principal.key_id}")
     assert view is not None
@@ -142,6 +182,7 @@ def _scoped_tin(principal: Principal, tin: str | None, bhf_id: str | None) -> st
     "/v1/notifications",
     tags=["notifications"],
     summary="A device event pushed by an authority (idempotent per delivery id)",
+    responses=_errors(400, 401, 409, 422),
 )
 async def put_notification(
     request: Request,
@@ -174,29 +215,32 @@ def require_admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
+_REASON = Field(default="", max_length=2000, pattern=TEXT)
+
+
 class Reason(BaseModel):
-    reason: str = ""
+    reason: str = _REASON
 
 
 class SkipRequest(BaseModel):
-    reason: str = Field(min_length=1)
+    reason: str = Field(min_length=1, max_length=2000, pattern=TEXT)
 
 
 class EditRequest(BaseModel):
     set: dict[str, Any] | None = None
     payload: dict[str, Any] | None = None
-    reason: str = ""
+    reason: str = _REASON
 
 
 class BranchReplay(BaseModel):
-    code: str | None = None
-    reason: str = ""
+    code: str | None = Field(default=None, max_length=10, pattern=TEXT)
+    reason: str = _REASON
 
 
 class SetNext(BaseModel):
-    invc: int | None = None
-    sar: int | None = None
-    reason: str = ""
+    invc: int | None = Field(default=None, ge=1, le=MAX_ID)
+    sar: int | None = Field(default=None, ge=1, le=MAX_ID)
+    reason: str = _REASON
 
 
 def _actor(principal: Principal) -> Actor:
@@ -208,13 +252,18 @@ def _operator_error(exc: OperatorError) -> ApiError:
     return ApiError(status, str(exc))
 
 
-@router.get("/v1/admin/dead", tags=["admin"], summary="Dead jobs")
+@router.get(
+    "/v1/admin/dead",
+    tags=["admin"],
+    summary="Dead jobs",
+    responses=_errors(*_KEYED),
+)
 def admin_dead(
     admin: AdminDep,
     context: ContextDep,
     branch: Annotated[str | None, Query(pattern=r"^[A-Z][0-9]{9}[A-Z]/[0-9]{2}$")] = None,
-    kind: str | None = None,
-    code: str | None = None,
+    kind: Text = None,
+    code: Text = None,
     since: float | None = None,
 ) -> list[dict[str, Any]]:
     tin, _, bhf = (branch or "").partition("/")
@@ -237,17 +286,27 @@ def admin_dead(
     ]
 
 
-@router.get("/v1/admin/jobs/{job_id}", tags=["admin"], summary="A job with every attempt")
-def admin_job(job_id: int, admin: AdminDep, context: ContextDep) -> dict[str, Any]:
+@router.get(
+    "/v1/admin/jobs/{job_id}",
+    tags=["admin"],
+    summary="A job with every attempt",
+    responses=_errors(404, *_KEYED),
+)
+def admin_job(job_id: ID, admin: AdminDep, context: ContextDep) -> dict[str, Any]:
     try:
         return job_details(context.engine, job_id)
     except OperatorError as exc:
         raise _operator_error(exc) from exc
 
 
-@router.post("/v1/admin/jobs/{job_id}/edit", tags=["admin"], summary="Correct a dead job")
+@router.post(
+    "/v1/admin/jobs/{job_id}/edit",
+    tags=["admin"],
+    summary="Correct a dead job",
+    responses=_errors(400, 404, 409, *_KEYED),
+)
 def admin_edit(
-    job_id: int, request: Annotated[EditRequest, Body()], admin: AdminDep, context: ContextDep
+    job_id: ID, request: Annotated[EditRequest, Body()], admin: AdminDep, context: ContextDep
 ) -> dict[str, Any]:
     try:
         payload = edit(
@@ -264,9 +323,14 @@ def admin_edit(
     return {"id": job_id, "payload": payload}
 
 
-@router.post("/v1/admin/jobs/{job_id}/replay", tags=["admin"], summary="Replay a dead job")
+@router.post(
+    "/v1/admin/jobs/{job_id}/replay",
+    tags=["admin"],
+    summary="Replay a dead job",
+    responses=_errors(400, 404, 409, *_KEYED),
+)
 def admin_replay(
-    job_id: int, request: Annotated[Reason, Body()], admin: AdminDep, context: ContextDep
+    job_id: ID, request: Annotated[Reason, Body()], admin: AdminDep, context: ContextDep
 ) -> dict[str, Any]:
     try:
         replay(context.engine, job_id, _actor(admin), reason=request.reason, waker=context.waker)
@@ -275,9 +339,14 @@ def admin_replay(
     return {"id": job_id, "state": "pending"}
 
 
-@router.post("/v1/admin/jobs/{job_id}/skip", tags=["admin"], summary="Give up on a job")
+@router.post(
+    "/v1/admin/jobs/{job_id}/skip",
+    tags=["admin"],
+    summary="Give up on a job",
+    responses=_errors(400, 404, 409, *_KEYED),
+)
 def admin_skip(
-    job_id: int, request: Annotated[SkipRequest, Body()], admin: AdminDep, context: ContextDep
+    job_id: ID, request: Annotated[SkipRequest, Body()], admin: AdminDep, context: ContextDep
 ) -> dict[str, Any]:
     try:
         skip(context.engine, job_id, _actor(admin), reason=request.reason)
@@ -286,7 +355,12 @@ def admin_skip(
     return {"id": job_id, "state": "skipped"}
 
 
-@router.post("/v1/admin/branches/{tin}/{bhf_id}/replay", tags=["admin"], summary="Replay a branch")
+@router.post(
+    "/v1/admin/branches/{tin}/{bhf_id}/replay",
+    tags=["admin"],
+    summary="Replay a branch",
+    responses=_errors(400, 404, 409, *_KEYED),
+)
 def admin_replay_branch(
     tin: TIN,
     bhf_id: BHF,
@@ -310,7 +384,10 @@ def admin_replay_branch(
 
 
 @router.post(
-    "/v1/admin/branches/{tin}/{bhf_id}/set-next", tags=["admin"], summary="Set KRA's next numbers"
+    "/v1/admin/branches/{tin}/{bhf_id}/set-next",
+    tags=["admin"],
+    summary="Set KRA's next numbers",
+    responses=_errors(400, 404, 409, *_KEYED),
 )
 def admin_set_next(
     tin: TIN, bhf_id: BHF, request: Annotated[SetNext, Body()], admin: AdminDep, context: ContextDep
@@ -331,12 +408,17 @@ def admin_set_next(
     return {"branch": f"{tin}/{bhf_id}", "invc": request.invc, "sar": request.sar}
 
 
-@router.get("/v1/admin/audit", tags=["admin"], summary="The audit log, newest first")
+@router.get(
+    "/v1/admin/audit",
+    tags=["admin"],
+    summary="The audit log, newest first",
+    responses=_errors(*_KEYED),
+)
 def admin_audit(
     admin: AdminDep,
     context: ContextDep,
-    job_id: int | None = None,
-    action: str | None = None,
+    job_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    action: Text = None,
     since: float | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:

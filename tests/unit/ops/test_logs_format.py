@@ -20,9 +20,18 @@ from worker.oscu.outcome import CallOutcome, OutcomeKind
 
 @pytest.fixture
 def capture() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    yield stream
-    configure_logging("WARNING", "text")
+    """A stream to configure logging onto; the root logger is put back as it was after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    noisy = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    yield io.StringIO()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    for name, old_level in noisy.items():
+        logging.getLogger(name).setLevel(old_level)
 
 
 JOB = SimpleNamespace(

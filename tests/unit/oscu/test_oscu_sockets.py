@@ -159,6 +159,13 @@ def test_server_hangs_up_after_reading_write_is_unknown() -> None:
 def test_real_answer_and_no_secret_in_any_log(caplog: pytest.LogCaptureFixture) -> None:
     """Over a real socket httpcore logs at DEBUG too; none of it may carry the cmcKey."""
     caplog.set_level(logging.DEBUG)
+    # Other tests may have run a dictConfig that disabled existing loggers; this test is about
+    # what httpx/httpcore would log when enabled, so enable them explicitly.
+    for name in ("httpx", "httpcore", *logging.root.manager.loggerDict):
+        if name.startswith(("httpx", "httpcore")):
+            logger = logging.getLogger(name)
+            logger.disabled = False
+            logger.setLevel(logging.DEBUG)
     with serving("answer") as server:
         with OscuClient(f"http://127.0.0.1:{server.port}/etims-api", timeout=SHORT) as client:
             outcome = client.save_item(DEVICE, {"itemCd": "KE2NTBA0000001"})
