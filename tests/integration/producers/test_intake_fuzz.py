@@ -72,11 +72,12 @@ def fuzz_intake(pg_template: str) -> Iterator[tuple[IntakeServer, dict[str, str]
 
 FUZZ = {"deadline": None, "suppress_health_check": list(HealthCheck), "database": None}
 post_jobs = schema.include(path="/v1/jobs", method="POST")
-#: The intake's own read endpoints (operations routes mounted on the same app have their own
-#: tests).
+#: The intake's own read endpoints.
 reads = schema.include(path_regex=r"^/(v1/(jobs|requests|branches)|healthz|readyz)").exclude(
     path="/v1/jobs", method="POST"
 )
+#: Operations routes mounted on the same app: notices, inbound notifications, admin tooling.
+operations = schema.include(path_regex=r"^/v1/(notices|notifications|admin)")
 
 
 @post_jobs.parametrize()
@@ -90,6 +91,14 @@ def test_post_jobs_never_5xx_and_4xx_writes_nothing(
 @reads.parametrize()
 @settings(max_examples=1000, **FUZZ)
 def test_reads_never_5xx_and_write_nothing(
+    case: schemathesis.Case, fuzz_intake: tuple[IntakeServer, dict[str, str]]
+) -> None:
+    _call_and_check(case, *fuzz_intake)
+
+
+@operations.parametrize()
+@settings(max_examples=150, **FUZZ)
+def test_operations_routes_never_5xx_and_write_no_job(
     case: schemathesis.Case, fuzz_intake: tuple[IntakeServer, dict[str, str]]
 ) -> None:
     _call_and_check(case, *fuzz_intake)
