@@ -1,10 +1,7 @@
 """Helpers for the static deploy checks: the real CLI, the real Settings, the deploy files.
 
 Nothing here builds or runs a container (there is no container engine in CI): we check the
-files against schemas and against the code they drive. Two things named in the manifests are
-being built elsewhere right now (the ``intake`` command, issue 4; ``worker --metrics-port``,
-issue 5). :data:`PENDING` lists them: while one is missing, the check that needs it is an
-expected failure that names the issue; once it exists the same check runs for real.
+files against schemas and against the code they drive.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 import typer
 from pydantic import BaseModel
 
@@ -29,10 +25,6 @@ DEPLOY = REPO / "deploy"
 ETIMS_RELAY = str(Path(sys.executable).with_name("etims-relay"))
 
 #: CLI commands/options the manifests use that other engineers are adding right now.
-PENDING: dict[str, str] = {
-    "intake": "the `etims-relay intake` command (issue 4, producers/intake/)",
-    "--metrics-port": "`etims-relay worker --metrics-port` (issue 5)",
-}
 
 #: Names whose values are secrets: they may only come from interpolation or a Secret.
 SECRET_ENV = ("ETIMS_SECRET_KEY", "ETIMS_DATABASE_URL", "ETIMS_BROKER_URL")
@@ -105,16 +97,10 @@ def resolve_cli(argv: Sequence[str]) -> tuple[list[str], Any, list[str]]:
 
 
 def check_cli_argv(argv: Sequence[str]) -> None:
-    """Assert that ``etims-relay ARGV`` names a real command with real options.
-
-    A command or option listed in :data:`PENDING` that does not exist yet makes the calling
-    test an expected failure (xfail) naming who is adding it.
-    """
+    """Assert that ``etims-relay ARGV`` names a real command with real options."""
     path, command, rest = resolve_cli(argv)
     if _is_group(command) and rest and not rest[0].startswith("-"):
         missing = rest[0]
-        if missing in PENDING:
-            pytest.xfail(f"not there yet: {PENDING[missing]}")
         raise AssertionError(f"etims-relay has no command {' '.join([*path, missing])!r}")
     if _is_group(command):
         # A group runs by itself only with invoke_without_command (e.g. `simulator`).
@@ -122,12 +108,7 @@ def check_cli_argv(argv: Sequence[str]) -> None:
     options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
     unknown = [t.split("=", 1)[0] for t in rest if t.startswith("-")]
     unknown = [name for name in unknown if name not in options]
-    real_gaps = [name for name in unknown if name not in PENDING]
-    assert not real_gaps, (
-        f"etims-relay {' '.join(path)} has no option {real_gaps}: {sorted(options)}"
-    )
-    if unknown:
-        pytest.xfail(f"not there yet: {'; '.join(PENDING[name] for name in unknown)}")
+    assert not unknown, f"etims-relay {' '.join(path)} has no option {unknown}: {sorted(options)}"
     # And the real console script agrees (it parses this command's --help).
     returncode, stdout, stderr = _console_help(tuple(path))
     assert returncode == 0, stderr
