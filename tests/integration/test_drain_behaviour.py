@@ -10,8 +10,8 @@ from producers import builders as b
 from tests.helpers import ledger_writes
 from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
-from worker.outbox import queries as q
 from worker.device_init import init_device
+from worker.outbox import queries as q
 from worker.replay import Actor, replay, set_next, skip
 
 NOW = datetime.now(UTC)
