@@ -187,7 +187,8 @@ class Workers:
         while pending and time.time() < deadline:
             for name in list(pending):
                 if self.procs[name].poll() is not None:
-                    raise RuntimeError(f"worker {name} exited:\n{self.logs[name].read_text()[-3000:]}")
+                    tail = self.logs[name].read_text()[-3000:]
+                    raise RuntimeError(f"worker {name} exited:\n{tail}")
                 if b" ready." in self.logs[name].read_bytes():
                     pending.discard(name)
             time.sleep(0.1)
@@ -415,7 +416,7 @@ class EnqueueThread(threading.Thread):
     def run(self) -> None:
         try:
             self.jobs, self.seconds = enqueue_all(self.engine, self.batches, self.waker)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             self.error = exc
 
 

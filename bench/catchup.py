@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (  # noqa: E402
+from _harness import (
     Stack,
     dump_json,
     enqueue_all,
@@ -38,7 +38,7 @@ from _harness import (  # noqa: E402
     steady_rate,
     windows,
 )
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import text
 
 
 def main() -> int:

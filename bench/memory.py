@@ -34,9 +34,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
-import psutil  # noqa: E402
-from _harness import (  # noqa: E402
+import httpx
+import psutil
+from _harness import (
     ETIMS_RELAY,
     Stack,
     dump_json,
@@ -44,7 +44,7 @@ from _harness import (  # noqa: E402
     interleaved_batches,
     load_note,
 )
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import text
 
 
 def tree_rss(pid: int) -> tuple[int, int]:
@@ -128,9 +128,10 @@ def free_port() -> int:
 def intake_rss(args: argparse.Namespace) -> dict[str, Any]:
     with Stack(latency_ms=50.0, loglevel=args.loglevel,
                env={"ETIMS_INTAKE__RATE_LIMIT": "1000000/minute"}) as stack:
-        key = stack.relay.cli("apikey", "create", "--tin", "P051234567A").stdout.strip().splitlines()[-1]
+        created = stack.relay.cli("apikey", "create", "--tin", "P051234567A")
+        key = created.stdout.strip().splitlines()[-1]
         port = free_port()
-        log = open(stack.workdir / "intake.log", "wb")  # noqa: SIM115
+        log = open(stack.workdir / "intake.log", "wb")
         proc = subprocess.Popen(
             [ETIMS_RELAY, "intake", "--port", str(port), "--loglevel", "warning"],
             env=stack.relay.env(), cwd=stack.workdir, stdout=log, stderr=subprocess.STDOUT,
@@ -231,10 +232,11 @@ def main() -> int:
             i = intake_rss(args)
             results["intake"] = i
             print(f"intake under load: {i['jobs']:,d} jobs at {i['jobs_per_s']:.0f}/s from "
-                  f"{args.intake_clients} clients (batches of 100); RSS idle {i['idle_mb']:.1f} MB, "
+                  f"{args.intake_clients} clients (batches of 100); RSS idle "
+                  f"{i['idle_mb']:.1f} MB, "
                   f"median {i['median_mb']:.1f}, max {i['max_mb']:.1f}, after {i['after_mb']:.1f}; "
                   f"errors {i['errors']}; {i['load']}")
-        except Exception as exc:  # noqa: BLE001 - the intake is being built elsewhere
+        except Exception as exc:
             print(f"intake part skipped: {type(exc).__name__}: {str(exc)[:500]}")
             results["intake"] = {"skipped": str(exc)}
     dump_json(args.json, results)

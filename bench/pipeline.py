@@ -37,8 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
-from _harness import (  # noqa: E402
+import httpx
+from _harness import (
     EnqueueThread,
     Stack,
     dump_json,
@@ -48,10 +48,9 @@ from _harness import (  # noqa: E402
     steady_rate,
     summary,
 )
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import text
 
-from schemas.jobs import JobKind  # noqa: E402
-
+from schemas.jobs import JobKind
 
 # --------------------------------------------------------------------------- bare loop
 
@@ -125,9 +124,9 @@ def profile_drain(args: argparse.Namespace) -> int:
     import re
     import threading
 
+    from _harness import enqueue_all
     from sqlalchemy import event
 
-    from _harness import enqueue_all
     from worker.drain import drain
     from worker.runtime import build_runtime
 

@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (  # noqa: E402
+from _harness import (
     Stack,
     dump_json,
     enqueue_all,
@@ -103,7 +103,8 @@ def matrix(args: argparse.Namespace) -> int:
         row = []
         for w in worker_list:
             rs = [r for r in results if r["branches"] == b and r["workers"] == w]
-            row.append(f"{summary([r['ratio'] for r in rs])} ({summary([r['steady_per_s'] for r in rs]).split(' ')[0]}/s)")
+            rate = summary([r['steady_per_s'] for r in rs]).split(' ')[0]
+            row.append(f"{summary([r['ratio'] for r in rs])} ({rate}/s)")
         print(f"{b:8d} | " + " | ".join(row))
     ok = all(r["ledger_ok"] and r["accepted"] == r["jobs"] for r in results)
     print(f"all cells clean (every job accepted, ledger verifies): {ok}")
@@ -179,12 +180,14 @@ def kill_host(args: argparse.Namespace) -> int:
     before = [n / w for s, n in rows if s + w <= kill_rel and s >= w]
     end = restarted_at - t0 if restarted_at else float("inf")
     full = [n / w for s, n in rows[:-1] if s >= kill_rel]
-    gap = next((s for s, n in rows if s >= kill_rel and n / w >= 0.8 * median_or_nan(before)), None)
+    back = 0.8 * median_or_nan(before)
+    gap = next((s for s, n in rows if s >= kill_rel and n / w >= back), None)
     after_recovery = [n / w for s, n in rows[:-1] if s >= kill_rel + 10 and s + w <= end]
     print(f"before kill: {summary(before)}/s = {median_or_nan(before) / ideal_before:.2f} of "
           f"ideal {ideal_before:.0f}/s (3 hosts)")
     print(f"from kill+10 s: {summary(after_recovery)}/s = "
-          f"{median_or_nan(after_recovery) / ideal_after:.2f} of ideal {ideal_after:.0f}/s (2 hosts)")
+          f"{median_or_nan(after_recovery) / ideal_after:.2f} of ideal "
+          f"{ideal_after:.0f}/s (2 hosts)")
     print(f"after the kill, all windows: {summary(full)}/s; first window back at >= 80% of "
           f"the pre-kill rate starts at t={gap}")
     dump_json(args.json, {"times_rel": [t - t0 for t in times], "killed_at": kill_rel,

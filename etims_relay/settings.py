@@ -53,8 +53,12 @@ class RetrySettings(BaseModel):
 
     base_s: float = 0.5
     cap_s: float = 300.0
-    #: Attempts before a job that keeps failing transiently goes dead.
+    #: A job that keeps failing transiently is given up (dead, or its branch parked when the
+    #: number may be at KRA) only once it has had this many attempts AND is older than
+    #: ``give_up_after_s``: a KRA outage of hours must end in a backlog that drains by itself,
+    #: not in dead letters to replay.
     max_attempts: int = 25
+    give_up_after_s: float = 72 * 3600.0
     #: 922 (sequence/dependency) is retried this many times, then the job is dead.
     sequence_max_attempts: int = 5
 

@@ -245,10 +245,8 @@ def _write(
     results, fresh, seen_in_call = _dedupe(envelopes, hashes, existing)
     _check_dependencies(envelopes, fresh, existing, seen_in_call)
 
-    branch_ids = {
-        (e.tin, e.bhf_id): q.ensure_branch(conn, e.tin, e.bhf_id, now)
-        for e in (envelopes[i] for i in fresh)
-    }
+    branch_keys = sorted({(envelopes[i].tin, envelopes[i].bhf_id) for i in fresh})
+    branch_ids = {key: q.ensure_branch(conn, *key, now) for key in branch_keys}
     per_branch: dict[int, list[int]] = defaultdict(list)
     for index in fresh:
         per_branch[branch_ids[(envelopes[index].tin, envelopes[index].bhf_id)]].append(index)

@@ -59,8 +59,11 @@ def decide(
     maybe_recorded: bool,
     number: int | None,
     retry: RetrySettings,
+    age_s: float = float("inf"),
 ) -> Decision:
-    """Decide the job's next state after its ``attempt``-th call (1-based)."""
+    """Decide the job's next state after its ``attempt``-th call (1-based), ``age_s`` after
+    the job was enqueued."""
+    exhausted = attempt >= retry.max_attempts and age_s >= retry.give_up_after_s
     code = outcome.result_code or ""
     message = outcome.message or outcome.kind.value
     match outcome.kind:
@@ -80,12 +83,12 @@ def decide(
                 return Dead(code, f"{message} (after {attempt} attempts)", release_number=True)
             return _retry(JobState.RETRY_WAIT, attempt, retry, outcome, "sequence")
         case OutcomeKind.RATE_LIMITED | OutcomeKind.TRANSIENT:
-            if attempt >= retry.max_attempts:
+            if exhausted:
                 return _exhausted(code, message, attempt, maybe_recorded)
             reason = "rate_limited" if outcome.kind is OutcomeKind.RATE_LIMITED else "transient"
             return _retry(JobState.RETRY_WAIT, attempt, retry, outcome, reason)
         case OutcomeKind.UNKNOWN:
-            if attempt >= retry.max_attempts:
+            if exhausted:
                 return _exhausted(code, message, attempt, maybe_recorded=True)
             return _retry(JobState.UNKNOWN, attempt, retry, outcome, "unknown")
         case OutcomeKind.REJECTED | OutcomeKind.AUTH:

@@ -166,33 +166,29 @@ def _prepare(lease: Lease, ctx: DrainContext, woken: set[int]) -> tuple[Any, int
     """Pick the head and make it ready to send, in one committed transaction."""
     now = ctx.clock()
     with ctx.engine.begin() as conn:
-        branch = q.get_branch_by_id(conn, lease.branch_id)
-        if branch is None or branch.fencing_token != lease.token:
-            raise LeaseLost
-        q.extend_lease(conn, lease, now, ctx.settings.drain.lease_ttl_s)
+        next_seq = q.extend_lease(conn, lease, now, ctx.settings.drain.lease_ttl_s)
         while True:
             candidates = q.head_candidates(conn, lease.branch_id, HEAD_WINDOW)
             if not candidates:
-                return _Idle(), int(branch.next_seq)
-            for job in candidates:
-                verdict, culprit = _dependencies_verdict(conn, job)
+                return _Idle(), next_seq
+            for job, deps in candidates:
+                verdict, culprit = _dependencies_verdict(deps)
                 if verdict == "hopeless":
                     woken |= effects.block(conn, lease, job, culprit, now)
                     continue
                 if verdict == "waiting":
-                    return _Wait(now + DEPENDENCY_WAIT_S, inline=False), int(branch.next_seq)
+                    return _Wait(now + DEPENDENCY_WAIT_S, inline=False), next_seq
                 if job.next_attempt_at is not None and job.next_attempt_at > now:
-                    return _Wait(job.next_attempt_at), int(branch.next_seq)
-                return _start(conn, lease, job, ctx, now), int(branch.next_seq)
+                    return _Wait(job.next_attempt_at), next_seq
+                return _start(conn, lease, job, ctx, now), next_seq
 
 
-def _dependencies_verdict(conn: Connection, job: Any) -> tuple[str, int]:
+def _dependencies_verdict(deps: list[tuple[int, str]]) -> tuple[str, int]:
     """ready, waiting (a dependency is still on its way) or hopeless (dead/blocked/skipped)."""
-    deps = q.dependency_states(conn, job.id)
-    for dep in deps:
-        if dep.state in HOPELESS:
-            return "hopeless", int(dep.id)
-    if any(d.state != JobState.ACCEPTED.value for d in deps):
+    for dep_id, state in deps:
+        if state in HOPELESS:
+            return "hopeless", dep_id
+    if any(state != JobState.ACCEPTED.value for _, state in deps):
         return "waiting", 0
     return "ready", 0
 
@@ -298,6 +294,7 @@ def _send_and_record(lease: Lease, step: Any, ctx: DrainContext, woken: set[int]
         maybe_recorded=step.maybe_recorded,
         number=step.number,
         retry=ctx.settings.retry,
+        age_s=started - float(job.created_at),
     )
     step = _Send(job, step.body, step.number, step.attempt, maybe_recorded)
     receipt: dict[str, Any] | None = None

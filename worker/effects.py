@@ -88,7 +88,7 @@ def receipt_for(
     if not ctx.settings.oscu.invoice_details_supported or step.number is None:
         return None, decision
     lookup = ctx.client.select_invoice_details(device.credentials, step.number)
-    if lookup.kind in _LOOKUP_RETRYABLE and step.attempt < ctx.settings.retry.max_attempts:
+    if lookup.kind in _LOOKUP_RETRYABLE and step.attempt < 2 * ctx.settings.retry.max_attempts:
         # KRA holds the sale; only its signature is out of reach for now. Stay "unknown" and
         # ask again shortly (the resend is answered "duplicate" again, harmlessly).
         delay = retry_delay(
@@ -150,10 +150,14 @@ def accept(
     _event(conn, job, JobState.ACCEPTED, now, {**values, "receipt": receipt})
     # Dependents in other branches may be heads waiting for exactly this acceptance. Branch
     # rows are locked before job rows here, as a drain's prepare step does: no deadlock.
-    waiting = {int(r.branch_id) for r in q.dependents(conn, [job.id], [JobState.PENDING.value])}
+    found = q.dependents(conn, [job.id], [JobState.PENDING.value, JobState.BLOCKED.value])
+    waiting = {int(r.branch_id) for r in found if r.state == JobState.PENDING.value}
     waiting.discard(lease.branch_id)
     q.wake_branches(conn, waiting, now)
-    return waiting | unblock_dependents(conn, [job.id], now)
+    blocked = [r for r in found if r.state == JobState.BLOCKED.value]
+    return waiting | _propagate(
+        conn, [job.id], now, JobState.BLOCKED, JobState.PENDING, first_level=blocked
+    )
 
 
 def retry(
@@ -231,16 +235,23 @@ def unblock_dependents(conn: Connection, job_ids: Iterable[int], now: float) -> 
 
 
 def _propagate(
-    conn: Connection, job_ids: Iterable[int], now: float, src: JobState, dst: JobState
+    conn: Connection,
+    job_ids: Iterable[int],
+    now: float,
+    src: JobState,
+    dst: JobState,
+    first_level: list[Any] | None = None,
 ) -> set[int]:
+    """Move dependents (transitively) from ``src`` to ``dst``; ``first_level`` saves the first
+    query when the caller already holds the direct dependents in ``src``."""
     frontier, branches = list(job_ids), set()
     seen: set[int] = set(frontier)
     while frontier:
-        rows = list(
-            {
-                r.id: r for r in q.dependents(conn, frontier, [src.value]) if r.id not in seen
-            }.values()
+        found = (
+            first_level if first_level is not None else q.dependents(conn, frontier, [src.value])
         )
+        first_level = None
+        rows = list({r.id: r for r in found if r.id not in seen}.values())
         if not rows:
             break
         ids = [r.id for r in rows]

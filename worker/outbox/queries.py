@@ -9,6 +9,7 @@ and learns it from the row count (:class:`LeaseLost`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Connection,
     Row,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -71,6 +73,14 @@ def _insert_ignore(
     """INSERT ... ON CONFLICT DO NOTHING on either backend."""
     dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
     conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
+
+
+#: ``_fenced`` with bind parameters, for statements built once at import (the hot path).
+_FENCED = exists().where(
+    branches.c.id == bindparam("lease_branch_id"),
+    branches.c.fencing_token == bindparam("lease_token"),
+)
+_UPDATE_JOB_FENCED = update(jobs).where(jobs.c.id == bindparam("job_id_"), _FENCED)
 
 
 def _check(rowcount: int) -> None:
@@ -206,14 +216,25 @@ def claim_lease(
     return None if token is None else Lease(branch_id, int(token), owner)
 
 
-def extend_lease(conn: Connection, lease: Lease, now: float, ttl: float) -> None:
-    _check(
-        conn.execute(
-            update(branches)
-            .where(branches.c.id == lease.branch_id, branches.c.fencing_token == lease.token)
-            .values(lease_until=now + ttl)
-        ).rowcount
+def extend_lease(conn: Connection, lease: Lease, now: float, ttl: float) -> int:
+    """Push the lease's expiry out; return the branch's next_seq (raises LeaseLost)."""
+    next_seq = conn.execute(
+        _EXTEND_LEASE, {"branch_id": lease.branch_id, "token": lease.token, "until": now + ttl}
+    ).scalar()
+    if next_seq is None:
+        raise LeaseLost
+    return int(next_seq)
+
+
+_EXTEND_LEASE = (
+    update(branches)
+    .where(
+        branches.c.id == bindparam("branch_id"),
+        branches.c.fencing_token == bindparam("token"),
     )
+    .values(lease_until=bindparam("until"))
+    .returning(branches.c.next_seq)
+)
 
 
 def release_lease(
@@ -330,15 +351,40 @@ def insert_dependencies(conn: Connection, pairs: Sequence[tuple[int, int]]) -> N
 # --------------------------------------------------------------------------- drain
 
 
-def head_candidates(conn: Connection, branch_id: int, limit: int) -> list[Row[Any]]:
-    """The branch's active jobs in seq order: the first one is the head."""
-    return list(
-        conn.execute(
-            select(jobs)
-            .where(jobs.c.branch_id == branch_id, jobs.c.state.in_(ACTIVE))
-            .order_by(jobs.c.seq)
-            .limit(limit)
+def head_candidates(
+    conn: Connection, branch_id: int, limit: int
+) -> list[tuple[Row[Any], list[tuple[int, str]]]]:
+    """The branch's active jobs in seq order (the first is the head), each with the
+    (id, state) of the jobs it depends on: one query for the whole window."""
+    rows = conn.execute(_head_window(limit), {"branch_id": branch_id}).all()
+    grouped: dict[int, tuple[Row[Any], list[tuple[int, str]]]] = {}
+    for row in rows:
+        entry = grouped.setdefault(row.id, (row, []))
+        if row.dep_id is not None:
+            entry[1].append((int(row.dep_id), str(row.dep_state)))
+    return list(grouped.values())
+
+
+@functools.lru_cache(maxsize=8)
+def _head_window(limit: int) -> Any:
+    """Built once per window size: constructing the subquery and alias costs more CPU than
+    running it."""
+    window = (
+        select(jobs)
+        .where(jobs.c.branch_id == bindparam("branch_id"), jobs.c.state.in_(ACTIVE))
+        .order_by(jobs.c.seq)
+        .limit(limit)
+        .subquery()
+    )
+    dep = jobs.alias("dep")
+    return (
+        select(window, dep.c.id.label("dep_id"), dep.c.state.label("dep_state"))
+        .select_from(
+            window.outerjoin(job_dependencies, job_dependencies.c.job_id == window.c.id).outerjoin(
+                dep, dep.c.id == job_dependencies.c.depends_on_id
+            )
         )
+        .order_by(window.c.seq)
     )
 
 
@@ -357,22 +403,31 @@ def update_job_fenced(
     conn: Connection, lease: Lease, job_id: int, values: Mapping[str, Any]
 ) -> None:
     """Write a job's new state, only while ``lease`` holds."""
-    _check(
-        conn.execute(
-            update(jobs).where(jobs.c.id == job_id, _fenced(lease)).values(**values)
-        ).rowcount
-    )
+    params = {
+        **values,
+        "job_id_": job_id,
+        "lease_branch_id": lease.branch_id,
+        "lease_token": lease.token,
+    }
+    # A prebuilt UPDATE executed with a dict SETs exactly the columns named in it.
+    _check(conn.execute(_UPDATE_JOB_FENCED, params).rowcount)
 
 
 def insert_attempt(conn: Connection, values: Mapping[str, Any]) -> None:
-    conn.execute(insert(attempts).values(**values))
+    """One row per OSCU call (the statement is built once; its columns come from ``values``)."""
+    conn.execute(_INSERT_ATTEMPT, dict(values))
+
+
+_INSERT_ATTEMPT = insert(attempts)
+_INSERT_EVENT = insert(result_events)
 
 
 def insert_event(
     conn: Connection, job_id: int, tin: str, state: str, body: str, now: float
 ) -> None:
     conn.execute(
-        insert(result_events).values(job_id=job_id, tin=tin, state=state, body=body, created_at=now)
+        _INSERT_EVENT,
+        {"job_id": job_id, "tin": tin, "state": state, "body": body, "created_at": now},
     )
 
 
@@ -433,6 +488,7 @@ def dependents(conn: Connection, job_ids: Iterable[int], states: Sequence[str]) 
                 jobs.c.tin,
                 jobs.c.idempotency_key,
                 jobs.c.kind,
+                jobs.c.state,
                 job_dependencies.c.depends_on_id,
             )
             .join(job_dependencies, job_dependencies.c.job_id == jobs.c.id)

@@ -118,3 +118,19 @@ def test_backoff_is_full_jitter_capped_and_honours_retry_after() -> None:
     assert max(backoff_delay(10, base_s=0.5, cap_s=8) for _ in range(500)) > 4  # jitter spreads
     assert retry_delay(1, base_s=0.5, cap_s=60, retry_after_s=30) >= 30
     assert retry_delay(1, base_s=0.5, cap_s=60, retry_after_s=3600) <= 60
+
+
+def test_an_outage_of_hours_is_waited_out_not_dead_lettered() -> None:
+    """Many failed attempts within the give-up window keep the job retrying (backlog)."""
+    for kind in (OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN, OutcomeKind.RATE_LIMITED):
+        for maybe_recorded in (False, True):
+            decision = decide(
+                JobKind.SALE,
+                outcome(kind),
+                attempt=500,
+                maybe_recorded=maybe_recorded,
+                number=3,
+                retry=RETRY,
+                age_s=6 * 3600,
+            )
+            assert isinstance(decision, Retry), (kind, maybe_recorded, decision)
