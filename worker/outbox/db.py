@@ -40,7 +40,11 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No ping per checkout (an extra round trip per transaction, ~7% of a drain's CPU):
+        # after a restart or failover the first statement on a stale connection fails, the
+        # pool invalidates every older connection, and the drain is retried by its next wake.
+        pool_pre_ping=False,
+        pool_recycle=1800,
         echo=echo,
     )
 
