@@ -153,7 +153,12 @@ class Workers:
         self.logs: dict[str, Path] = {}
 
     def start(
-        self, n: int = 1, *, concurrency: int = 8, beat: bool = True, prefix: str = "w",
+        self,
+        n: int = 1,
+        *,
+        concurrency: int = 8,
+        beat: bool = True,
+        prefix: str = "w",
         env: Mapping[str, str] | None = None,
     ) -> list[str]:
         names = []
@@ -162,8 +167,11 @@ class Workers:
             with_beat = beat and not any(p.poll() is None for p in self.procs.values())
             log_path = self.relay.workdir / f"worker-{name}.log"
             args = [
-                ETIMS_RELAY, "worker", f"--concurrency={concurrency}",
-                f"--loglevel={self.loglevel}", f"--hostname={name}",
+                ETIMS_RELAY,
+                "worker",
+                f"--concurrency={concurrency}",
+                f"--loglevel={self.loglevel}",
+                f"--hostname={name}",
             ]
             if with_beat:
                 args.append("--beat")
@@ -253,7 +261,10 @@ class Stack:
             **self.simulator_args,
         ).start()
         self.relay = RelayEnv.make(
-            self.workdir, self.database_url, self.broker_url, self.simulator.url,
+            self.workdir,
+            self.database_url,
+            self.broker_url,
+            self.simulator.url,
             Fernet.generate_key().decode(),
         )
         self.relay.extra.update(BENCH_ENV)
@@ -288,8 +299,14 @@ class Stack:
         runtime = build_runtime(self.relay.settings(), need_broker=False)
 
         def one(pair: tuple[str, str]) -> None:
-            init_device(runtime.engine, runtime.client, runtime.devices,
-                        tin=pair[0], bhf_id=pair[1], serial=f"SER-{pair[0]}-{pair[1]}")
+            init_device(
+                runtime.engine,
+                runtime.client,
+                runtime.devices,
+                tin=pair[0],
+                bhf_id=pair[1],
+                serial=f"SER-{pair[0]}-{pair[1]}",
+            )
 
         try:
             with ThreadPoolExecutor(threads) as pool:
@@ -306,16 +323,20 @@ class Stack:
 
     def active(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(text(
-                "SELECT count(*) FROM jobs WHERE state IN "
-                "('pending','in_flight','retry_wait','unknown')"
-            )).scalar_one())
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM jobs WHERE state IN "
+                        "('pending','in_flight','retry_wait','unknown')"
+                    )
+                ).scalar_one()
+            )
 
     def accepted_times(self) -> list[float]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT accepted_at FROM jobs WHERE state = 'accepted' ORDER BY accepted_at"
-            )).all()
+            rows = conn.execute(
+                text("SELECT accepted_at FROM jobs WHERE state = 'accepted' ORDER BY accepted_at")
+            ).all()
         return [float(r[0]) for r in rows]
 
     def wait_terminal(self, expected: int, timeout: float, interval: float = 0.25) -> float:
@@ -351,8 +372,12 @@ class Stack:
         pg = 0.0
         if name:
             with _admin() as conn:
-                pids = [r[0] for r in conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))]
+                pids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
+                    )
+                ]
             pg = sum(tree(p) for p in pids)
         me = psutil.Process().cpu_times()
         return {

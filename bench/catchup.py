@@ -73,8 +73,11 @@ def main() -> int:
             stack.workers.start(args.workers, concurrency=args.concurrency)
             stack.workers.wait_ready()
         jobs, enqueue_s = enqueue_all(stack.engine, batches, stack.waker)
-        print(f"backlog: {jobs} jobs over {args.branches} branches, enqueued in "
-              f"{enqueue_s:.0f} s ({jobs / enqueue_s:.0f}/s) during the outage", flush=True)
+        print(
+            f"backlog: {jobs} jobs over {args.branches} branches, enqueued in "
+            f"{enqueue_s:.0f} s ({jobs / enqueue_s:.0f}/s) during the outage",
+            flush=True,
+        )
         if args.outage == "503":
             time.sleep(3)  # every head has failed at least once and waits in retry_wait
             before = stack.counts()
@@ -91,31 +94,54 @@ def main() -> int:
         times = stack.accepted_times()
         counts = stack.counts()
         with stack.engine.connect() as conn:
-            failed_calls = int(conn.execute(text(
-                "SELECT count(*) FROM attempts WHERE outcome <> 'accepted'")).scalar_one())
-            mean_latency = float(conn.execute(text(
-                "SELECT avg(latency_s) FROM attempts WHERE outcome = 'accepted'")).scalar_one())
+            failed_calls = int(
+                conn.execute(
+                    text("SELECT count(*) FROM attempts WHERE outcome <> 'accepted'")
+                ).scalar_one()
+            )
+            mean_latency = float(
+                conn.execute(
+                    text("SELECT avg(latency_s) FROM attempts WHERE outcome = 'accepted'")
+                ).scalar_one()
+            )
         stack.workers.stop_all()
         ok = stack.verify().ok
     measured = times[-1] - start
     active = min(args.branches, slots)
     predicted = jobs * r / active
     first = times[0] - start
-    print(f"\ncatch-up: {jobs} jobs, {args.branches} branches, {args.workers} workers x "
-          f"{args.concurrency} threads (W={slots}), r={r * 1000:g} ms, outage={args.outage}")
-    print(f"accepted {counts.get('accepted', 0)}/{jobs}; ledger verifies: {ok}; "
-          f"failed calls during the outage: {failed_calls}")
-    print(f"measured T = {measured:.0f} s (first acceptance after {first:.1f} s; steady "
-          f"{steady_rate(times):.0f} jobs/s)")
+    print(
+        f"\ncatch-up: {jobs} jobs, {args.branches} branches, {args.workers} workers x "
+        f"{args.concurrency} threads (W={slots}), r={r * 1000:g} ms, outage={args.outage}"
+    )
+    print(
+        f"accepted {counts.get('accepted', 0)}/{jobs}; ledger verifies: {ok}; "
+        f"failed calls during the outage: {failed_calls}"
+    )
+    print(
+        f"measured T = {measured:.0f} s (first acceptance after {first:.1f} s; steady "
+        f"{steady_rate(times):.0f} jobs/s)"
+    )
     print(f"predicted T = backlog x r / min(B, W) = {jobs} x {r:g} / {active} = {predicted:.0f} s")
-    print(f"predicted / measured = {predicted / measured:.2f}; r_eff = T x min(B,W) / backlog = "
-          f"{measured * active / jobs * 1000:.0f} ms per job per slot (mean OSCU call "
-          f"{mean_latency * 1000:.0f} ms as the client saw it)")
+    print(
+        f"predicted / measured = {predicted / measured:.2f}; r_eff = T x min(B,W) / backlog = "
+        f"{measured * active / jobs * 1000:.0f} ms per job per slot (mean OSCU call "
+        f"{mean_latency * 1000:.0f} ms as the client saw it)"
+    )
     print(f"load at start: {load}; after: {load_note()}")
     rate = windows(times, start, 30.0)
     print("acceptance rate per 30 s: " + ", ".join(f"{n / 30:.0f}" for _, n in rate))
-    dump_json(args.json, {"jobs": jobs, "measured_s": measured, "predicted_s": predicted,
-                          "first_s": first, "counts": counts, "ledger_ok": ok})
+    dump_json(
+        args.json,
+        {
+            "jobs": jobs,
+            "measured_s": measured,
+            "predicted_s": predicted,
+            "first_s": first,
+            "counts": counts,
+            "ledger_ok": ok,
+        },
+    )
     return 0 if ok and counts.get("accepted", 0) == jobs else 1
 
 

@@ -51,8 +51,20 @@ from worker.outbox.db import make_engine
 from worker.wake import CeleryWaker, NullWaker
 
 JOB_COLUMNS = (
-    "branch_id", "tin", "bhf_id", "seq", "kind", "idempotency_key", "payload", "payload_hash",
-    "state", "attempts", "maybe_recorded", "receipt_missing", "request_id", "created_at",
+    "branch_id",
+    "tin",
+    "bhf_id",
+    "seq",
+    "kind",
+    "idempotency_key",
+    "payload",
+    "payload_hash",
+    "state",
+    "attempts",
+    "maybe_recorded",
+    "receipt_missing",
+    "request_id",
+    "created_at",
     "updated_at",
 )
 
@@ -92,21 +104,26 @@ def measure_raw(store: str, workdir: Path, source_url: str, batch: int) -> float
     """Insert the rows ``enqueue`` wrote into a fresh database with the bare driver."""
     src = make_engine(source_url)
     with src.connect() as conn:
-        branches = conn.execute(text(
-            "SELECT id, tin, bhf_id, next_seq, next_invc_no, next_sar_no, fencing_token, "
-            "created_at FROM branches ORDER BY id")).all()
-        rows = conn.execute(text(
-            f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY id")).all()
+        branches = conn.execute(
+            text(
+                "SELECT id, tin, bhf_id, next_seq, next_invc_no, next_sar_no, fencing_token, "
+                "created_at FROM branches ORDER BY id"
+            )
+        ).all()
+        rows = conn.execute(text(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY id")).all()
     src.dispose()
     url = fresh_url(store, workdir)
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO branches (id, tin, bhf_id, next_seq, next_invc_no, next_sar_no, "
-                "fencing_token, created_at) VALUES (:id, :tin, :bhf_id, :next_seq, "
-                ":next_invc_no, :next_sar_no, :fencing_token, :created_at)"),
-                [dict(r._mapping) for r in branches])
+            conn.execute(
+                text(
+                    "INSERT INTO branches (id, tin, bhf_id, next_seq, next_invc_no, next_sar_no, "
+                    "fencing_token, created_at) VALUES (:id, :tin, :bhf_id, :next_seq, "
+                    ":next_invc_no, :next_sar_no, :fencing_token, :created_at)"
+                ),
+                [dict(r._mapping) for r in branches],
+            )
         values = [tuple(r) for r in rows]
         cols = ", ".join(JOB_COLUMNS)
         raw = engine.raw_connection()
@@ -164,13 +181,16 @@ def profile(args: argparse.Namespace, store: str, workdir: Path, batches: list[A
     prof.disable()
     engine.dispose()
     drop(store, url)
-    print(f"{store}: {jobs} jobs, {jobs / seconds:.0f}/s under cProfile; SQL statements per job "
-          f"{sum(kinds.values()) / jobs:.2f}:")
+    print(
+        f"{store}: {jobs} jobs, {jobs / seconds:.0f}/s under cProfile; SQL statements per job "
+        f"{sum(kinds.values()) / jobs:.2f}:"
+    )
     for key, n in kinds.most_common():
         print(f"  {n / jobs:6.3f}  {key}")
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(
-        r"producers/|worker/|schemas/", 25)
+        r"producers/|worker/|schemas/", 25
+    )
     print(out.getvalue())
 
 
@@ -210,9 +230,12 @@ def main() -> int:
             res["null"].append(null_rate)
             res["celery"].append(celery_rate)
             res["raw"].append(raw_rate)
-            print(f"{store} rep {rep}: {jobs} jobs; enqueue {null_rate:.0f}/s (no waker), "
-                  f"{celery_rate:.0f}/s (Celery waker); raw insert {raw_rate:.0f}/s; "
-                  f"{load_note()}", flush=True)
+            print(
+                f"{store} rep {rep}: {jobs} jobs; enqueue {null_rate:.0f}/s (no waker), "
+                f"{celery_rate:.0f}/s (Celery waker); raw insert {raw_rate:.0f}/s; "
+                f"{load_note()}",
+                flush=True,
+            )
     rds.flushdb()
     dump_json(args.json, results)
     print(f"\nproducers.enqueue, batches of {args.batch}, {args.branches} branches:")
@@ -220,14 +243,20 @@ def main() -> int:
         ratio_null = [a / b for a, b in zip(res["null"], res["raw"], strict=True)]
         ratio_celery = [a / b for a, b in zip(res["celery"], res["raw"], strict=True)]
         print(f"{store}:")
-        print(f"  enqueue, no waker     jobs/s {summary(res['null'])}   "
-              f"ratio to raw insert {summary(ratio_null)}")
-        print(f"  enqueue, Celery waker jobs/s {summary(res['celery'])}   "
-              f"ratio to raw insert {summary(ratio_celery)}")
+        print(
+            f"  enqueue, no waker     jobs/s {summary(res['null'])}   "
+            f"ratio to raw insert {summary(ratio_null)}"
+        )
+        print(
+            f"  enqueue, Celery waker jobs/s {summary(res['celery'])}   "
+            f"ratio to raw insert {summary(ratio_celery)}"
+        )
         print(f"  raw insert (baseline) jobs/s {summary(res['raw'])}")
         for waker in ("NullWaker", "CeleryWaker"):
-            print(f"  enqueue CPU ms per job in the calling process ({waker}): "
-                  f"{summary(CPU_MS.get(f'{store}/{waker}', []))}")
+            print(
+                f"  enqueue CPU ms per job in the calling process ({waker}): "
+                f"{summary(CPU_MS.get(f'{store}/{waker}', []))}"
+            )
     return 0
 
 

@@ -67,7 +67,8 @@ def bulk_fill(stack: Stack, size: int) -> float:
         have = int(conn.execute(text("SELECT count(*) FROM jobs")).scalar_one())
         branches = int(conn.execute(text("SELECT count(*) FROM branches")).scalar_one())
         per_branch = max(0, -(-(size - have) // branches))
-        conn.execute(text("""
+        conn.execute(
+            text("""
             INSERT INTO jobs (branch_id, tin, bhf_id, seq, kind, idempotency_key, payload,
                               payload_hash, state, attempts, maybe_recorded, receipt_missing,
                               created_at, updated_at)
@@ -78,7 +79,9 @@ def bulk_fill(stack: Stack, size: int) -> float:
             CROSS JOIN generate_series(0, :n - 1) AS g
             CROSS JOIN (SELECT payload, payload_hash FROM jobs WHERE kind = 'sale'
                         ORDER BY id LIMIT 1) t
-        """), {"n": per_branch})
+        """),
+            {"n": per_branch},
+        )
         conn.execute(text("UPDATE branches SET next_seq = next_seq + :n"), {"n": per_branch})
     with stack.engine.connect() as conn:
         conn.execute(text("ANALYZE jobs"))
@@ -108,11 +111,18 @@ def worker_rss(args: argparse.Namespace, size: int) -> dict[str, Any]:
         still = sum(stack.counts().get(s, 0) for s in ("pending", "retry_wait", "in_flight"))
         load = load_note()
     return {
-        "size": pending, "fill_s": fill_s, "held": still, "calls": calls,
-        "rss_first_mb": own[0] / 2**20, "rss_median_mb": statistics.median(own) / 2**20,
-        "rss_max_mb": max(own) / 2**20, "rss_last_mb": own[-1] / 2**20,
-        "tree_median_mb": statistics.median(total) / 2**20, "tree_max_mb": max(total) / 2**20,
-        "samples": len(own), "load": load,
+        "size": pending,
+        "fill_s": fill_s,
+        "held": still,
+        "calls": calls,
+        "rss_first_mb": own[0] / 2**20,
+        "rss_median_mb": statistics.median(own) / 2**20,
+        "rss_max_mb": max(own) / 2**20,
+        "rss_last_mb": own[-1] / 2**20,
+        "tree_median_mb": statistics.median(total) / 2**20,
+        "tree_max_mb": max(total) / 2**20,
+        "samples": len(own),
+        "load": load,
     }
 
 
@@ -126,15 +136,19 @@ def free_port() -> int:
 
 
 def intake_rss(args: argparse.Namespace) -> dict[str, Any]:
-    with Stack(latency_ms=50.0, loglevel=args.loglevel,
-               env={"ETIMS_INTAKE__RATE_LIMIT": "1000000/minute"}) as stack:
+    with Stack(
+        latency_ms=50.0, loglevel=args.loglevel, env={"ETIMS_INTAKE__RATE_LIMIT": "1000000/minute"}
+    ) as stack:
         created = stack.relay.cli("apikey", "create", "--tin", "P051234567A")
         key = created.stdout.strip().splitlines()[-1]
         port = free_port()
         log = open(stack.workdir / "intake.log", "wb")
         proc = subprocess.Popen(
             [ETIMS_RELAY, "intake", "--port", str(port), "--loglevel", "warning"],
-            env=stack.relay.env(), cwd=stack.workdir, stdout=log, stderr=subprocess.STDOUT,
+            env=stack.relay.env(),
+            cwd=stack.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"
@@ -148,8 +162,9 @@ def intake_rss(args: argparse.Namespace) -> dict[str, Any]:
                     pass
                 time.sleep(0.2)
             else:
-                raise RuntimeError("intake did not come up: " +
-                                   (stack.workdir / "intake.log").read_text()[-2000:])
+                raise RuntimeError(
+                    "intake did not come up: " + (stack.workdir / "intake.log").read_text()[-2000:]
+                )
             batches = interleaved_batches(args.branches, 1000, 100)
             bodies = [json.dumps({"jobs": b}, default=str).encode() for b in batches]
             idle = tree_rss(proc.pid)[0]
@@ -193,9 +208,14 @@ def intake_rss(args: argparse.Namespace) -> dict[str, Any]:
             log.close()
         load = load_note()
     return {
-        "idle_mb": idle / 2**20, "median_mb": statistics.median(samples) / 2**20,
-        "max_mb": max(samples) / 2**20, "after_mb": after / 2**20, "jobs": sent[0],
-        "jobs_per_s": sent[0] / elapsed, "errors": errors[:3], "load": load,
+        "idle_mb": idle / 2**20,
+        "median_mb": statistics.median(samples) / 2**20,
+        "max_mb": max(samples) / 2**20,
+        "after_mb": after / 2**20,
+        "jobs": sent[0],
+        "jobs_per_s": sent[0] / elapsed,
+        "errors": errors[:3],
+        "load": load,
     }
 
 
@@ -217,25 +237,32 @@ def main() -> int:
     for size in sizes:
         r = worker_rss(args, size)
         results["worker"].append(r)
-        print(f"{r['size']:>9,d} pending ({r['held']:,d} still held, {r['calls']:,d} calls "
-              f"answered 503; bulk fill {r['fill_s']:.0f} s): worker RSS median "
-              f"{r['rss_median_mb']:.1f} MB (first {r['rss_first_mb']:.1f}, max "
-              f"{r['rss_max_mb']:.1f}, last {r['rss_last_mb']:.1f}); with children median "
-              f"{r['tree_median_mb']:.1f} MB; {r['samples']} samples; {r['load']}", flush=True)
+        print(
+            f"{r['size']:>9,d} pending ({r['held']:,d} still held, {r['calls']:,d} calls "
+            f"answered 503; bulk fill {r['fill_s']:.0f} s): worker RSS median "
+            f"{r['rss_median_mb']:.1f} MB (first {r['rss_first_mb']:.1f}, max "
+            f"{r['rss_max_mb']:.1f}, last {r['rss_last_mb']:.1f}); with children median "
+            f"{r['tree_median_mb']:.1f} MB; {r['samples']} samples; {r['load']}",
+            flush=True,
+        )
     base = results["worker"][0]
     for r in results["worker"][1:]:
-        print(f"RSS at {r['size']:,d} / RSS at {base['size']:,d}: "
-              f"{r['rss_median_mb'] / base['rss_median_mb']:.3f} (median), "
-              f"{r['rss_max_mb'] / base['rss_max_mb']:.3f} (max)")
+        print(
+            f"RSS at {r['size']:,d} / RSS at {base['size']:,d}: "
+            f"{r['rss_median_mb'] / base['rss_median_mb']:.3f} (median), "
+            f"{r['rss_max_mb'] / base['rss_max_mb']:.3f} (max)"
+        )
     if args.intake:
         try:
             i = intake_rss(args)
             results["intake"] = i
-            print(f"intake under load: {i['jobs']:,d} jobs at {i['jobs_per_s']:.0f}/s from "
-                  f"{args.intake_clients} clients (batches of 100); RSS idle "
-                  f"{i['idle_mb']:.1f} MB, "
-                  f"median {i['median_mb']:.1f}, max {i['max_mb']:.1f}, after {i['after_mb']:.1f}; "
-                  f"errors {i['errors']}; {i['load']}")
+            print(
+                f"intake under load: {i['jobs']:,d} jobs at {i['jobs_per_s']:.0f}/s from "
+                f"{args.intake_clients} clients (batches of 100); RSS idle "
+                f"{i['idle_mb']:.1f} MB, "
+                f"median {i['median_mb']:.1f}, max {i['max_mb']:.1f}, after {i['after_mb']:.1f}; "
+                f"errors {i['errors']}; {i['load']}"
+            )
         except Exception as exc:
             print(f"intake part skipped: {type(exc).__name__}: {str(exc)[:500]}")
             results["intake"] = {"skipped": str(exc)}

@@ -58,9 +58,12 @@ from schemas.jobs import JobKind
 def bodies_by_branch(stack: Stack, new_tin: str) -> dict[str, list[tuple[str, bytes]]]:
     """The accepted bodies per branch in send order, re-addressed to ``new_tin``."""
     with stack.engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT bhf_id, kind, body FROM jobs WHERE state = 'accepted' ORDER BY branch_id, seq"
-        )).all()
+        rows = conn.execute(
+            text(
+                "SELECT bhf_id, kind, body FROM jobs WHERE state = 'accepted' "
+                "ORDER BY branch_id, seq"
+            )
+        ).all()
     out: dict[str, list[tuple[str, bytes]]] = {}
     for bhf, kind, body in rows:
         data = json.loads(body)
@@ -76,11 +79,19 @@ async def _bare(url: str, tin: str, work: dict[str, list[tuple[str, bytes]]]) ->
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
         headers: dict[str, dict[str, str]] = {}
         for bhf in work:
-            answer = (await client.post("/selectInitOsdcInfo", json={
-                "tin": tin, "bhfId": bhf, "dvcSrlNo": f"BARE-{tin}-{bhf}"})).json()
+            answer = (
+                await client.post(
+                    "/selectInitOsdcInfo",
+                    json={"tin": tin, "bhfId": bhf, "dvcSrlNo": f"BARE-{tin}-{bhf}"},
+                )
+            ).json()
             key = answer["data"]["info"]["cmcKey"]
-            headers[bhf] = {"tin": tin, "bhfId": bhf, "cmcKey": key,
-                            "Content-Type": "application/json"}
+            headers[bhf] = {
+                "tin": tin,
+                "bhfId": bhf,
+                "cmcKey": key,
+                "Content-Type": "application/json",
+            }
         errors = 0
 
         async def branch(bhf: str) -> None:
@@ -90,8 +101,10 @@ async def _bare(url: str, tin: str, work: dict[str, list[tuple[str, bytes]]]) ->
                 if b'"resultCd":"000"' not in response.content:
                     errors += 1
                     if errors <= 3:
-                        print(f"  bare loop: {endpoint} -> {response.content[:200]!r}",
-                              file=sys.stderr)
+                        print(
+                            f"  bare loop: {endpoint} -> {response.content[:200]!r}",
+                            file=sys.stderr,
+                        )
 
         started = time.perf_counter()
         await asyncio.gather(*(branch(b) for b in work))
@@ -181,11 +194,15 @@ def profile_drain(args: argparse.Namespace) -> int:
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         counts = stack.counts()
         runtime.close()
-        print(f"in-process drain, {args.branches} branches, latency {latency:g} ms: {jobs} jobs "
-              f"{counts}, {jobs / wall:.0f} jobs/s, {cpu / jobs * 1000:.2f} ms CPU per job in the "
-              f"drain process{' (under cProfile)' if args.cprofile else ''}; {load_note()}")
-        print(f"transactions per job {begins[0] / jobs:.2f}; SQL statements per job "
-              f"{sum(kinds.values()) / jobs:.2f}:")
+        print(
+            f"in-process drain, {args.branches} branches, latency {latency:g} ms: {jobs} jobs "
+            f"{counts}, {jobs / wall:.0f} jobs/s, {cpu / jobs * 1000:.2f} ms CPU per job in the "
+            f"drain process{' (under cProfile)' if args.cprofile else ''}; {load_note()}"
+        )
+        print(
+            f"transactions per job {begins[0] / jobs:.2f}; SQL statements per job "
+            f"{sum(kinds.values()) / jobs:.2f}:"
+        )
         for key, n in kinds.most_common():
             print(f"  {n / jobs:5.2f}  {key}")
         if profiles:
@@ -246,8 +263,10 @@ def run_pipeline(args: argparse.Namespace, latency_ms: float, rep: int) -> dict[
             },
         }
         if accepted != expected or not report.ok:
-            print(f"  !! run not clean: {counts}, ledger ok={report.ok} {report.violations[:3]}",
-                  file=sys.stderr)
+            print(
+                f"  !! run not clean: {counts}, ledger ok={report.ok} {report.violations[:3]}",
+                file=sys.stderr,
+            )
         result["bare"] = bare_loop(stack, rep)
         result["load_after"] = load_note()
         return result
@@ -258,8 +277,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--latency", type=float, action="append",
-                        help="simulator latency in ms (repeatable; default 50 and 0)")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        action="append",
+        help="simulator latency in ms (repeatable; default 50 and 0)",
+    )
     parser.add_argument("--branches", type=int, default=32)
     parser.add_argument("--jobs-per-branch", type=int, default=300)
     parser.add_argument("--batch", type=int, default=100)
@@ -268,8 +291,11 @@ def main() -> int:
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--json", type=Path, default=None, help="write raw results here")
-    parser.add_argument("--profile-drain", action="store_true",
-                        help="no workers: CPU per job of drain() in-process, SQL per job")
+    parser.add_argument(
+        "--profile-drain",
+        action="store_true",
+        help="no workers: CPU per job of drain() in-process, SQL per job",
+    )
     parser.add_argument("--cprofile", action="store_true", help="with --profile-drain")
     args = parser.parse_args()
     if args.profile_drain:
@@ -293,12 +319,18 @@ def main() -> int:
                 flush=True,
             )
             cpu = r["cpu_ms_per_job"]
-            print("  CPU ms/job: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
-                  + f"; total {sum(cpu.values()):.2f}", flush=True)
+            print(
+                "  CPU ms/job: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+                + f"; total {sum(cpu.values()):.2f}",
+                flush=True,
+            )
     dump_json(args.json, results)
 
-    print(f"\n{args.branches} branches, {args.workers} workers x {args.concurrency} threads, "
-          f"PostgreSQL + Redis, {results[0]['jobs']} jobs per run")
+    print(
+        f"\n{args.branches} branches, {args.workers} workers x {args.concurrency} threads, "
+        f"PostgreSQL + Redis, {results[0]['jobs']} jobs per run"
+    )
     ok = all(r["ledger_ok"] and r["accepted"] == r["jobs"] for r in results)
     for lat in latencies:
         rs = [r for r in results if r["latency_ms"] == lat]
@@ -310,14 +342,20 @@ def main() -> int:
         e2e = [r["e2e_per_s"] / b for r, b in zip(rs, bases, strict=True)]
         print(f"latency {lat:g} ms (vs {label}):")
         print(f"  steady ratio {summary(steady)}   e2e ratio {summary(e2e)}")
-        print(f"  steady jobs/s {summary([r['steady_per_s'] for r in rs])}   "
-              f"e2e jobs/s {summary([r['e2e_per_s'] for r in rs])}")
-        print(f"  bare loop jobs/s {summary([r['bare']['per_s'] for r in rs])}   "
-              f"enqueue jobs/s (concurrent with drain) {summary([r['enqueue_per_s'] for r in rs])}")
+        print(
+            f"  steady jobs/s {summary([r['steady_per_s'] for r in rs])}   "
+            f"e2e jobs/s {summary([r['e2e_per_s'] for r in rs])}"
+        )
+        print(
+            f"  bare loop jobs/s {summary([r['bare']['per_s'] for r in rs])}   "
+            f"enqueue jobs/s (concurrent with drain) {summary([r['enqueue_per_s'] for r in rs])}"
+        )
         target = 0.8 if ideal[lat] else 0.3
         parts = rs[0]["cpu_ms_per_job"].keys() if "cpu_ms_per_job" in rs[0] else []
-        print("  CPU ms per job (median): " + ", ".join(
-            f"{k} {median([r['cpu_ms_per_job'][k] for r in rs]):.2f}" for k in parts))
+        print(
+            "  CPU ms per job (median): "
+            + ", ".join(f"{k} {median([r['cpu_ms_per_job'][k] for r in rs]):.2f}" for k in parts)
+        )
         print(f"  target >= {target}: {'met' if median(steady) >= target else 'NOT met'}")
     print(f"all runs clean (every job accepted, ledger verifies): {ok}")
     return 0 if ok else 1

@@ -68,11 +68,19 @@ def cell(args: argparse.Namespace, branches: int, workers: int) -> dict[str, Any
         ok = stack.verify().ok
     rate = steady_rate(times)
     return {
-        "branches": branches, "workers": workers, "slots": slots, "jobs": jobs,
-        "accepted": counts.get("accepted", 0), "ideal_per_s": ideal, "steady_per_s": rate,
-        "ratio": rate / ideal, "first_accept_s": (times[0] - started) if times else None,
-        "drain_s": (times[-1] - times[0]) if times else None, "ledger_ok": ok,
-        "enqueue_per_s": jobs / enqueue_s, "load": load,
+        "branches": branches,
+        "workers": workers,
+        "slots": slots,
+        "jobs": jobs,
+        "accepted": counts.get("accepted", 0),
+        "ideal_per_s": ideal,
+        "steady_per_s": rate,
+        "ratio": rate / ideal,
+        "first_accept_s": (times[0] - started) if times else None,
+        "drain_s": (times[-1] - times[0]) if times else None,
+        "ledger_ok": ok,
+        "enqueue_per_s": jobs / enqueue_s,
+        "load": load,
     }
 
 
@@ -94,16 +102,18 @@ def matrix(args: argparse.Namespace) -> int:
                     flush=True,
                 )
     dump_json(args.json, results)
-    print(f"\nratio to ideal min(branches, workers x {args.concurrency}) / "
-          f"{args.latency / 1000:g} s; median [min-max] over {args.reps} rep(s); "
-          f"cells of ~{args.seconds:g} s at the ideal rate")
+    print(
+        f"\nratio to ideal min(branches, workers x {args.concurrency}) / "
+        f"{args.latency / 1000:g} s; median [min-max] over {args.reps} rep(s); "
+        f"cells of ~{args.seconds:g} s at the ideal rate"
+    )
     header = "branches | " + " | ".join(f"{w} worker{'s' if w > 1 else ''}" for w in worker_list)
     print(header)
     for b in branch_list:
         row = []
         for w in worker_list:
             rs = [r for r in results if r["branches"] == b and r["workers"] == w]
-            rate = summary([r['steady_per_s'] for r in rs]).split(' ')[0]
+            rate = summary([r["steady_per_s"] for r in rs]).split(" ")[0]
             row.append(f"{summary([r['ratio'] for r in rs])} ({rate}/s)")
         print(f"{b:8d} | " + " | ".join(row))
     ok = all(r["ledger_ok"] and r["accepted"] == r["jobs"] for r in results)
@@ -163,13 +173,20 @@ def kill_host(args: argparse.Namespace) -> int:
     slots_after = 2 * args.concurrency
     ideal_before = min(branches, slots_before) / (args.latency / 1000)
     ideal_after = min(branches, slots_after) / (args.latency / 1000)
-    print(f"\n3 hosts x {args.concurrency} threads, {branches} branches, {jobs} jobs, "
-          f"latency {args.latency:g} ms; load: {load}")
-    print(f"accepted {counts.get('accepted', 0)}/{jobs} (nothing lost: "
-          f"{counts.get('accepted', 0) == jobs}); ledger verifies: {report.ok}; "
-          f"KRA order == enqueue order per branch: {in_order}; invcNo signed twice: {duplicates}")
-    print(f"acceptance rate per {w:g} s window (kill at t={kill_rel:.1f} s"
-          + (f", replacement at t={restarted_at - t0:.1f} s" if restarted_at else "") + "):")
+    print(
+        f"\n3 hosts x {args.concurrency} threads, {branches} branches, {jobs} jobs, "
+        f"latency {args.latency:g} ms; load: {load}"
+    )
+    print(
+        f"accepted {counts.get('accepted', 0)}/{jobs} (nothing lost: "
+        f"{counts.get('accepted', 0) == jobs}); ledger verifies: {report.ok}; "
+        f"KRA order == enqueue order per branch: {in_order}; invcNo signed twice: {duplicates}"
+    )
+    print(
+        f"acceptance rate per {w:g} s window (kill at t={kill_rel:.1f} s"
+        + (f", replacement at t={restarted_at - t0:.1f} s" if restarted_at else "")
+        + "):"
+    )
     for start, n in rows:
         mark = ""
         if start <= kill_rel < start + w:
@@ -183,16 +200,30 @@ def kill_host(args: argparse.Namespace) -> int:
     back = 0.8 * median_or_nan(before)
     gap = next((s for s, n in rows if s >= kill_rel and n / w >= back), None)
     after_recovery = [n / w for s, n in rows[:-1] if s >= kill_rel + 10 and s + w <= end]
-    print(f"before kill: {summary(before)}/s = {median_or_nan(before) / ideal_before:.2f} of "
-          f"ideal {ideal_before:.0f}/s (3 hosts)")
-    print(f"from kill+10 s: {summary(after_recovery)}/s = "
-          f"{median_or_nan(after_recovery) / ideal_after:.2f} of ideal "
-          f"{ideal_after:.0f}/s (2 hosts)")
-    print(f"after the kill, all windows: {summary(full)}/s; first window back at >= 80% of "
-          f"the pre-kill rate starts at t={gap}")
-    dump_json(args.json, {"times_rel": [t - t0 for t in times], "killed_at": kill_rel,
-                          "restarted_at": (restarted_at - t0) if restarted_at else None,
-                          "counts": counts, "ledger_ok": report.ok, "in_order": in_order})
+    print(
+        f"before kill: {summary(before)}/s = {median_or_nan(before) / ideal_before:.2f} of "
+        f"ideal {ideal_before:.0f}/s (3 hosts)"
+    )
+    print(
+        f"from kill+10 s: {summary(after_recovery)}/s = "
+        f"{median_or_nan(after_recovery) / ideal_after:.2f} of ideal "
+        f"{ideal_after:.0f}/s (2 hosts)"
+    )
+    print(
+        f"after the kill, all windows: {summary(full)}/s; first window back at >= 80% of "
+        f"the pre-kill rate starts at t={gap}"
+    )
+    dump_json(
+        args.json,
+        {
+            "times_rel": [t - t0 for t in times],
+            "killed_at": kill_rel,
+            "restarted_at": (restarted_at - t0) if restarted_at else None,
+            "counts": counts,
+            "ledger_ok": report.ok,
+            "in_order": in_order,
+        },
+    )
     ok = report.ok and in_order and counts.get("accepted", 0) == jobs and duplicates == 0
     return 0 if ok else 1
 
@@ -208,11 +239,17 @@ def _signed_twice(stack: Stack) -> int:
     from sqlalchemy import text
 
     with stack.engine.connect() as conn:
-        return int(conn.execute(text(
-            "SELECT count(*) FROM (SELECT branch_id, invc_no FROM jobs WHERE invc_no IS NOT NULL "
-            "GROUP BY branch_id, invc_no HAVING count(*) > 1 UNION ALL SELECT branch_id, sar_no "
-            "FROM jobs WHERE sar_no IS NOT NULL GROUP BY branch_id, sar_no HAVING count(*) > 1) d"
-        )).scalar_one())
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM ("
+                    "SELECT branch_id, invc_no FROM jobs WHERE invc_no IS NOT NULL "
+                    "GROUP BY branch_id, invc_no HAVING count(*) > 1 "
+                    "UNION ALL SELECT branch_id, sar_no FROM jobs WHERE sar_no IS NOT NULL "
+                    "GROUP BY branch_id, sar_no HAVING count(*) > 1) d"
+                )
+            ).scalar_one()
+        )
 
 
 def main() -> int:
@@ -224,8 +261,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, action="append")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--latency", type=float, default=50.0)
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="cell length at the ideal rate (default 10, --quick 5)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="cell length at the ideal rate (default 10, --quick 5)",
+    )
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--timeout", type=float, default=900)
