@@ -16,47 +16,46 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import Connection, Engine
 
-from schemas.base import format_errors
-from schemas.codes import DEFAULT_TAX_RATES
-from schemas.completion import AmountMismatch, Registrant, complete_body, dumps_body
+from schemas.completion import dumps_body
 from schemas.jobs import JobEnvelope, JobKind, JobState
-from schemas.requests import REQUEST_MODELS
-from schemas.vat import VatScheme
+from schemas.validation import (
+    EnqueueOptions,
+    InvalidRecords,
+    RecordError,
+    validate_records,
+)
 from worker.outbox import queries as q
 from worker.wake import NullWaker, Waker
 
-
-@dataclass(frozen=True, slots=True)
-class RecordError:
-    index: int
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"record {self.index}: {self.path}: {self.message}"
+__all__ = [
+    "EnqueueError",
+    "EnqueueOptions",
+    "Enqueued",
+    "IdempotencyConflict",
+    "InvalidRecords",
+    "RecordError",
+    "content_hash",
+    "enqueue",
+    "parse_envelopes",
+    "payload_errors",
+]
 
 
 class EnqueueError(Exception):
-    """Base of everything enqueue refuses; nothing was written."""
+    """Base of the refusals that need the database (conflicts); nothing was written.
 
-
-class InvalidRecords(EnqueueError):
-    def __init__(self, errors: list[RecordError]) -> None:
-        self.errors = errors
-        super().__init__(
-            "; ".join(str(e) for e in errors[:5]) + (" ..." if len(errors) > 5 else "")
-        )
+    Invalid records raise :class:`schemas.validation.InvalidRecords` (a ``ValueError``),
+    re-exported here.
+    """
 
 
 class IdempotencyConflict(EnqueueError):
@@ -77,18 +76,9 @@ class Enqueued:
     branch_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class EnqueueOptions:
-    """How payloads are completed and checked (from Settings, passed by the entry point)."""
-
-    vat_scheme: VatScheme = VatScheme.SPLIT
-    tax_rates: Mapping[str, Decimal] | None = None
-    registrant: Registrant = field(default_factory=Registrant)
-
-
 def parse_envelopes(records: Sequence[Mapping[str, Any]]) -> list[JobEnvelope]:
     """Validate envelopes and their payloads; raise InvalidRecords listing every problem."""
-    return _validate(records, EnqueueOptions())
+    return validate_records(records, EnqueueOptions())
 
 
 def enqueue(
@@ -101,7 +91,7 @@ def enqueue(
 ) -> list[Enqueued]:
     """Validate, dedupe and write ``records`` in one transaction; wake their branches."""
     options = options or EnqueueOptions()
-    envelopes = _validate(records, options)
+    envelopes = validate_records(records, options)
     now = time.time()
     with engine.begin() as conn:
         results = _write(conn, envelopes, now, request_id)
@@ -110,92 +100,6 @@ def enqueue(
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _validate(
-    records: Sequence[Mapping[str, Any] | JobEnvelope], options: EnqueueOptions
-) -> list[JobEnvelope]:
-    envelopes: list[JobEnvelope] = []
-    errors: list[RecordError] = []
-    for index, record in enumerate(records):
-        try:
-            envelope = (
-                record if isinstance(record, JobEnvelope) else JobEnvelope.model_validate(record)
-            )
-        except ValidationError as exc:
-            errors.extend(RecordError(index, path, msg) for path, msg in format_errors(exc))
-            continue
-        errors.extend(_payload_errors(index, envelope, options))
-        envelopes.append(envelope)
-    if errors:
-        raise InvalidRecords(errors)
-    return envelopes
-
-
-def payload_errors(
-    kind: str,
-    tin: str,
-    bhf_id: str,
-    payload: Mapping[str, Any],
-    options: EnqueueOptions | None = None,
-) -> list[RecordError]:
-    """Validate one job's payload exactly as :func:`enqueue` would (index 0, nothing written).
-
-    For operators who correct a dead job's payload (``etims-relay dead edit``): the edited
-    payload must pass the same checks as a new record, or the replay would only die again.
-    """
-    record: dict[str, Any] = {
-        "kind": kind,
-        "tin": tin,
-        "bhf_id": bhf_id,
-        "idempotency_key": "edit",
-        "payload": dict(payload),
-    }
-    if kind == JobKind.CREDIT_NOTE.value:
-        record["original_key"] = "edit:original"  # the link itself is not being edited
-    try:
-        envelope = JobEnvelope.model_validate(record)
-    except ValidationError as exc:
-        return [RecordError(0, path, msg) for path, msg in format_errors(exc)]
-    return _payload_errors(0, envelope, options or EnqueueOptions())
-
-
-def _payload_errors(
-    index: int, envelope: JobEnvelope, options: EnqueueOptions
-) -> list[RecordError]:
-    try:
-        body = complete_body(
-            envelope.kind,
-            envelope.payload,
-            tin=envelope.tin,
-            bhf_id=envelope.bhf_id,
-            registrant=options.registrant,
-            scheme=options.vat_scheme,
-            rates=options.tax_rates or DEFAULT_TAX_RATES,
-        )
-    except AmountMismatch as exc:
-        return [
-            RecordError(index, f"payload.{path}", f"expected {expected}, found {found}")
-            for path, expected, found in exc.issues
-        ]
-    except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
-        return [_located(index, str(exc))]
-    try:
-        REQUEST_MODELS[envelope.kind.endpoint].model_validate(body)
-    except ValidationError as exc:
-        return [RecordError(index, f"payload.{path}", msg) for path, msg in format_errors(exc)]
-    return []
-
-
-_LOCATED = re.compile(r"^(?P<path>[A-Za-z_][\w.]*): (?P<message>.+)$", re.DOTALL)
-
-
-def _located(index: int, text: str) -> RecordError:
-    """Errors raised while completing a body say ``field.path: message``; keep the path."""
-    match = _LOCATED.match(text)
-    if match:
-        return RecordError(index, f"payload.{match['path']}", match["message"])
-    return RecordError(index, "payload", text)
 
 
 def content_hash(envelope: JobEnvelope) -> str:

@@ -7,7 +7,7 @@ replay      a dead job goes back to pending at its branch's tail, same idempoten
             fresh KRA number on its next send; its blocked dependents follow once it is
             accepted (worker/effects.py unblocks them)
 edit        a dead or blocked job gets a corrected payload, validated exactly like intake
-            (``producers.enqueue.payload_errors``); the audit row keeps the old values
+            (``schemas.validation.payload_errors``); the audit row keeps the old values
 skip        a dead or blocked job is given up, with a mandatory reason; dependents stay blocked
 set_next    KRA's next invcNo/sarNo of a branch (after KRA was found ahead), which unparks it
 =========== ==================================================================================
@@ -30,9 +30,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from producers.enqueue import EnqueueOptions, payload_errors
 from schemas.completion import dumps_body, loads_payload
 from schemas.jobs import JobState
+from schemas.validation import EnqueueOptions, payload_errors
 from worker import metrics
 from worker.effects import block_dependents
 from worker.outbox import ops_queries as oq
