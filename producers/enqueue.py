@@ -31,6 +31,7 @@ from schemas.validation import (
     EnqueueOptions,
     InvalidRecords,
     RecordError,
+    payload_errors,
     validate_records,
 )
 from worker.outbox import queries as q
