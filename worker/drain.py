@@ -115,8 +115,8 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
     wake_after: float | None = None
     seen_next_seq: int | None = None
     try:
+        step, seen_next_seq = _prepare(lease, ctx, woken)
         while True:
-            step, seen_next_seq = _prepare(lease, ctx, woken)
             if isinstance(step, _Idle):
                 break
             if isinstance(step, _Wait):
@@ -124,17 +124,25 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
                 budget_left = started + limits.max_seconds - ctx.clock()
                 if step.inline and pause <= limits.inline_wait_s and pause < budget_left:
                     ctx.sleep(max(pause, 0.0))
+                    step, seen_next_seq = _prepare(lease, ctx, woken)
                     continue
                 status, wake_after = "waiting", step.until
                 break
-            decision = _send_and_record(lease, step, ctx, woken)
+            within_budget = (
+                sent + 1 < limits.max_jobs and ctx.clock() - started < limits.max_seconds
+            )
+            # One transaction per job: this job's result and the next job's start commit
+            # together (the next head is prepared inside the record step).
+            then = _prepare_in if within_budget else None
+            decision, following = _send_and_record(lease, step, ctx, woken, then)
             sent += 1
             if isinstance(decision, Park):
                 status = "parked"
                 break
-            if sent >= limits.max_jobs or ctx.clock() - started >= limits.max_seconds:
+            if following is None:
                 status, wake_after = "more", ctx.clock()
                 break
+            step, seen_next_seq = following
     except LeaseLost:
         ctx.observer.lease_lost(branch_id)
         return DrainReport(branch_id, "lease_lost", sent, 0.0, frozenset(woken))
@@ -164,23 +172,30 @@ def _release_quietly(lease: Lease, ctx: DrainContext) -> None:
 
 def _prepare(lease: Lease, ctx: DrainContext, woken: set[int]) -> tuple[Any, int | None]:
     """Pick the head and make it ready to send, in one committed transaction."""
-    now = ctx.clock()
     with ctx.engine.begin() as conn:
-        next_seq = q.extend_lease(conn, lease, now, ctx.settings.drain.lease_ttl_s)
-        while True:
-            candidates = q.head_candidates(conn, lease.branch_id, HEAD_WINDOW)
-            if not candidates:
-                return _Idle(), next_seq
-            for job, deps in candidates:
-                verdict, culprit = _dependencies_verdict(deps)
-                if verdict == "hopeless":
-                    woken |= effects.block(conn, lease, job, culprit, now)
-                    continue
-                if verdict == "waiting":
-                    return _Wait(now + DEPENDENCY_WAIT_S, inline=False), next_seq
-                if job.next_attempt_at is not None and job.next_attempt_at > now:
-                    return _Wait(job.next_attempt_at), next_seq
-                return _start(conn, lease, job, ctx, now), next_seq
+        return _prepare_in(conn, lease, ctx, woken)
+
+
+def _prepare_in(
+    conn: Connection, lease: Lease, ctx: DrainContext, woken: set[int]
+) -> tuple[Any, int | None]:
+    """The prepare step inside the caller's transaction (committed before the call)."""
+    now = ctx.clock()
+    next_seq = q.extend_lease(conn, lease, now, ctx.settings.drain.lease_ttl_s)
+    while True:
+        candidates = q.head_candidates(conn, lease.branch_id, HEAD_WINDOW)
+        if not candidates:
+            return _Idle(), next_seq
+        for job, deps in candidates:
+            verdict, culprit = _dependencies_verdict(deps)
+            if verdict == "hopeless":
+                woken |= effects.block(conn, lease, job, culprit, now)
+                continue
+            if verdict == "waiting":
+                return _Wait(now + DEPENDENCY_WAIT_S, inline=False), next_seq
+            if job.next_attempt_at is not None and job.next_attempt_at > now:
+                return _Wait(job.next_attempt_at), next_seq
+            return _start(conn, lease, job, ctx, now), next_seq
 
 
 def _dependencies_verdict(deps: list[tuple[int, str]]) -> tuple[str, int]:
@@ -263,14 +278,21 @@ def _build_body(
 # --------------------------------------------------------------------------- send + record
 
 
-def _send_and_record(lease: Lease, step: Any, ctx: DrainContext, woken: set[int]) -> Decision:
+Then = Callable[[Connection, Lease, DrainContext, set[int]], tuple[Any, int | None]]
+
+
+def _send_and_record(
+    lease: Lease, step: Any, ctx: DrainContext, woken: set[int], then: Then | None = None
+) -> tuple[Decision, tuple[Any, int | None] | None]:
+    """Send one job and record its result; ``then`` runs in the same transaction."""
     job = step.job
     kind = JobKind(job.kind)
     if isinstance(step, _LocalFailure):
         outcome = CallOutcome(
             OutcomeKind.REJECTED, kind.endpoint, "LOCAL", step.message, may_have_reached_kra=False
         )
-        return _record(lease, step, None, outcome, Dead("LOCAL", step.message, True), ctx, woken)
+        dead = Dead("LOCAL", step.message, True)
+        return _record(lease, step, None, outcome, dead, ctx, woken, then=then)
     try:
         device = ctx.devices.get(job.tin, job.bhf_id)
     except DeviceNotInitialised as exc:
@@ -278,7 +300,7 @@ def _send_and_record(lease: Lease, step: Any, ctx: DrainContext, woken: set[int]
             OutcomeKind.AUTH, kind.endpoint, "DEVICE", str(exc), may_have_reached_kra=False
         )
         decision: Decision = Park(str(exc), release_number=not step.maybe_recorded)
-        return _record(lease, step, None, outcome, decision, ctx, woken)
+        return _record(lease, step, None, outcome, decision, ctx, woken, then=then)
     started = ctx.clock()
     outcome = ctx.client.call(kind.endpoint, step.body, device=device.credentials, write=True)
     ctx.observer.call_finished(kind, outcome, job, step.attempt)
@@ -300,7 +322,7 @@ def _send_and_record(lease: Lease, step: Any, ctx: DrainContext, woken: set[int]
     receipt: dict[str, Any] | None = None
     if isinstance(decision, Accept):
         receipt, decision = effects.receipt_for(kind, step, outcome, decision, device, ctx)
-    return _record(lease, step, device, outcome, decision, ctx, woken, receipt, started)
+    return _record(lease, step, device, outcome, decision, ctx, woken, receipt, started, then)
 
 
 _INCONCLUSIVE = frozenset(
@@ -318,10 +340,13 @@ def _record(
     woken: set[int],
     receipt: dict[str, Any] | None = None,
     started: float | None = None,
-) -> Decision:
-    """Attempt row, job state and side effects in one fenced transaction."""
+    then: Then | None = None,
+) -> tuple[Decision, tuple[Any, int | None] | None]:
+    """Attempt row, job state and side effects in one fenced transaction; then, in the same
+    transaction, ``then`` (the next job's prepare step) unless the branch just parked."""
     now = ctx.clock()
     job = step.job
+    following: tuple[Any, int | None] | None = None
     with ctx.engine.begin() as conn:
         if not isinstance(step, _LocalFailure) and outcome.result_code != "DEVICE":
             effects.insert_attempt(conn, lease, step, outcome, started or now, ctx.worker_name)
@@ -334,5 +359,7 @@ def _record(
                 woken |= effects.dead(conn, lease, step, decision, now)
             case Park():
                 effects.park(conn, lease, step, decision, now)
+        if then is not None and not isinstance(decision, Park):
+            following = then(conn, lease, ctx, woken)
     ctx.observer.job_decided(job, decision, outcome, now)
-    return decision
+    return decision, following
