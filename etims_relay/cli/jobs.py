@@ -17,8 +17,16 @@ from rich.progress import Progress
 
 from etims_relay.cli.common import actor, console, fail, print_json, runtime, settings
 from producers.csv_import import parse_csv
-from producers.enqueue import EnqueueOptions, IdempotencyConflict, InvalidRecords, enqueue
+from producers.enqueue import (
+    EnqueueOptions,
+    IdempotencyConflict,
+    InvalidRecords,
+    RecordError,
+    enqueue,
+)
 from schemas.completion import Registrant
+from schemas.jobs import JobEnvelope
+from schemas.validation import validate_records
 from schemas.vat import VatScheme
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
@@ -68,31 +76,57 @@ def enqueue_command(
         tax_rates=cfg.tax_rates,
         registrant=Registrant(cfg.registrant_id, cfg.registrant_name),
     )
+    # Validate everything first (progress per chunk): bad input is reported without touching
+    # the database or starting a broker, and nothing is written.
+    envelopes = _validate_with_progress(records, options, line_numbers, field)
     rt = runtime()
     try:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("enqueue", total=len(records))
-            try:
-                results = enqueue(rt.engine, records, options=options, waker=rt.waker)
-            except InvalidRecords as exc:
-                for error in exc.errors:
-                    line = line_numbers[error.index]
-                    console.print(
-                        f"line {line}: {field(error.path)}: {error.message}", markup=False
-                    )
-                raise typer.Exit(1) from exc
-            except IdempotencyConflict as exc:
-                console.print(
-                    f"line {line_numbers[exc.index]}: idempotency_key: {exc.key!r} was already "
-                    "used with a different payload",
-                    markup=False,
-                )
-                raise typer.Exit(1) from exc
-            progress.update(task, completed=len(records))
+        results = enqueue(rt.engine, envelopes, options=options, waker=rt.waker)
+    except InvalidRecords as exc:  # dependencies that do not exist: known only at write time
+        _print_record_errors(exc.errors, line_numbers, field)
+        raise typer.Exit(1) from exc
+    except IdempotencyConflict as exc:
+        console.print(
+            f"line {line_numbers[exc.index]}: idempotency_key: {exc.key!r} was already "
+            "used with a different payload",
+            markup=False,
+        )
+        raise typer.Exit(1) from exc
     finally:
         rt.close()
     created = sum(1 for r in results if r.created)
     console.print(f"enqueued {created} new job(s), {len(results) - created} already known")
+
+
+def _validate_with_progress(
+    records: list[dict[str, Any]],
+    options: EnqueueOptions,
+    line_numbers: list[int],
+    field: Callable[[str], str],
+) -> list[JobEnvelope]:
+    envelopes: list[JobEnvelope] = []
+    errors: list[RecordError] = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("validating", total=len(records))
+        for start in range(0, len(records), CHUNK):
+            chunk = records[start : start + CHUNK]
+            try:
+                envelopes += validate_records(chunk, options)
+            except InvalidRecords as exc:
+                errors += [RecordError(e.index + start, e.path, e.message) for e in exc.errors]
+            progress.update(task, advance=len(chunk))
+    if errors:
+        _print_record_errors(errors, line_numbers, field)
+        raise typer.Exit(1)
+    return envelopes
+
+
+def _print_record_errors(
+    errors: list[RecordError], line_numbers: list[int], field: Callable[[str], str]
+) -> None:
+    for error in errors:
+        line = line_numbers[error.index]
+        console.print(f"line {line}: {field(error.path)}: {error.message}", markup=False)
 
 
 def _read_lines(file: str) -> list[str]:
