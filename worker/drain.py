@@ -313,7 +313,8 @@ def _send_and_record(
         kind,
         outcome,
         attempt=step.attempt,
-        maybe_recorded=step.maybe_recorded,
+        # Including this call: if it may have reached KRA, its number must never be released.
+        maybe_recorded=maybe_recorded,
         number=step.number,
         retry=ctx.settings.retry,
         age_s=started - float(job.created_at),

@@ -265,3 +265,24 @@ def test_a_branch_without_a_device_waits_parked_until_device_init(pipeline_facto
     assert p.branch().parked_reason is None
     p.drain()
     assert set(p.states().values()) == {"accepted"}
+
+
+def test_giving_up_after_a_5xx_keeps_the_number_and_parks(pipeline: Pipeline) -> None:
+    """A 503 may have reached KRA: when retries run out, the number must not go to another
+    sale (invariant 2); the branch parks for an operator instead of dead-lettering."""
+    # The last allowed attempt is the first that may have reached KRA (before it, e.g., the
+    # connection was refused): max_attempts=1 makes the first attempt that last one.
+    pipeline.runtime.settings.retry.give_up_after_s = 0
+    pipeline.runtime.settings.retry.max_attempts = 1
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.sim.add_fault(endpoint="saveTrnsSalesOsdc", kind="http_error", status=503)
+    pipeline.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+
+    report = pipeline.drain()
+
+    job = pipeline.job("s1")
+    assert report.status == "parked", report
+    assert job.state != "dead" and job.invc_no == 1
+    assert job.attempts == pipeline.runtime.settings.retry.max_attempts
+    assert "may be recorded" in pipeline.branch().parked_reason
