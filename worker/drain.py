@@ -16,6 +16,7 @@ it as maybe-sent and resends the identical body, so a duplicate answer then mean
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -82,6 +83,8 @@ class DrainReport:
 class _Send:
     job: Any
     body: dict[str, Any]
+    #: the exact stored text of ``body``: what every resend repeats, and what attempts hash
+    body_text: str
     number: int | None
     attempt: int
     maybe_recorded: bool
@@ -239,7 +242,7 @@ def _start(conn: Connection, lease: Lease, job: Any, ctx: DrainContext, now: flo
         updated_at=now,
     )
     q.update_job_fenced(conn, lease, job.id, values)
-    return _Send(job, loads_payload(body_text), number, attempt, maybe_recorded)
+    return _Send(job, loads_payload(body_text), body_text, number, attempt, maybe_recorded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +322,7 @@ def _send_and_record(
         retry=ctx.settings.retry,
         age_s=started - float(job.created_at),
     )
-    step = _Send(job, step.body, step.number, step.attempt, maybe_recorded)
+    step = dataclasses.replace(step, maybe_recorded=maybe_recorded)
     receipt: dict[str, Any] | None = None
     if isinstance(decision, Accept):
         receipt, decision = effects.receipt_for(kind, step, outcome, decision, device, ctx)

@@ -41,9 +41,7 @@ _LOOKUP_RETRYABLE = frozenset(
 def insert_attempt(
     conn: Connection, lease: Lease, step: Any, outcome: CallOutcome, started: float, worker: str
 ) -> None:
-    body_hash = hashlib.sha256(
-        json.dumps(step.body, sort_keys=True, default=str).encode()
-    ).hexdigest()
+    body_hash = hashlib.sha256(step.body_text.encode()).hexdigest()
     q.insert_attempt(
         conn,
         {

@@ -156,6 +156,11 @@ def test_lost_answer_is_resent_with_the_same_number_and_the_receipt_is_recovered
     recorded = ledger_writes(pipeline.sim.ledger_path, ["saveTrnsSalesOsdc"])[0]["data"]
     assert receipt["rcptSign"] == recorded["rcptSign"]
     assert job.qr_url.endswith(f"{TIN}00{recorded['rcptSign']}")
+    # ... and the resend repeated the first send byte for byte (same number, same body)
+    with pipeline.runtime.engine.connect() as conn:
+        sends = q.job_attempts(conn, job.id)
+    assert len(sends) == 2 and {a.outcome for a in sends} == {"unknown", "duplicate"}
+    assert len({a.request_hash for a in sends}) == 1 and {a.kra_number for a in sends} == {1}
 
 
 def test_without_invoice_lookup_a_recovered_duplicate_is_marked_receipt_missing(

@@ -161,10 +161,6 @@ def get_branch(conn: Connection, tin: str, bhf_id: str) -> Row[Any] | None:
     ).first()
 
 
-def get_branch_by_id(conn: Connection, branch_id: int) -> Row[Any] | None:
-    return conn.execute(select(branches).where(branches.c.id == branch_id)).first()
-
-
 def set_branch_counters(
     conn: Connection, branch_id: int, *, invc_no: int | None, sar_no: int | None, now: float
 ) -> None:
