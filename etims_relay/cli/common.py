@@ -6,10 +6,13 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
 from rich.console import Console
+from sqlalchemy import Connection
 
 from etims_relay.settings import Settings, get_settings
 from worker.replay import Actor
@@ -46,3 +49,14 @@ def configure_logging(level: str = "INFO") -> None:
     from worker.logs import configure_logging as configure
 
     configure(level, settings().log_format)
+
+
+@contextmanager
+def database() -> Iterator[Connection]:
+    """A connection for one read-only command; no broker is started for it."""
+    rt = runtime(need_broker=False)
+    try:
+        with rt.engine.connect() as conn:
+            yield conn
+    finally:
+        rt.close()

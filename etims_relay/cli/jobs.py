@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from rich.progress import Progress
 
-from etims_relay.cli.common import actor, console, fail, print_json, runtime, settings
+from etims_relay.cli.common import actor, console, database, fail, print_json, runtime, settings
 from producers.csv_import import parse_csv
 from producers.enqueue import (
     EnqueueOptions,
@@ -158,12 +158,8 @@ def _parse_jsonl(lines: list[str]) -> tuple[list[dict[str, Any]], list[int], lis
 
 def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Jobs by state and each branch's backlog."""
-    rt = runtime(need_broker=False)
-    try:
-        with rt.engine.connect() as conn:
-            report = {"jobs": q.job_counts(conn), "branches": q.branch_backlogs(conn, time.time())}
-    finally:
-        rt.close()
+    with database() as conn:
+        report = {"jobs": q.job_counts(conn), "branches": q.branch_backlogs(conn, time.time())}
     if as_json:
         print_json(report)
         return
@@ -190,14 +186,10 @@ def dead_list(
     """List dead jobs with KRA's code and message."""
     tin, bhf = _split_branch(branch) if branch else (None, None)
     after = _since(since) if since else None
-    rt = runtime(need_broker=False)
-    try:
-        with rt.engine.connect() as conn:
-            rows = q.list_jobs_in_state(
-                conn, "dead", tin=tin, bhf_id=bhf, kind=kind, code=code, since=after
-            )
-    finally:
-        rt.close()
+    with database() as conn:
+        rows = q.list_jobs_in_state(
+            conn, "dead", tin=tin, bhf_id=bhf, kind=kind, code=code, since=after
+        )
     items = [
         {
             "id": r.id,
@@ -378,12 +370,8 @@ def audit_list(
 ) -> None:
     """Who did what to which job or branch, when and why (newest first)."""
     after = _since(since) if since else None
-    rt = runtime(need_broker=False)
-    try:
-        with rt.engine.connect() as conn:
-            rows = oq.audit_entries(conn, job_id=job, action=action, since=after, limit=limit)
-    finally:
-        rt.close()
+    with database() as conn:
+        rows = oq.audit_entries(conn, job_id=job, action=action, since=after, limit=limit)
     entries = [audit_row(r) for r in rows]
     if as_json:
         print_json(entries)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from etims_relay.cli.common import actor, console, fail, print_json, runtime
+from etims_relay.cli.common import actor, console, database, fail, print_json, runtime
 from worker.notices import mark_read, notice_view, sync_all
 from worker.outbox import ops_queries as oq
 
@@ -20,14 +20,10 @@ def list_command(
     limit: int = typer.Option(200, "--limit"),
 ) -> None:
     """Stored notices, newest first."""
-    rt = runtime(need_broker=False)
-    try:
-        with rt.engine.connect() as conn:
-            rows = oq.list_notices(
-                conn, tin=tin, bhf_id=bhf_id, is_read=False if unread else None, limit=limit
-            )
-    finally:
-        rt.close()
+    with database() as conn:
+        rows = oq.list_notices(
+            conn, tin=tin, bhf_id=bhf_id, is_read=False if unread else None, limit=limit
+        )
     views = [notice_view(r) for r in rows]
     if as_json:
         print_json(views)

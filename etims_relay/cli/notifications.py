@@ -6,7 +6,7 @@ import time
 
 import typer
 
-from etims_relay.cli.common import actor, console, fail, print_json, runtime
+from etims_relay.cli.common import actor, console, database, fail, print_json, runtime
 from worker.notifications import NotificationEvent, acknowledge, notification_view, register
 from worker.outbox import ops_queries as oq
 
@@ -38,18 +38,14 @@ def list_command(
     limit: int = typer.Option(200, "--limit"),
 ) -> None:
     """Received events, newest first."""
-    rt = runtime(need_broker=False)
-    try:
-        with rt.engine.connect() as conn:
-            rows = oq.list_notifications(
-                conn,
-                event=event.value if event else None,
-                tin=tin,
-                unacknowledged=open_only,
-                limit=limit,
-            )
-    finally:
-        rt.close()
+    with database() as conn:
+        rows = oq.list_notifications(
+            conn,
+            event=event.value if event else None,
+            tin=tin,
+            unacknowledged=open_only,
+            limit=limit,
+        )
     views = [notification_view(r) for r in rows]
     if as_json:
         print_json(views)

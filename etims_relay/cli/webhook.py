@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from etims_relay.cli.common import console, fail, print_json, runtime, settings
+from etims_relay.cli.common import console, database, fail, print_json, runtime, settings
 from worker.outbox import intake_queries as iq
 from worker.webhooks import generate_secret, remove_webhook, set_webhook, webhook_fernet
 
@@ -49,14 +49,10 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The tin's URL and its deliveries by state (never the secret)."""
-    rt = runtime(need_broker=False)
-    try:
-        with rt.engine.connect() as conn:
-            hook = iq.get_webhook(conn, tin)
-            counts = iq.delivery_counts(conn, tin)
-            failed = iq.list_deliveries(conn, tin, 10, ["failed"])
-    finally:
-        rt.close()
+    with database() as conn:
+        hook = iq.get_webhook(conn, tin)
+        counts = iq.delivery_counts(conn, tin)
+        failed = iq.list_deliveries(conn, tin, 10, ["failed"])
     report = {
         "tin": tin,
         "url": hook.url if hook else None,
