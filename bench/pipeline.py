@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -151,6 +152,10 @@ def profile_drain(args: argparse.Namespace) -> int:
         )
         runtime = build_runtime(stack.relay.settings(), need_broker=False)
         ctx = runtime.drain_context()
+        if args.loglevel:  # as a worker logs (to a file nobody reads, as under systemd)
+            from worker.logs import configure_logging
+
+            configure_logging(args.loglevel, args.logformat, stream=open(os.devnull, "w"))
         kinds: collections.Counter[str] = collections.Counter()
         begins = [0]
 
@@ -185,6 +190,7 @@ def profile_drain(args: argparse.Namespace) -> int:
                 prof.disable()
                 profiles.append(prof)
 
+        pg0 = stack.cpu_seconds()["postgres"]
         cpu0, wall0 = time.process_time(), time.perf_counter()
         threads = [threading.Thread(target=run, args=(b,)) for b in ids]
         for t in threads:
@@ -192,12 +198,14 @@ def profile_drain(args: argparse.Namespace) -> int:
         for t in threads:
             t.join()
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        pg_cpu = stack.cpu_seconds()["postgres"] - pg0
         counts = stack.counts()
         runtime.close()
         print(
             f"in-process drain, {args.branches} branches, latency {latency:g} ms: {jobs} jobs "
             f"{counts}, {jobs / wall:.0f} jobs/s, {cpu / jobs * 1000:.2f} ms CPU per job in the "
-            f"drain process{' (under cProfile)' if args.cprofile else ''}; {load_note()}"
+            f"drain process{' (under cProfile)' if args.cprofile else ''}, "
+            f"{pg_cpu / jobs * 1000:.2f} ms in PostgreSQL; {load_note()}"
         )
         print(
             f"transactions per job {begins[0] / jobs:.2f}; SQL statements per job "
@@ -212,6 +220,7 @@ def profile_drain(args: argparse.Namespace) -> int:
             out = io.StringIO()
             stats.stream = out  # type: ignore[attr-defined]
             stats.sort_stats("cumulative").print_stats(r"worker/|producers/|schemas/", 40)
+            stats.sort_stats("tottime").print_stats(45)
             print(out.getvalue())
     return 0
 
@@ -224,15 +233,18 @@ def run_pipeline(args: argparse.Namespace, latency_ms: float, rep: int) -> dict[
         stack.init_devices(args.branches)
         batches = interleaved_batches(args.branches, args.jobs_per_branch, args.batch)
         expected = sum(len(b) for b in batches)
+        producer = EnqueueThread(stack.engine, batches, stack.waker)
+        if args.prefill:  # a backlog already waiting (after an outage): drain only
+            producer.run()
         stack.workers.start(args.workers, concurrency=args.concurrency)
         stack.workers.wait_ready()
         time.sleep(1.0)  # let beat's first sweep and the pools settle
         load_before = load_note()
         cpu_before = stack.cpu_seconds()
-        producer = EnqueueThread(stack.engine, batches, stack.waker)
         started = time.time()
-        producer.start()
-        producer.join()
+        if not args.prefill:  # producers enqueue while the workers drain
+            producer.start()
+            producer.join()
         if producer.error:
             raise producer.error
         done = stack.wait_terminal(expected, timeout=args.timeout)
@@ -286,9 +298,16 @@ def main() -> int:
     parser.add_argument("--branches", type=int, default=32)
     parser.add_argument("--jobs-per-branch", type=int, default=300)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument(
+        "--prefill",
+        action="store_true",
+        help="enqueue everything before the workers start (drain a backlog) instead of "
+        "concurrently with them",
+    )
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--logformat", default="text", choices=("text", "json"))
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--json", type=Path, default=None, help="write raw results here")
     parser.add_argument(

@@ -17,6 +17,7 @@ it as maybe-sent and resends the identical body, so a duplicate answer then mean
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 import uuid
@@ -41,8 +42,9 @@ from worker.outbox.queries import HOPELESS, Lease, LeaseLost
 
 log = logging.getLogger("etims_relay.drain")
 
-#: Active jobs read per prepare step (enough to skip past a few newly blocked ones).
-HEAD_WINDOW = 8
+#: Active jobs read per prepare step: the head, and one more to skip to if the head turns
+#: out blocked (a further blocked one costs another query; that is rare).
+HEAD_WINDOW = 2
 #: A head waiting for a dependency in another branch is looked at again after this long at
 #: the latest; normally the dependency's acceptance wakes the branch at once.
 DEPENDENCY_WAIT_S = 5.0
@@ -112,13 +114,15 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
     if lease is None:
         return DrainReport(branch_id, "busy")
     ctx.observer.lease_taken(branch_id)
+    renewal = _Renewal.for_lease(ctx.settings, ctx.clock())
+    prepare_in = functools.partial(_prepare_in, renewal=renewal)
     started, sent = ctx.clock(), 0
     woken: set[int] = set()
     status: Status = "idle"
     wake_after: float | None = None
     seen_next_seq: int | None = None
     try:
-        step, seen_next_seq = _prepare(lease, ctx, woken)
+        step, seen_next_seq = _prepare(lease, ctx, woken, renewal)
         while True:
             if isinstance(step, _Idle):
                 break
@@ -127,7 +131,7 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
                 budget_left = started + limits.max_seconds - ctx.clock()
                 if step.inline and pause <= limits.inline_wait_s and pause < budget_left:
                     ctx.sleep(max(pause, 0.0))
-                    step, seen_next_seq = _prepare(lease, ctx, woken)
+                    step, seen_next_seq = _prepare(lease, ctx, woken, renewal)
                     continue
                 status, wake_after = "waiting", step.until
                 break
@@ -136,7 +140,7 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
             )
             # One transaction per job: this job's result and the next job's start commit
             # together (the next head is prepared inside the record step).
-            then = _prepare_in if within_budget else None
+            then = prepare_in if within_budget else None
             decision, following = _send_and_record(lease, step, ctx, woken, then)
             sent += 1
             if isinstance(decision, Park):
@@ -173,20 +177,46 @@ def _release_quietly(lease: Lease, ctx: DrainContext) -> None:
 # --------------------------------------------------------------------------- prepare
 
 
-def _prepare(lease: Lease, ctx: DrainContext, woken: set[int]) -> tuple[Any, int | None]:
+def _prepare(
+    lease: Lease, ctx: DrainContext, woken: set[int], renewal: _Renewal
+) -> tuple[Any, int | None]:
     """Pick the head and make it ready to send, in one committed transaction."""
     with ctx.engine.begin() as conn:
-        return _prepare_in(conn, lease, ctx, woken)
+        return _prepare_in(conn, lease, ctx, woken, renewal=renewal)
+
+
+@dataclass(slots=True)
+class _Renewal:
+    """When the lease was last pushed out, and how often it must be.
+
+    Every prepare step leaves at least two OSCU round trips (connect + read timeout, twice:
+    a write and its receipt lookup) on the lease, as the settings guarantee the TTL allows;
+    extending only once that margin is being eaten into saves a branch-row UPDATE per job.
+    Safety never rests on this: every write is fenced by the token, not the clock.
+    """
+
+    extended_at: float
+    every_s: float
+
+    @classmethod
+    def for_lease(cls, settings: Settings, claimed_at: float) -> _Renewal:
+        round_trip = settings.oscu.connect_timeout_s + settings.oscu.read_timeout_s
+        return cls(claimed_at, max(0.0, settings.drain.lease_ttl_s - 2 * round_trip))
+
+    def due(self, now: float) -> bool:
+        return now - self.extended_at >= self.every_s
 
 
 def _prepare_in(
-    conn: Connection, lease: Lease, ctx: DrainContext, woken: set[int]
+    conn: Connection, lease: Lease, ctx: DrainContext, woken: set[int], *, renewal: _Renewal
 ) -> tuple[Any, int | None]:
     """The prepare step inside the caller's transaction (committed before the call)."""
     now = ctx.clock()
-    next_seq = q.extend_lease(conn, lease, now, ctx.settings.drain.lease_ttl_s)
+    if renewal.due(now):
+        q.extend_lease(conn, lease, now, ctx.settings.drain.lease_ttl_s)
+        renewal.extended_at = now
     while True:
-        candidates = q.head_candidates(conn, lease.branch_id, HEAD_WINDOW)
+        next_seq, candidates = q.head_candidates(conn, lease.branch_id, HEAD_WINDOW)
         if not candidates:
             return _Idle(), next_seq
         for job, deps in candidates:

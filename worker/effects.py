@@ -148,7 +148,7 @@ def accept(
     _event(conn, job, JobState.ACCEPTED, now, {**values, "receipt": receipt})
     # Dependents in other branches may be heads waiting for exactly this acceptance. Branch
     # rows are locked before job rows here, as a drain's prepare step does: no deadlock.
-    found = q.dependents(conn, [job.id], [JobState.PENDING.value, JobState.BLOCKED.value])
+    found = q.waiting_or_blocked_dependents(conn, job.id) if _wakes_dependents(job) else []
     waiting = {int(r.branch_id) for r in found if r.state == JobState.PENDING.value}
     waiting.discard(lease.branch_id)
     q.wake_branches(conn, waiting, now)
@@ -156,6 +156,12 @@ def accept(
     return waiting | _propagate(
         conn, [job.id], now, JobState.BLOCKED, JobState.PENDING, first_level=blocked
     )
+
+
+def _wakes_dependents(job: Any) -> bool:
+    """The head query's hint (see ``queries._WAKES_DEPENDENTS``); look when there is none."""
+    hint = getattr(job, "wakes_dependents", None)
+    return True if hint is None else bool(hint)
 
 
 def retry(

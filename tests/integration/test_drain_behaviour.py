@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from producers import builders as b
 from tests.helpers import ledger_writes
@@ -291,3 +292,49 @@ def test_giving_up_after_a_5xx_keeps_the_number_and_parks(pipeline: Pipeline) ->
     assert job.state != "dead" and job.invc_no == 1
     assert job.attempts == pipeline.runtime.settings.retry.max_attempts
     assert "may be recorded" in pipeline.branch().parked_reason
+
+
+def test_a_job_waiting_on_another_branch_goes_as_soon_as_that_branch_delivers(
+    pipeline_factory: Any,
+) -> None:
+    # Given a sale in branch 01 that waits for the opening stock of branch 00 (a transfer)
+    p = pipeline_factory(branches=("00", "01"))
+    p.enqueue(registered_stock("00"))
+    p.enqueue(
+        [
+            b.item(TIN, "01", "item-1@01", item_cd=item_code(1), item_nm="Water", price=WATER.prc),
+            b.sale(TIN, "01", "s1@01", [WATER], trd_invc_no="T1", at=NOW,
+                   depends_on=["item-1@01", "opening"]),
+        ]
+    )  # fmt: skip
+
+    # When branch 01 drains first, its sale waits (the item goes, the sale cannot yet)
+    first = p.drain("01")
+    assert first.status == "waiting"
+    assert p.states()["s1@01"] == "pending"
+
+    # ... and branch 00's drain, delivering the opening stock, names branch 01 to wake
+    delivered = p.drain("00")
+    assert p.branch("01").id in delivered.woken
+    assert p.branch("01").wake_after is not None
+
+    # Then branch 01's next drain sends the sale at once
+    p.drain("01")
+    assert p.states()["s1@01"] == "accepted"
+
+
+def test_the_head_of_a_branch_is_read_from_the_active_jobs_index(engine: Any) -> None:
+    # The head lookup must not walk a branch's accepted history (10^6 jobs after a year):
+    # both planners can use the partial index of active jobs for the drain's head query.
+    from sqlalchemy import text
+
+    from worker.drain import HEAD_WINDOW
+    from worker.outbox.queries import head_query
+
+    sql = head_query(HEAD_WINDOW).sqlite  # ":name" parameters, as text() takes them
+    with engine.begin() as conn:
+        explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
+        if conn.dialect.name == "postgresql":  # an empty table: make it show what it can use
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        plan = " ".join(str(row) for row in conn.execute(text(explain + sql), {"branch_id": 1}))
+    assert "ix_jobs_branch_active_seq" in plan

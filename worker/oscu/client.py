@@ -64,14 +64,13 @@ class OscuClient(EndpointsMixin):
         apigee_app_id: str | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            timeout=timeout or DEFAULT_TIMEOUT,
-            limits=limits or DEFAULT_LIMITS,
-            transport=transport,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            # A redirect of a POST is an answer to classify, not something to follow blindly.
-            follow_redirects=False,
-        )
+        # The transport, not an httpx.Client: a call is one POST whose answer we classify
+        # ourselves, so the Client's layers (cookie jar, auth flow, redirects -- a redirect of
+        # a POST is an answer to classify, never something to follow -- event hooks) would
+        # only add work: they were a sixth of a drain's CPU per job (bench/README.md).
+        self._transport = transport or httpx.HTTPTransport(limits=limits or DEFAULT_LIMITS)
+        self._timeout = (timeout or DEFAULT_TIMEOUT).as_dict()
+        self._urls: dict[str, httpx.URL] = {}
         self._token_provider = token_provider
         self._owns_token_provider = False
         self._apigee_app_id = apigee_app_id or None
@@ -136,7 +135,7 @@ class OscuClient(EndpointsMixin):
 
     def close(self) -> None:
         """Close pooled connections (and the token provider, if we built it)."""
-        self._http.close()
+        self._transport.close()
         if self._owns_token_provider and self._token_provider is not None:
             self._token_provider.close()
 
@@ -206,10 +205,19 @@ class OscuClient(EndpointsMixin):
         token: str | None = None
         try:
             headers, token = self._headers(endpoint, device)
+            request = httpx.Request(
+                "POST",
+                self._url(endpoint),
+                content=content,
+                headers=headers,
+                extensions={"timeout": self._timeout},
+            )
             with map_transport_errors():
-                response = self._http.post(
-                    f"{self._base_url}/{endpoint}", content=content, headers=headers
-                )
+                response = self._transport.handle_request(request)
+                try:
+                    response.read()
+                finally:
+                    response.close()
         except OscuError as exc:
             return outcome_for_error(endpoint, exc, write=write), token
         outcome = classify_response(
@@ -217,11 +225,21 @@ class OscuClient(EndpointsMixin):
         )
         return outcome, token
 
+    def _url(self, endpoint: str) -> httpx.URL:
+        url = self._urls.get(endpoint)
+        if url is None:  # parsed once per endpoint (a dict write is atomic under the GIL)
+            url = self._urls[endpoint] = httpx.URL(f"{self._base_url}/{endpoint}")
+        return url
+
     def _headers(
         self, endpoint: str, device: DeviceCredentials | None
     ) -> tuple[dict[str, str], str | None]:
         """Device headers on every call but init; bearer and apigee_app_id on all calls."""
-        headers = {"Content-Type": "application/json"}
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
         if device is not None and endpoint != INIT_ENDPOINT:
             headers["tin"] = device.tin
             headers["bhfId"] = device.bhf_id

@@ -81,4 +81,11 @@ webhook_deliveries = Table(
     Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
 )
 
-Index("ix_jobs_request_id", jobs.c.request_id)
+# Partial (0004): jobs enqueued through the Python API, a CSV or a till have no request id,
+# and an index entry per such job would only cost writes.
+Index(
+    "ix_jobs_request_id",
+    jobs.c.request_id,
+    postgresql_where=jobs.c.request_id.is_not(None),
+    sqlite_where=jobs.c.request_id.is_not(None),
+)

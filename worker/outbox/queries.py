@@ -32,7 +32,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas.jobs import ACTIVE_STATES, JobState
+from worker.outbox import hot
 from worker.outbox.models import (
+    ACTIVE_PREDICATE,
     attempts,
     audit_log,
     branches,
@@ -75,12 +77,7 @@ def _insert_ignore(
     conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
 
 
-#: ``_fenced`` with bind parameters, for statements built once at import (the hot path).
-_FENCED = exists().where(
-    branches.c.id == bindparam("lease_branch_id"),
-    branches.c.fencing_token == bindparam("lease_token"),
-)
-_UPDATE_JOB_FENCED = update(jobs).where(jobs.c.id == bindparam("job_id_"), _FENCED)
+metadata_tables = {t.name: t for t in (attempts, result_events, jobs)}
 
 
 def _check(rowcount: int) -> None:
@@ -275,16 +272,22 @@ def park_branch(conn: Connection, lease: Lease, reason: str, now: float) -> None
 
 def allocate_number(conn: Connection, lease: Lease, counter: str) -> int:
     """Take KRA's next invcNo or sarNo for the branch (persisted before the call)."""
-    column = branches.c.next_invc_no if counter == "invcNo" else branches.c.next_sar_no
-    new = conn.execute(
-        update(branches)
-        .where(branches.c.id == lease.branch_id, branches.c.fencing_token == lease.token)
-        .values({column: column + 1})
-        .returning(column)
-    ).scalar()
-    if new is None:
+    rows, _ = hot.run(
+        conn, _ALLOCATE[counter], {"branch_id": lease.branch_id, "token": lease.token}
+    )
+    if not rows:
         raise LeaseLost
-    return int(new) - 1
+    return int(rows[0][0]) - 1
+
+
+#: The hot path: one per numbered job.
+_ALLOCATE = {
+    counter: hot.HotStatement(
+        f"UPDATE branches SET {column} = {column} + 1 "  # noqa: S608
+        f"WHERE id = :branch_id AND fencing_token = :token RETURNING {column}"
+    )
+    for counter, column in (("invcNo", "next_invc_no"), ("sarNo", "next_sar_no"))
+}
 
 
 def release_number(conn: Connection, lease: Lease, counter: str, number: int) -> None:
@@ -347,40 +350,63 @@ def insert_dependencies(conn: Connection, pairs: Sequence[tuple[int, int]]) -> N
 # --------------------------------------------------------------------------- drain
 
 
+#: What the drain reads of a head job (not the whole row: results, receipts and the like are
+#: never needed to send one).
+_HEAD_COLUMNS = (
+    "id, tin, bhf_id, seq, kind, idempotency_key, payload, original_job_id, state, attempts, "
+    "next_attempt_at, maybe_recorded, invc_no, sar_no, body, created_at"
+)
+
+
 def head_candidates(
     conn: Connection, branch_id: int, limit: int
-) -> list[tuple[Row[Any], list[tuple[int, str]]]]:
-    """The branch's active jobs in seq order (the first is the head), each with the
-    (id, state) of the jobs it depends on: one query for the whole window."""
-    rows = conn.execute(_head_window(limit), {"branch_id": branch_id}).all()
+) -> tuple[int, list[tuple[Row[Any], list[tuple[int, str]]]]]:
+    """The branch's ``next_seq`` and its first ``limit`` active jobs in seq order (the first
+    is the head), each with the (id, state) of the jobs it depends on: one query.
+
+    ``next_seq`` comes from the same snapshot as the jobs, so "no job at or past next_seq
+    was seen" holds when the drain later releases the branch with it.
+    """
+    rows, _ = hot.run(conn, head_query(limit), {"branch_id": branch_id})
+    if not rows:
+        raise LookupError(f"no branch {branch_id}")
     grouped: dict[int, tuple[Row[Any], list[tuple[int, str]]]] = {}
     for row in rows:
+        if row.id is None:
+            continue
         entry = grouped.setdefault(row.id, (row, []))
         if row.dep_id is not None:
             entry[1].append((int(row.dep_id), str(row.dep_state)))
-    return list(grouped.values())
+    return int(rows[0].branch_next_seq), list(grouped.values())
+
+
+#: Whether accepting this job must look at its dependents: some wait in another branch (wake
+#: it) or are blocked (after a replay: unblock them). Dependents later in the same branch
+#: need nothing: this drain reaches them in order. A dependent enqueued after this read is
+#: missed here, and found by its own branch's periodic re-check (DEPENDENCY_WAIT_S).
+_WAKES_DEPENDENTS = (
+    "EXISTS (SELECT 1 FROM job_dependencies AS wd JOIN jobs AS wj ON wj.id = wd.job_id "  # noqa: S608
+    f"WHERE wd.depends_on_id = w.id AND (wj.branch_id <> :branch_id OR wj.state = "
+    f"'{JobState.BLOCKED.value}'))"
+)
 
 
 @functools.lru_cache(maxsize=8)
-def _head_window(limit: int) -> Any:
-    """Built once per window size: constructing the subquery and alias costs more CPU than
-    running it."""
-    window = (
-        select(jobs)
-        .where(jobs.c.branch_id == bindparam("branch_id"), jobs.c.state.in_(ACTIVE))
-        .order_by(jobs.c.seq)
-        .limit(limit)
-        .subquery()
-    )
-    dep = jobs.alias("dep")
-    return (
-        select(window, dep.c.id.label("dep_id"), dep.c.state.label("dep_state"))
-        .select_from(
-            window.outerjoin(job_dependencies, job_dependencies.c.job_id == window.c.id).outerjoin(
-                dep, dep.c.id == job_dependencies.c.depends_on_id
-            )
-        )
-        .order_by(window.c.seq)
+def head_query(limit: int) -> hot.HotStatement:
+    """Written out so that the state list is literal: only then can the planner (PostgreSQL
+    with a generic prepared plan, SQLite) use the partial index ``ix_jobs_branch_active_seq``
+    and stop at the first entries instead of walking the branch's accepted history."""
+    return hot.HotStatement(
+        f"SELECT b.next_seq AS branch_next_seq, w.*, dep.id AS dep_id, dep.state AS dep_state, "  # noqa: S608
+        f"{_WAKES_DEPENDENTS} AS wakes_dependents "
+        f"FROM branches AS b "
+        f"LEFT JOIN (SELECT {_HEAD_COLUMNS} FROM jobs "
+        f"WHERE branch_id = :branch_id AND {ACTIVE_PREDICATE} "
+        f"ORDER BY seq LIMIT {int(limit)}) AS w ON 1 = 1 "
+        f"LEFT JOIN job_dependencies AS d ON d.job_id = w.id "
+        f"LEFT JOIN jobs AS dep ON dep.id = d.depends_on_id "
+        f"WHERE b.id = :branch_id "
+        f"ORDER BY w.seq"
     )
 
 
@@ -405,54 +431,78 @@ def update_job_fenced(
         "lease_branch_id": lease.branch_id,
         "lease_token": lease.token,
     }
-    # A prebuilt UPDATE executed with a dict SETs exactly the columns named in it.
-    _check(conn.execute(_UPDATE_JOB_FENCED, params).rowcount)
+    _check(hot.run(conn, _update_job_fenced(tuple(values)), params)[1])
+
+
+@functools.lru_cache(maxsize=64)
+def _update_job_fenced(columns: tuple[str, ...]) -> hot.HotStatement:
+    """UPDATE of exactly these columns (one statement per combination the drain uses)."""
+    _known(jobs, columns)
+    sets = ", ".join(f"{c} = :{c}" for c in columns)
+    return hot.HotStatement(
+        f"UPDATE jobs SET {sets} WHERE id = :job_id_ AND EXISTS (SELECT 1 FROM branches "  # noqa: S608
+        "WHERE branches.id = :lease_branch_id AND branches.fencing_token = :lease_token)"
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_into(table: str, columns: tuple[str, ...]) -> hot.HotStatement:
+    _known(metadata_tables[table], columns)
+    return hot.HotStatement(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"  # noqa: S608
+    )
+
+
+def _known(table: Any, columns: tuple[str, ...]) -> None:
+    """Column names are spliced into SQL text: only ever the table's own."""
+    unknown = set(columns) - set(table.c.keys())
+    if unknown:
+        raise ValueError(f"not columns of {table.name}: {sorted(unknown)}")
 
 
 def insert_attempt(conn: Connection, values: Mapping[str, Any]) -> None:
-    """One row per OSCU call (the statement is built once; its columns come from ``values``)."""
-    conn.execute(_INSERT_ATTEMPT, dict(values))
-
-
-_INSERT_ATTEMPT = insert(attempts)
-_INSERT_EVENT = insert(result_events)
+    """One row per OSCU call."""
+    hot.run(conn, _insert_into("attempts", tuple(values)), values)
 
 
 def insert_event(
     conn: Connection, job_id: int, tin: str, state: str, body: str, now: float
 ) -> None:
-    conn.execute(
-        _INSERT_EVENT,
-        {"job_id": job_id, "tin": tin, "state": state, "body": body, "created_at": now},
-    )
+    values = {"job_id": job_id, "tin": tin, "state": state, "body": body, "created_at": now}
+    hot.run(conn, _insert_into("result_events", tuple(values)), values)
 
 
 def stock_balance(conn: Connection, branch_id: int, item_cd: str) -> Decimal | None:
-    value = conn.execute(
-        select(stock_balances.c.qty).where(
-            stock_balances.c.branch_id == branch_id, stock_balances.c.item_cd == item_cd
-        )
-    ).scalar()
+    value = conn.execute(_STOCK_BALANCE, {"branch_id_": branch_id, "item_cd_": item_cd}).scalar()
     return None if value is None else Decimal(value)
 
 
 def add_stock(conn: Connection, branch_id: int, deltas: Mapping[str, Decimal]) -> None:
     """Apply an accepted movement's quantities to the branch's balances."""
     for item_cd, delta in deltas.items():
-        updated = conn.execute(
-            update(stock_balances)
-            .where(stock_balances.c.branch_id == branch_id, stock_balances.c.item_cd == item_cd)
-            .values(qty=stock_balances.c.qty + delta)
-        ).rowcount
-        if not updated:
-            conn.execute(
-                insert(stock_balances).values(branch_id=branch_id, item_cd=item_cd, qty=delta)
-            )
+        key = {"branch_id_": branch_id, "item_cd_": item_cd}
+        if not conn.execute(_ADD_STOCK, {**key, "delta": delta}).rowcount:
+            conn.execute(_INSERT_STOCK, {"branch_id": branch_id, "item_cd": item_cd, "qty": delta})
 
 
 def job_invc_no(conn: Connection, job_id: int) -> int | None:
-    value = conn.execute(select(jobs.c.invc_no).where(jobs.c.id == job_id)).scalar()
+    value = conn.execute(_JOB_INVC_NO, {"job_id": job_id}).scalar()
     return None if value is None else int(value)
+
+
+#: Bind names end in "_": an UPDATE reserves the bare column names for its SET values.
+_THIS_BALANCE = and_(
+    stock_balances.c.branch_id == bindparam("branch_id_"),
+    stock_balances.c.item_cd == bindparam("item_cd_"),
+)
+_STOCK_BALANCE = select(stock_balances.c.qty).where(_THIS_BALANCE)
+_ADD_STOCK = (
+    update(stock_balances)
+    .where(_THIS_BALANCE)
+    .values(qty=stock_balances.c.qty + bindparam("delta", type_=stock_balances.c.qty.type))
+)
+_INSERT_STOCK = insert(stock_balances)
+_JOB_INVC_NO = select(jobs.c.invc_no).where(jobs.c.id == bindparam("job_id"))
 
 
 def get_device(conn: Connection, tin: str, bhf_id: str) -> Row[Any] | None:
@@ -478,20 +528,34 @@ def dependents(conn: Connection, job_ids: Iterable[int], states: Sequence[str]) 
         return []
     return list(
         conn.execute(
-            select(
-                jobs.c.id,
-                jobs.c.branch_id,
-                jobs.c.tin,
-                jobs.c.idempotency_key,
-                jobs.c.kind,
-                jobs.c.state,
-                job_dependencies.c.depends_on_id,
-            )
+            select(*_DEPENDENT_COLUMNS)
             .join(job_dependencies, job_dependencies.c.job_id == jobs.c.id)
             .where(job_dependencies.c.depends_on_id.in_(ids), jobs.c.state.in_(states))
             .distinct()
         )
     )
+
+
+def waiting_or_blocked_dependents(conn: Connection, job_id: int) -> list[Any]:
+    """Pending or blocked jobs that directly depend on ``job_id``."""
+    return hot.run(conn, _WAITING_OR_BLOCKED_DEPENDENTS, {"job_id": job_id})[0]
+
+
+_DEPENDENT_COLUMNS = (
+    jobs.c.id,
+    jobs.c.branch_id,
+    jobs.c.tin,
+    jobs.c.idempotency_key,
+    jobs.c.kind,
+    jobs.c.state,
+    job_dependencies.c.depends_on_id,
+)
+_WAITING_OR_BLOCKED_DEPENDENTS = hot.HotStatement(
+    "SELECT j.id, j.branch_id, j.tin, j.idempotency_key, j.kind, j.state, d.depends_on_id "  # noqa: S608
+    "FROM jobs AS j JOIN job_dependencies AS d ON d.job_id = j.id "
+    f"WHERE d.depends_on_id = :job_id AND j.state IN ('{JobState.PENDING.value}', "
+    f"'{JobState.BLOCKED.value}')"
+)
 
 
 def set_state_unfenced(
