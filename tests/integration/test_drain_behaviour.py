@@ -331,7 +331,7 @@ def test_the_head_of_a_branch_is_read_from_the_active_jobs_index(engine: Any) ->
     from worker.drain import HEAD_WINDOW
     from worker.outbox.queries import head_query
 
-    sql = head_query(HEAD_WINDOW).sqlite  # ":name" parameters, as text() takes them
+    sql = head_query(HEAD_WINDOW).source  # ":name" parameters, as text() takes them
     with engine.begin() as conn:
         explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
         if conn.dialect.name == "postgresql":  # an empty table: make it show what it can use

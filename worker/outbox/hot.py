@@ -26,18 +26,28 @@ __all__ = ["HotStatement", "run"]
 
 
 class HotStatement:
-    """One SQL text in both paramstyles: ``:name`` (sqlite3), ``%(name)s`` (psycopg)."""
+    """One SQL text with ``:name`` parameters, turned into positional placeholders for both
+    drivers (``%s`` for psycopg, ``?`` for sqlite3): binding a tuple skips the per-execution
+    work of named parameters, which was a tenth of the drain's CPU in psycopg."""
 
-    __slots__ = ("postgresql", "sqlite")
+    __slots__ = ("names", "postgresql", "returns_rows", "source", "sqlite")
 
     def __init__(self, sql: str) -> None:
-        if "%" in sql:
-            raise ValueError("a literal % would need escaping for psycopg")
-        self.sqlite = sql
-        self.postgresql = re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql)
+        if "%" in sql or "?" in sql:
+            raise ValueError("write parameters as :name; a literal % or ? is not supported")
+        #: as written (``:name``), e.g. for ``sqlalchemy.text``
+        self.source = sql
+        self.names = tuple(_PARAM.findall(sql))
+        self.sqlite = _PARAM.sub("?", sql)
+        self.postgresql = _PARAM.sub("%s", sql)
+        self.returns_rows = sql.lstrip().upper().startswith("SELECT") or " RETURNING " in sql
 
     def __repr__(self) -> str:
-        return f"HotStatement({self.sqlite!r})"
+        return f"HotStatement({self.source!r})"
+
+
+#: ``:name`` but not a ``::type`` cast.
+_PARAM = re.compile(r"(?<!:):(\w+)")
 
 
 def run(
@@ -50,19 +60,20 @@ def run(
     """
     fairy = conn.connection
     driver = fairy.driver_connection
+    values = tuple([params[name] for name in statement.names])
     try:
         if conn.dialect.name == "sqlite":
             cursor = driver.cursor()  # type: ignore[union-attr]
             try:
                 cursor.row_factory = _sqlite_row
-                cursor.execute(statement.sqlite, params)
-                rows = cursor.fetchall() if cursor.description else []
+                cursor.execute(statement.sqlite, values)
+                rows = cursor.fetchall() if statement.returns_rows else []
                 return rows, cursor.rowcount
             finally:
                 cursor.close()
         with driver.cursor(row_factory=namedtuple_row) as cursor:  # type: ignore[union-attr]
-            cursor.execute(statement.postgresql, params)
-            rows = cursor.fetchall() if cursor.description else []
+            cursor.execute(statement.postgresql, values)
+            rows = cursor.fetchall() if statement.returns_rows else []
             return rows, cursor.rowcount
     except Exception as exc:
         if getattr(driver, "broken", False) or getattr(driver, "closed", False):
