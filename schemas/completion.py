@@ -22,10 +22,8 @@ from schemas.codes import DEFAULT_TAX_RATES
 from schemas.jobs import JobKind
 from schemas.vat import (
     VatScheme,
-    check_sale_amounts,
-    check_stock_io_amounts,
-    fill_sale_amounts,
-    fill_stock_io_amounts,
+    complete_sale_amounts,
+    complete_stock_io_amounts,
 )
 
 #: Placeholder numbers used to validate a body before KRA numbers are allocated.
@@ -84,13 +82,13 @@ def complete_body(
         else:
             body.setdefault("rcptTyCd", "S")
             body["orgInvcNo"] = 0
-        body = fill_sale_amounts(body, scheme, rates)
-        _raise_on(check_sale_amounts(body, scheme, rates))
+        body, issues = complete_sale_amounts(body, scheme, rates)
+        _raise_on(issues)
     elif kind is JobKind.STOCK_IO:
         body["sarNo"] = number if number is not None else PLACEHOLDER_NUMBER
         body.setdefault("orgSarNo", 0)
-        body = fill_stock_io_amounts(body, scheme, rates)
-        _raise_on(check_stock_io_amounts(body, scheme, rates))
+        body, issues = complete_stock_io_amounts(body, scheme, rates)
+        _raise_on(issues)
     elif kind is JobKind.STOCK_MASTER and body.get("rsdQty") is None:
         if rsd_qty is None and number is not None:
             raise ValueError(

@@ -25,8 +25,6 @@ so one wrong amount is reported at its own path and nowhere else.
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -43,6 +41,8 @@ __all__ = [
     "VatScheme",
     "check_sale_amounts",
     "check_stock_io_amounts",
+    "complete_sale_amounts",
+    "complete_stock_io_amounts",
     "compute_line_amounts",
     "compute_sale_amounts",
     "compute_stock_io_amounts",
@@ -68,8 +68,6 @@ DEFAULT_VAT_SCHEME = VatScheme.SPLIT
 #: Tolerance used by ``etims``' fake and Paybill's validator.
 DEFAULT_AMOUNT_TOLERANCE = Decimal("0.01")
 
-_HUNDRED = Fraction(100)
-_HALF = Fraction(1, 2)
 _SALE_LINE_FIELDS = ("splyAmt", "dcAmt", "taxblAmt", "taxAmt", "totAmt")
 _STOCK_LINE_FIELDS = ("splyAmt", "taxblAmt", "taxAmt", "totAmt")
 _TOTAL_FIELDS = ("totTaxblAmt", "totTaxAmt", "totAmt")
@@ -101,20 +99,32 @@ class AmountIssue:
 
 def round_half_up(value: Fraction | Decimal) -> Decimal:
     """Round to the cent, halves away from zero, exactly (the result has 2 decimal places)."""
-    exact = Fraction(value)
-    cents = math.floor(abs(exact) * _HUNDRED + _HALF)
-    return Decimal(-cents if exact < 0 else cents).scaleb(-2)
+    return _cents(*value.as_integer_ratio())
+
+
+def _cents(numerator: int, denominator: int) -> Decimal:
+    """``numerator / denominator`` rounded half up to the cent, in integer arithmetic: the
+    same exact result as with ``Fraction`` at a fraction of the cost (every line of every
+    job is computed at enqueue and again at its first send)."""
+    cents = (abs(numerator) * 200 + denominator) // (2 * denominator)
+    return Decimal(-cents if numerator < 0 else cents).scaleb(-2)
+
+
+def _times_ratio(amount: Decimal, numerator: int, denominator: int) -> Decimal:
+    """``amount * numerator / denominator`` rounded to the cent."""
+    an, ad = amount.as_integer_ratio()
+    return _cents(an * numerator, ad * denominator)
 
 
 def _split_base(base: Decimal, rate: Decimal, scheme: VatScheme) -> tuple[Decimal, ...]:
-    r = Fraction(rate)
-    if scheme is VatScheme.INCLUSIVE:
-        return base, round_half_up(Fraction(base) * r / (_HUNDRED + r)), base
-    if scheme is VatScheme.SPLIT:
-        taxable = round_half_up(Fraction(base) * _HUNDRED / (_HUNDRED + r))
+    rn, rd = rate.as_integer_ratio()  # rate = rn / rd percent
+    if scheme is VatScheme.INCLUSIVE:  # tax = base * r / (100 + r)
+        return base, _times_ratio(base, rn, 100 * rd + rn), base
+    if scheme is VatScheme.SPLIT:  # taxable = base * 100 / (100 + r)
+        taxable = _times_ratio(base, 100 * rd, 100 * rd + rn)
         return taxable, base - taxable, base
-    taxable = base
-    tax = round_half_up(Fraction(base) * r / _HUNDRED)
+    taxable = base  # exclusive: tax = base * r / 100
+    tax = _times_ratio(base, rn, 100 * rd)
     return taxable, tax, taxable + tax
 
 
@@ -131,10 +141,14 @@ def compute_line_amounts(
 
     ``dc_amt`` (a stock line's ``totDcAmt``) replaces the rate-based discount when given.
     """
-    supply = round_half_up(Fraction(qty) * Fraction(prc))
-    discount = (
-        round_half_up(Fraction(supply) * Fraction(dc_rt) / _HUNDRED) if dc_amt is None else dc_amt
-    )
+    qn, qd = qty.as_integer_ratio()
+    pn, pd = prc.as_integer_ratio()
+    supply = _cents(qn * pn, qd * pd)
+    if dc_amt is None:
+        dn, dd = dc_rt.as_integer_ratio()
+        discount = _times_ratio(supply, dn, 100 * dd)
+    else:
+        discount = dc_amt
     taxable, tax, total = _split_base(supply - discount, rate, VatScheme(scheme))
     return {
         "splyAmt": supply,
@@ -212,25 +226,58 @@ def fill_sale_amounts(
     Filled values are ``Decimal``: validate the result with the request model and dump it
     with ``mode="json"`` to get JSON numbers.
     """
-    filled = copy.deepcopy(dict(body))
-    lines = filled.get("itemList") or []
-    computed, header = compute_sale_amounts(lines, scheme, rates)
-    for line, amounts in zip(lines, computed, strict=True):
-        _fill(line, {"dcRt": Decimal(0), **amounts})
-    _fill(filled, header)
-    return filled
+    return complete_sale_amounts(body, scheme, rates)[0]
 
 
 def fill_stock_io_amounts(
     body: Mapping[str, Any], scheme: VatScheme | str, rates: Mapping[str, Decimal]
 ) -> dict[str, Any]:
     """:func:`fill_sale_amounts` for ``insertStockIO`` bodies (``totDcAmt`` defaults to 0)."""
-    filled = copy.deepcopy(dict(body))
-    lines = filled.get("itemList") or []
+    return complete_stock_io_amounts(body, scheme, rates)[0]
+
+
+def complete_sale_amounts(
+    body: Mapping[str, Any],
+    scheme: VatScheme | str,
+    rates: Mapping[str, Decimal],
+    tolerance: Decimal = DEFAULT_AMOUNT_TOLERANCE,
+) -> tuple[dict[str, Any], list[AmountIssue]]:
+    """:func:`fill_sale_amounts` and :func:`check_sale_amounts` with one computation: the
+    filled body, and the amounts the caller gave that are off. Every sale is completed at
+    enqueue and again at its first send, so computing the amounts once matters."""
+    lines = body.get("itemList") or []
+    computed, header = compute_sale_amounts(lines, scheme, rates)
+    issues = _issues(body, lines, computed, header, _SALE_LINE_FIELDS, tolerance)
+    filled = _copy_body(body)
+    for line, amounts in zip(filled.get("itemList") or [], computed, strict=True):
+        _fill(line, {"dcRt": Decimal(0), **amounts})
+    _fill(filled, header)
+    return filled, issues
+
+
+def complete_stock_io_amounts(
+    body: Mapping[str, Any],
+    scheme: VatScheme | str,
+    rates: Mapping[str, Decimal],
+    tolerance: Decimal = DEFAULT_AMOUNT_TOLERANCE,
+) -> tuple[dict[str, Any], list[AmountIssue]]:
+    """:func:`complete_sale_amounts` for ``insertStockIO`` bodies."""
+    lines = body.get("itemList") or []
     computed, header = compute_stock_io_amounts(lines, scheme, rates)
-    for line, amounts in zip(lines, computed, strict=True):
+    issues = _issues(body, lines, computed, header, _STOCK_LINE_FIELDS, tolerance)
+    filled = _copy_body(body)
+    for line, amounts in zip(filled.get("itemList") or [], computed, strict=True):
         _fill(line, amounts)
     _fill(filled, header)
+    return filled, issues
+
+
+def _copy_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy deep enough to fill: the body and its lines are new dicts, values are shared
+    (they are numbers and strings, never changed in place)."""
+    filled = dict(body)
+    if isinstance(filled.get("itemList"), list):
+        filled["itemList"] = [dict(line) for line in filled["itemList"]]
     return filled
 
 

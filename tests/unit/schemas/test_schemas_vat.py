@@ -14,6 +14,7 @@ from schemas import (
     VatScheme,
     check_sale_amounts,
     check_stock_io_amounts,
+    complete_sale_amounts,
     compute_line_amounts,
     compute_sale_amounts,
     compute_stock_io_amounts,
@@ -334,3 +335,26 @@ def test_a_one_cent_difference_is_within_tolerance(
     filled["totAmt"] += Decimal("0.01")
     assert check_sale_amounts(filled, scheme, RATES) == []
     assert [i.path for i in check_sale_amounts(filled, scheme, RATES, Decimal(0))] == ["totAmt"]
+
+
+@settings(max_examples=200)
+@given(lines=sale_lines, scheme=schemes, rates=rate_tables, data=st.data(), delta=deltas)
+def test_complete_fills_and_checks_in_one_pass_as_fill_then_check_would(
+    lines: list[dict[str, Any]],
+    scheme: VatScheme,
+    rates: dict[str, Decimal],
+    data: st.DataObject,
+    delta: Decimal,
+) -> None:
+    # A producer sends some amounts (one of them off) and leaves the rest out
+    full = fill_sale_amounts({"itemList": lines}, scheme, rates)
+    path = data.draw(st.sampled_from(amount_paths(full, SALE_LINE, SALE_HEADER)))
+    sent = {"itemList": [dict(line) for line in lines]}
+    set_path(sent, path, Decimal(get_path(full, path)) + delta)
+    before = repr(sent)
+
+    filled, issues = complete_sale_amounts(sent, scheme, rates)
+
+    assert filled == fill_sale_amounts(sent, scheme, rates)
+    assert issues == check_sale_amounts(filled, scheme, rates) != []
+    assert repr(sent) == before  # the producer's payload is not changed
