@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -284,6 +285,8 @@ class Stack:
                 drop_database(self.database_url)
             self.redis.flushdb()
             self.redis.close()
+            if not self.keep:  # worker logs, ledger, embedded state: tens of MB per cell
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property
     def waker(self) -> Waker:

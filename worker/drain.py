@@ -107,9 +107,16 @@ class _Idle:
 
 def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
     """Send the branch's due jobs in order until done, waiting, or out of budget."""
+    # One pooled connection for the whole drain, a transaction per step on it: checking a
+    # connection out of the pool and back for every job cost more than the job's statements.
+    with ctx.engine.connect() as conn:
+        return _drain(branch_id, ctx, conn)
+
+
+def _drain(branch_id: int, ctx: DrainContext, conn: Connection) -> DrainReport:
     owner = f"{ctx.worker_name}:{uuid.uuid4().hex[:12]}"
     limits = ctx.settings.drain
-    with ctx.engine.begin() as conn:
+    with conn.begin():
         lease = q.claim_lease(conn, branch_id, owner, ctx.clock(), limits.lease_ttl_s)
     if lease is None:
         return DrainReport(branch_id, "busy")
@@ -122,7 +129,7 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
     wake_after: float | None = None
     seen_next_seq: int | None = None
     try:
-        step, seen_next_seq = _prepare(lease, ctx, woken, renewal)
+        step, seen_next_seq = _prepare(conn, lease, ctx, woken, renewal)
         while True:
             if isinstance(step, _Idle):
                 break
@@ -131,7 +138,7 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
                 budget_left = started + limits.max_seconds - ctx.clock()
                 if step.inline and pause <= limits.inline_wait_s and pause < budget_left:
                     ctx.sleep(max(pause, 0.0))
-                    step, seen_next_seq = _prepare(lease, ctx, woken, renewal)
+                    step, seen_next_seq = _prepare(conn, lease, ctx, woken, renewal)
                     continue
                 status, wake_after = "waiting", step.until
                 break
@@ -141,7 +148,7 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
             # One transaction per job: this job's result and the next job's start commit
             # together (the next head is prepared inside the record step).
             then = prepare_in if within_budget else None
-            decision, following = _send_and_record(lease, step, ctx, woken, then)
+            decision, following = _send_and_record(conn, lease, step, ctx, woken, then)
             sent += 1
             if isinstance(decision, Park):
                 status = "parked"
@@ -158,7 +165,7 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
         # expiry (wake_after stays set, so the sweeper retries it), then let the task fail.
         _release_quietly(lease, ctx)
         raise
-    with ctx.engine.begin() as conn:
+    with conn.begin():
         settled = q.release_lease(conn, lease, wake_after=wake_after, seen_next_seq=seen_next_seq)
     if not settled and status in ("idle", "waiting"):
         status, wake_after = "more", ctx.clock()
@@ -178,10 +185,10 @@ def _release_quietly(lease: Lease, ctx: DrainContext) -> None:
 
 
 def _prepare(
-    lease: Lease, ctx: DrainContext, woken: set[int], renewal: _Renewal
+    conn: Connection, lease: Lease, ctx: DrainContext, woken: set[int], renewal: _Renewal
 ) -> tuple[Any, int | None]:
     """Pick the head and make it ready to send, in one committed transaction."""
-    with ctx.engine.begin() as conn:
+    with conn.begin():
         return _prepare_in(conn, lease, ctx, woken, renewal=renewal)
 
 
@@ -315,7 +322,12 @@ Then = Callable[[Connection, Lease, DrainContext, set[int]], tuple[Any, int | No
 
 
 def _send_and_record(
-    lease: Lease, step: Any, ctx: DrainContext, woken: set[int], then: Then | None = None
+    conn: Connection,
+    lease: Lease,
+    step: Any,
+    ctx: DrainContext,
+    woken: set[int],
+    then: Then | None = None,
 ) -> tuple[Decision, tuple[Any, int | None] | None]:
     """Send one job and record its result; ``then`` runs in the same transaction."""
     job = step.job
@@ -325,7 +337,7 @@ def _send_and_record(
             OutcomeKind.REJECTED, kind.endpoint, "LOCAL", step.message, may_have_reached_kra=False
         )
         dead = Dead("LOCAL", step.message, True)
-        return _record(lease, step, None, outcome, dead, ctx, woken, then=then)
+        return _record(conn, lease, step, None, outcome, dead, ctx, woken, then=then)
     try:
         device = ctx.devices.get(job.tin, job.bhf_id)
     except DeviceNotInitialised as exc:
@@ -333,7 +345,7 @@ def _send_and_record(
             OutcomeKind.AUTH, kind.endpoint, "DEVICE", str(exc), may_have_reached_kra=False
         )
         decision: Decision = Park(str(exc), release_number=not step.maybe_recorded)
-        return _record(lease, step, None, outcome, decision, ctx, woken, then=then)
+        return _record(conn, lease, step, None, outcome, decision, ctx, woken, then=then)
     started = ctx.clock()
     outcome = ctx.client.call(kind.endpoint, step.body, device=device.credentials, write=True)
     ctx.observer.call_finished(kind, outcome, job, step.attempt)
@@ -356,7 +368,7 @@ def _send_and_record(
     receipt: dict[str, Any] | None = None
     if isinstance(decision, Accept):
         receipt, decision = effects.receipt_for(kind, step, outcome, decision, device, ctx)
-    return _record(lease, step, device, outcome, decision, ctx, woken, receipt, started, then)
+    return _record(conn, lease, step, device, outcome, decision, ctx, woken, receipt, started, then)
 
 
 _INCONCLUSIVE = frozenset(
@@ -365,6 +377,7 @@ _INCONCLUSIVE = frozenset(
 
 
 def _record(
+    conn: Connection,
     lease: Lease,
     step: Any,
     device: Device | None,
@@ -381,7 +394,7 @@ def _record(
     now = ctx.clock()
     job = step.job
     following: tuple[Any, int | None] | None = None
-    with ctx.engine.begin() as conn:
+    with conn.begin():
         if not isinstance(step, _LocalFailure) and outcome.result_code != "DEVICE":
             effects.insert_attempt(conn, lease, step, outcome, started or now, ctx.worker_name)
         match decision:
