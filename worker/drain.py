@@ -394,18 +394,21 @@ def _record(
     now = ctx.clock()
     job = step.job
     following: tuple[Any, int | None] | None = None
+    attempt = None  # no call was made for a local failure or a missing device
+    if not isinstance(step, _LocalFailure) and outcome.result_code != "DEVICE":
+        attempt = effects.attempt_row(lease, step, outcome, started or now, ctx.worker_name)
     with conn.begin():
-        if not isinstance(step, _LocalFailure) and outcome.result_code != "DEVICE":
-            effects.insert_attempt(conn, lease, step, outcome, started or now, ctx.worker_name)
         match decision:
             case Accept():
-                woken |= effects.accept(conn, lease, step, outcome, receipt, device, ctx, now)
+                woken |= effects.accept(
+                    conn, lease, step, outcome, receipt, device, ctx, now, attempt
+                )
             case Retry():
-                effects.retry(conn, lease, step, outcome, decision, now)
+                effects.retry(conn, lease, step, outcome, decision, now, attempt)
             case Dead():
-                woken |= effects.dead(conn, lease, step, decision, now)
+                woken |= effects.dead(conn, lease, step, decision, now, attempt)
             case Park():
-                effects.park(conn, lease, step, decision, now)
+                effects.park(conn, lease, step, decision, now, attempt)
         if then is not None and not isinstance(decision, Park):
             following = then(conn, lease, ctx, woken)
     ctx.observer.job_decided(job, decision, outcome, now)

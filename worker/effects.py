@@ -38,28 +38,25 @@ _LOOKUP_RETRYABLE = frozenset(
 )
 
 
-def insert_attempt(
-    conn: Connection, lease: Lease, step: Any, outcome: CallOutcome, started: float, worker: str
-) -> None:
-    body_hash = hashlib.sha256(step.body_text.encode()).hexdigest()
-    q.insert_attempt(
-        conn,
-        {
-            "job_id": step.job.id,
-            "number": step.attempt,
-            "kra_number": step.number,
-            "started_at": started,
-            "latency_s": outcome.latency_s,
-            "outcome": outcome.kind.value,
-            "result_code": outcome.result_code,
-            "message": (outcome.message or "")[:2000],
-            "http_status": outcome.http_status,
-            "error": outcome.error,
-            "request_hash": body_hash,
-            "fencing_token": lease.token,
-            "worker": worker,
-        },
-    )
+def attempt_row(
+    lease: Lease, step: Any, outcome: CallOutcome, started: float, worker: str
+) -> dict[str, Any]:
+    """The ``attempts`` row of one OSCU call; written with the job's new state."""
+    return {
+        "job_id": step.job.id,
+        "number": step.attempt,
+        "kra_number": step.number,
+        "started_at": started,
+        "latency_s": outcome.latency_s,
+        "outcome": outcome.kind.value,
+        "result_code": outcome.result_code,
+        "message": (outcome.message or "")[:2000],
+        "http_status": outcome.http_status,
+        "error": outcome.error,
+        "request_hash": hashlib.sha256(step.body_text.encode()).hexdigest(),
+        "fencing_token": lease.token,
+        "worker": worker,
+    }
 
 
 def receipt_for(
@@ -122,6 +119,7 @@ def accept(
     device: Device | None,
     ctx: DrainContext,
     now: float,
+    attempt: dict[str, Any] | None = None,
 ) -> set[int]:
     job = step.job
     kind = JobKind(job.kind)
@@ -142,10 +140,10 @@ def accept(
             )
         if device is not None:
             values["sdc_id"], values["mrc_no"] = device.sdc_id, device.mrc_no
-    q.update_job_fenced(conn, lease, job.id, values)
+    event = event_row(job, JobState.ACCEPTED, now, {**values, "receipt": receipt})
+    q.update_job_fenced(conn, lease, job.id, values, attempt=attempt, event=event)
     if kind is JobKind.STOCK_IO:
         q.add_stock(conn, lease.branch_id, stock_deltas(step.body))
-    _event(conn, job, JobState.ACCEPTED, now, {**values, "receipt": receipt})
     # Dependents in other branches may be heads waiting for exactly this acceptance. Branch
     # rows are locked before job rows here, as a drain's prepare step does: no deadlock.
     found = q.waiting_or_blocked_dependents(conn, job.id) if _wakes_dependents(job) else []
@@ -165,7 +163,13 @@ def _wakes_dependents(job: Any) -> bool:
 
 
 def retry(
-    conn: Connection, lease: Lease, step: Any, outcome: CallOutcome, decision: Retry, now: float
+    conn: Connection,
+    lease: Lease,
+    step: Any,
+    outcome: CallOutcome,
+    decision: Retry,
+    now: float,
+    attempt: dict[str, Any] | None = None,
 ) -> None:
     q.update_job_fenced(
         conn,
@@ -179,10 +183,18 @@ def retry(
             "result_message": outcome.message,
             "updated_at": now,
         },
+        attempt=attempt,
     )
 
 
-def dead(conn: Connection, lease: Lease, step: Any, decision: Dead, now: float) -> set[int]:
+def dead(
+    conn: Connection,
+    lease: Lease,
+    step: Any,
+    decision: Dead,
+    now: float,
+    attempt: dict[str, Any] | None = None,
+) -> set[int]:
     job = step.job
     values: dict[str, Any] = {
         "state": JobState.DEAD.value,
@@ -193,17 +205,24 @@ def dead(conn: Connection, lease: Lease, step: Any, decision: Dead, now: float) 
     }
     if decision.release_number:
         values.update(_released(conn, lease, job, step.number))
-    q.update_job_fenced(conn, lease, job.id, values)
-    _event(conn, job, JobState.DEAD, now, values)
+    event = event_row(job, JobState.DEAD, now, values)
+    q.update_job_fenced(conn, lease, job.id, values, attempt=attempt, event=event)
     return block_dependents(conn, [job.id], now)
 
 
-def park(conn: Connection, lease: Lease, step: Any, decision: Park, now: float) -> None:
+def park(
+    conn: Connection,
+    lease: Lease,
+    step: Any,
+    decision: Park,
+    now: float,
+    attempt: dict[str, Any] | None = None,
+) -> None:
     job = step.job
     values: dict[str, Any] = {"state": JobState.PENDING.value, "updated_at": now}
     if decision.release_number:
         values.update(_released(conn, lease, job, step.number))
-    q.update_job_fenced(conn, lease, job.id, values)
+    q.update_job_fenced(conn, lease, job.id, values, attempt=attempt)
     q.park_branch(conn, lease, decision.reason, now)
     log.error("branch %s/%s parked: %s", job.tin, job.bhf_id, decision.reason)
 
@@ -292,7 +311,8 @@ def stock_deltas(body: dict[str, Any]) -> dict[str, Decimal]:
     return deltas
 
 
-def _event(conn: Connection, job: Any, state: JobState, now: float, extra: dict[str, Any]) -> None:
+def event_row(job: Any, state: JobState, now: float, extra: dict[str, Any]) -> dict[str, Any]:
+    """The ``result_events`` row of a transition (what webhooks and consumers read)."""
     body = {
         "job_id": job.id,
         "idempotency_key": job.idempotency_key,
@@ -305,7 +325,18 @@ def _event(conn: Connection, job: Any, state: JobState, now: float, extra: dict[
         "qr_url": extra.get("qr_url"),
         "at": now,
     }
-    q.insert_event(conn, job.id, job.tin, state.value, json.dumps(body, default=str), now)
+    return {
+        "job_id": job.id,
+        "tin": job.tin,
+        "state": state.value,
+        "body": json.dumps(body, default=str),
+        "created_at": now,
+    }
+
+
+def _event(conn: Connection, job: Any, state: JobState, now: float, extra: dict[str, Any]) -> None:
+    row = event_row(job, state, now, extra)
+    q.insert_event(conn, row["job_id"], row["tin"], row["state"], row["body"], row["created_at"])
 
 
 def _sandbox(ctx: DrainContext) -> bool:

@@ -7,12 +7,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
+
 from producers import builders as b
 from tests.helpers import ledger_writes
 from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
 from worker.device_init import init_device
 from worker.outbox import queries as q
+from worker.outbox.models import result_events
 from worker.replay import Actor, replay, set_next, skip
 
 NOW = datetime.now(UTC)
@@ -230,14 +233,54 @@ def test_a_drain_that_lost_its_lease_writes_nothing(pipeline: Pipeline) -> None:
         new = q.claim_lease(conn, branch_id, "new-worker", 10.0**10, 60.0)
     assert old is not None and new is not None and new.token > old.token
     job_id = pipeline.job("item-1").id
+    attempt = {"job_id": job_id, "number": 1, "started_at": 0.0, "latency_s": 0.1,
+               "outcome": "accepted", "fencing_token": old.token}  # fmt: skip
+    event = {"job_id": job_id, "tin": TIN, "state": "accepted", "body": "{}", "created_at": 0.0}
     try:
         with engine.begin() as conn:
-            q.update_job_fenced(conn, old, job_id, {"state": "accepted"})
+            q.update_job_fenced(
+                conn, old, job_id, {"state": "accepted"}, attempt=attempt, event=event
+            )
     except q.LeaseLost:
         pass
     else:
         raise AssertionError("a stale lease holder could write")
     assert pipeline.job("item-1").state == "pending"
+    # ... not even the attempt row or the result event that ride with the job's state
+    with engine.connect() as conn:
+        assert q.job_attempts(conn, job_id) == []
+        assert conn.execute(select(result_events)).all() == []
+
+
+def test_every_call_leaves_an_attempt_and_every_outcome_one_result_event(
+    pipeline: Pipeline,
+) -> None:
+    # Given a sale answered 503 once, then accepted, and a sale KRA rejects (910)
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.sim.add_fault(endpoint="saveTrnsSalesOsdc", kind="http_error", status=503, times=1)
+    pipeline.enqueue(
+        [
+            b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW),
+            b.sale(TIN, "00", "bad", [GHOST], trd_invc_no="T2", at=NOW),
+        ]
+    )
+
+    # When the branch drains
+    pipeline.drain()
+
+    # Then each call is on record, and consumers got one event per final outcome
+    s1, dead = pipeline.job("s1").id, pipeline.job("bad").id
+    with pipeline.runtime.engine.connect() as conn:
+        good = [(a.number, a.outcome) for a in q.job_attempts(conn, s1)]
+        bad = [(a.number, a.result_code) for a in q.job_attempts(conn, dead)]
+        events = conn.execute(select(result_events.c.job_id, result_events.c.state)).all()
+    assert good == [(1, "transient"), (2, "accepted")]
+    assert bad == [(1, "910")]
+    by_job = {job_id: state for job_id, state in events}
+    assert len(events) == len(by_job) == 4  # item, opening stock, s1, bad
+    assert by_job[s1] == "accepted"
+    assert by_job[dead] == "dead"
 
 
 def test_sales_of_a_branch_wait_for_a_retry_instead_of_overtaking(pipeline: Pipeline) -> None:
