@@ -347,7 +347,13 @@ def _send_and_record(
         decision: Decision = Park(str(exc), release_number=not step.maybe_recorded)
         return _record(conn, lease, step, None, outcome, decision, ctx, woken, then=then)
     started = ctx.clock()
-    outcome = ctx.client.call(kind.endpoint, step.body, device=device.credentials, write=True)
+    outcome = ctx.client.call(
+        kind.endpoint,
+        step.body,
+        device=device.credentials,
+        write=True,
+        encoded=step.body_text.encode(),
+    )
     ctx.observer.call_finished(kind, outcome, job, step.attempt)
     if outcome.kind is OutcomeKind.AUTH:
         ctx.devices.forget(job.tin, job.bhf_id)

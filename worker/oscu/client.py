@@ -147,14 +147,24 @@ class OscuClient(EndpointsMixin):
         *,
         device: DeviceCredentials | None,
         write: bool,
+        encoded: bytes | None = None,
     ) -> CallOutcome:
         """POST ``body`` to ``{base_url}/{endpoint}`` and classify the answer.
+
+        ``encoded``, when given, is sent as is instead of serialising ``body``: the drain
+        passes the exact text it froze before the first send, so every resend repeats those
+        bytes and the attempt's hash is the hash of what went out.
 
         Raises only for our own bugs (no device for a non-init endpoint, a body that is not
         JSON-serialisable); every network or KRA failure comes back as a :class:`CallOutcome`.
         """
         endpoint = endpoint.strip("/")
-        content = self._encode(endpoint, body, device)
+        if encoded is None:
+            content = self._encode(endpoint, body, device)
+        elif device is None and endpoint != INIT_ENDPOINT:
+            raise ValueError(f"{endpoint} needs device credentials (only init goes without)")
+        else:
+            content = encoded
         started = time.perf_counter()
         outcome, token = self._exchange(endpoint, content, device, write)
         secrets = (device.cmc_key.get_secret_value() if device else None, token)

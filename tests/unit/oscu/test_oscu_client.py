@@ -653,3 +653,25 @@ def test_no_secret_in_logs_reprs_or_outcomes(
         for secret in SECRETS:
             assert secret not in text, (secret, text)
     token_provider.close()
+
+
+def test_an_encoded_body_goes_out_byte_for_byte_with_the_device_headers(make_client: Any) -> None:
+    # The drain sends the text it froze before the first send, not a re-serialisation
+    frozen = b'{"tin":"P051234567A","bhfId":"00","invcNo":7,"totAmt":116}'
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=envelope("000"))
+
+    client = make_client(handler)
+    outcome = client.call(
+        "saveTrnsSalesOsdc", {"ignored": True}, device=DEVICE, write=True, encoded=frozen
+    )
+    assert outcome.kind is K.ACCEPTED
+    (request,) = seen
+    assert request.content == frozen
+    assert (request.headers["tin"], request.headers["bhfId"]) == ("P051234567A", "00")
+    assert request.headers["content-type"] == "application/json"
+    with pytest.raises(ValueError, match="device credentials"):
+        client.call("saveTrnsSalesOsdc", {}, device=None, write=True, encoded=frozen)
