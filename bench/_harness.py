@@ -342,7 +342,7 @@ class Stack:
             ).all()
         return [float(r[0]) for r in rows]
 
-    def wait_terminal(self, expected: int, timeout: float, interval: float = 0.25) -> float:
+    def wait_terminal(self, expected: int, timeout: float, interval: float = 1.0) -> float:
         """Poll until no job is active and ``expected`` jobs exist; return the time seen."""
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -15,14 +15,14 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections import namedtuple
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection
 
-__all__ = ["HotStatement", "run"]
+__all__ = ["HotStatement", "insert_rows", "run"]
 
 
 class HotStatement:
@@ -58,22 +58,51 @@ def run(
     A driver error leaves the connection to SQLAlchemy as its own errors would: a broken
     connection is invalidated so the pool never hands it out again.
     """
+    values = tuple([params[name] for name in statement.names])
+    sql = statement.sqlite if conn.dialect.name == "sqlite" else statement.postgresql
+    return _execute(conn, sql, values, statement.returns_rows)
+
+
+def insert_rows(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    returning: str,
+) -> list[Any]:
+    """One multi-row ``INSERT ... RETURNING`` (the caller vouches for the names).
+
+    The rows come back in no promised order: callers match them by a returned key.
+    """
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    one = "(" + ", ".join([mark] * len(columns)) + ")"
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608 - schema names
+        + ", ".join([one] * len(rows))
+        + f" RETURNING {returning}"
+    )
+    values = tuple([row[c] for row in rows for c in columns])
+    return _execute(conn, sql, values, True)[0]
+
+
+def _execute(
+    conn: Connection, sql: str, values: tuple[Any, ...], returns_rows: bool
+) -> tuple[list[Any], int]:
     fairy = conn.connection
     driver = fairy.driver_connection
-    values = tuple([params[name] for name in statement.names])
     try:
         if conn.dialect.name == "sqlite":
             cursor = driver.cursor()  # type: ignore[union-attr]
             try:
                 cursor.row_factory = _sqlite_row
-                cursor.execute(statement.sqlite, values)
-                rows = cursor.fetchall() if statement.returns_rows else []
+                cursor.execute(sql, values)
+                rows = cursor.fetchall() if returns_rows else []
                 return rows, cursor.rowcount
             finally:
                 cursor.close()
         with driver.cursor(row_factory=namedtuple_row) as cursor:  # type: ignore[union-attr]
-            cursor.execute(statement.postgresql, values)
-            rows = cursor.fetchall() if statement.returns_rows else []
+            cursor.execute(sql, values)
+            rows = cursor.fetchall() if returns_rows else []
             return rows, cursor.rowcount
     except Exception as exc:
         if getattr(driver, "broken", False) or getattr(driver, "closed", False):

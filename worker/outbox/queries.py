@@ -330,13 +330,26 @@ def find_jobs_by_keys(conn: Connection, tin: str, keys: Sequence[str]) -> dict[s
 
 
 def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Insert jobs in the given order; return their ids in the same order."""
+    """Insert jobs in the given order; return their ids in the same order.
+
+    Multi-row INSERTs on the driver (a batch of 100 went through SQLAlchemy's per-row
+    parameter processing at a quarter of enqueue's CPU); rows are matched back to their ids
+    by (tin, idempotency_key), unique per job.
+    """
     if not rows:
         return []
-    result = conn.execute(
-        insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), list(rows)
-    )
-    return [int(r[0]) for r in result]
+    columns = tuple(rows[0])
+    _known(jobs, columns)
+    ids: dict[tuple[str, str], int] = {}
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        for r in hot.insert_rows(conn, "jobs", columns, chunk, "id, tin, idempotency_key"):
+            ids[(r.tin, r.idempotency_key)] = int(r.id)
+    return [ids[(row["tin"], row["idempotency_key"])] for row in rows]
+
+
+#: Rows per INSERT: 15 columns x 500 = 7,500 parameters, well under either driver's limit.
+_INSERT_CHUNK = 500
 
 
 def insert_dependencies(conn: Connection, pairs: Sequence[tuple[int, int]]) -> None:
