@@ -5,6 +5,9 @@ Each function takes a ``Connection`` inside a transaction the caller opened
 step. Statements that the drain issues while holding a branch lease carry the fencing check
 in their WHERE clause (:func:`_fenced`): a worker whose lease was taken over writes nothing,
 and learns it from the row count (:class:`LeaseLost`).
+
+The statements the drain runs for every job are plain SQL text executed through
+:mod:`worker.outbox.hot` (the driver's cursor, same transaction); the rest is SQLAlchemy Core.
 """
 
 from __future__ import annotations
