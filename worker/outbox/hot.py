@@ -1,4 +1,5 @@
-"""The drain's per-job statements, run on the driver's cursor instead of through SQLAlchemy.
+"""The drain's per-job statements (and enqueue's multi-row insert), run on the driver's cursor
+instead of through SQLAlchemy.
 
 A drain issues about six statements per job. Through SQLAlchemy Core each execution costs
 ~45 µs of client CPU on top of the driver's ~60 µs (parameter processing, result metadata,
