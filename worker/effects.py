@@ -335,8 +335,7 @@ def event_row(job: Any, state: JobState, now: float, extra: dict[str, Any]) -> d
 
 
 def _event(conn: Connection, job: Any, state: JobState, now: float, extra: dict[str, Any]) -> None:
-    row = event_row(job, state, now, extra)
-    q.insert_event(conn, row["job_id"], row["tin"], row["state"], row["body"], row["created_at"])
+    q.insert_event(conn, event_row(job, state, now, extra))
 
 
 def _sandbox(ctx: DrainContext) -> bool:

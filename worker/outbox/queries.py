@@ -3,8 +3,8 @@
 Each function takes a ``Connection`` inside a transaction the caller opened
 (``with engine.begin() as conn``), so a caller composes several statements into one atomic
 step. Statements that the drain issues while holding a branch lease carry the fencing check
-in their WHERE clause (:func:`_fenced`): a worker whose lease was taken over writes nothing,
-and learns it from the row count (:class:`LeaseLost`).
+(branch id and fencing token) in their WHERE clause: a worker whose lease was taken over
+writes nothing, and learns it from the row count (:class:`LeaseLost`).
 
 The statements the drain runs for every job are plain SQL text executed through
 :mod:`worker.outbox.hot` (the driver's cursor, same transaction); the rest is SQLAlchemy Core.
@@ -19,13 +19,11 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Row,
     and_,
     bindparam,
     case,
-    exists,
     func,
     insert,
     or_,
@@ -65,11 +63,6 @@ class Lease:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _fenced(lease: Lease) -> ColumnElement[bool]:
-    """True only while ``lease`` is still the branch's current lease."""
-    return exists().where(branches.c.id == lease.branch_id, branches.c.fencing_token == lease.token)
 
 
 def _insert_ignore(
@@ -464,7 +457,7 @@ def update_job_fenced(
             insert_attempt(conn, attempt)
         _check(hot.run(conn, _update_job_fenced(tuple(values)), params)[1])
         if event is not None:
-            hot.run(conn, _insert_into("result_events", tuple(event)), event)
+            insert_event(conn, event)
         return
     for prefix, extra in (("a_", attempt), ("e_", event)):
         if extra is not None:
@@ -525,11 +518,9 @@ def insert_attempt(conn: Connection, values: Mapping[str, Any]) -> None:
     hot.run(conn, _insert_into("attempts", tuple(values)), values)
 
 
-def insert_event(
-    conn: Connection, job_id: int, tin: str, state: str, body: str, now: float
-) -> None:
-    values = {"job_id": job_id, "tin": tin, "state": state, "body": body, "created_at": now}
-    hot.run(conn, _insert_into("result_events", tuple(values)), values)
+def insert_event(conn: Connection, row: Mapping[str, Any]) -> None:
+    """One ``result_events`` row (job_id, tin, state, body, created_at)."""
+    hot.run(conn, _insert_into("result_events", tuple(row)), row)
 
 
 def stock_balance(conn: Connection, branch_id: int, item_cd: str) -> Decimal | None:
