@@ -70,12 +70,7 @@ def enqueue_command(
         for error in parse_errors:
             console.print(error, highlight=False, markup=False)
         raise typer.Exit(1)
-    cfg = settings()
-    options = EnqueueOptions(
-        vat_scheme=VatScheme(cfg.vat_scheme),
-        tax_rates=cfg.tax_rates,
-        registrant=Registrant(cfg.registrant_id, cfg.registrant_name),
-    )
+    options = _enqueue_options()
     # Validate everything first (progress per chunk): bad input is reported without touching
     # the database or starting a broker, and nothing is written.
     envelopes = _validate_with_progress(records, options, line_numbers, field)

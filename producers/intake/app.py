@@ -32,6 +32,7 @@ def create_app(context: IntakeContext, *, max_body_bytes: int = 2_000_000) -> Fa
     app = FastAPI(title=TITLE, version=VERSION, description=_DESCRIPTION)
     app.state.intake = context
     install_error_handlers(app)
+    ops_routes.install_error_handlers(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_ops.router)
     app.include_router(ops_routes.router)

@@ -27,14 +27,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from producers.apikeys import Principal
 from producers.intake.deps import ContextDep, PrincipalDep
-from producers.intake.errors import ApiError
+from producers.intake.errors import ApiError, error_response
 from producers.intake.models import ErrorBody, ErrorItem
 from worker import metrics, notifications
 from worker.notices import mark_read, notice_view
@@ -159,7 +159,7 @@ def get_notice(notice_id: ID, principal: PrincipalDep, context: ContextDep) -> d
 )
 def read_notice(notice_id: ID, principal: PrincipalDep, context: ContextDep) -> dict[str, Any]:
     get_notice(notice_id, principal, context)  # 404 when unknown or out of scope
-    view = mark_read(context.engine, notice_id, f"api:{principal.key_id}")
+    view = mark_read(context.engine, notice_id, _actor(principal).name)
     assert view is not None
     return view
 
@@ -247,9 +247,16 @@ def _actor(principal: Principal) -> Actor:
     return Actor(f"api:{principal.key_id}")
 
 
-def _operator_error(exc: OperatorError) -> ApiError:
+async def _operator_error(_: Request, exc: Exception) -> JSONResponse:
+    """One mapping for every admin route: an operator action refused is a 404 (no such job),
+    422 (bad input) or 409 (not possible in the job's state), with the refusal as message."""
+    assert isinstance(exc, OperatorError)
     status = 404 if isinstance(exc, JobNotFound) else 422 if isinstance(exc, InvalidInput) else 409
-    return ApiError(status, str(exc))
+    return error_response(status, [ErrorItem(message=str(exc))])
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(OperatorError, _operator_error)
 
 
 @router.get(
@@ -293,10 +300,7 @@ def admin_dead(
     responses=_errors(404, *_KEYED),
 )
 def admin_job(job_id: ID, admin: AdminDep, context: ContextDep) -> dict[str, Any]:
-    try:
-        return job_details(context.engine, job_id)
-    except OperatorError as exc:
-        raise _operator_error(exc) from exc
+    return job_details(context.engine, job_id)
 
 
 @router.post(
@@ -308,18 +312,15 @@ def admin_job(job_id: ID, admin: AdminDep, context: ContextDep) -> dict[str, Any
 def admin_edit(
     job_id: ID, request: Annotated[EditRequest, Body()], admin: AdminDep, context: ContextDep
 ) -> dict[str, Any]:
-    try:
-        payload = edit(
-            context.engine,
-            job_id,
-            _actor(admin),
-            sets=list((request.set or {}).items()),
-            payload=request.payload,
-            reason=request.reason,
-            options=context.options,
-        )
-    except OperatorError as exc:
-        raise _operator_error(exc) from exc
+    payload = edit(
+        context.engine,
+        job_id,
+        _actor(admin),
+        sets=list((request.set or {}).items()),
+        payload=request.payload,
+        reason=request.reason,
+        options=context.options,
+    )
     return {"id": job_id, "payload": payload}
 
 
@@ -332,10 +333,7 @@ def admin_edit(
 def admin_replay(
     job_id: ID, request: Annotated[Reason, Body()], admin: AdminDep, context: ContextDep
 ) -> dict[str, Any]:
-    try:
-        replay(context.engine, job_id, _actor(admin), reason=request.reason, waker=context.waker)
-    except OperatorError as exc:
-        raise _operator_error(exc) from exc
+    replay(context.engine, job_id, _actor(admin), reason=request.reason, waker=context.waker)
     return {"id": job_id, "state": "pending"}
 
 
@@ -348,10 +346,7 @@ def admin_replay(
 def admin_skip(
     job_id: ID, request: Annotated[SkipRequest, Body()], admin: AdminDep, context: ContextDep
 ) -> dict[str, Any]:
-    try:
-        skip(context.engine, job_id, _actor(admin), reason=request.reason)
-    except OperatorError as exc:
-        raise _operator_error(exc) from exc
+    skip(context.engine, job_id, _actor(admin), reason=request.reason)
     return {"id": job_id, "state": "skipped"}
 
 
@@ -368,18 +363,15 @@ def admin_replay_branch(
     admin: AdminDep,
     context: ContextDep,
 ) -> dict[str, Any]:
-    try:
-        ids = replay_branch(
-            context.engine,
-            tin,
-            bhf_id,
-            _actor(admin),
-            code=request.code,
-            reason=request.reason,
-            waker=context.waker,
-        )
-    except OperatorError as exc:
-        raise _operator_error(exc) from exc
+    ids = replay_branch(
+        context.engine,
+        tin,
+        bhf_id,
+        _actor(admin),
+        code=request.code,
+        reason=request.reason,
+        waker=context.waker,
+    )
     return {"replayed": ids}
 
 
@@ -392,19 +384,16 @@ def admin_replay_branch(
 def admin_set_next(
     tin: TIN, bhf_id: BHF, request: Annotated[SetNext, Body()], admin: AdminDep, context: ContextDep
 ) -> dict[str, Any]:
-    try:
-        set_next(
-            context.engine,
-            tin,
-            bhf_id,
-            _actor(admin),
-            invc_no=request.invc,
-            sar_no=request.sar,
-            reason=request.reason,
-            waker=context.waker,
-        )
-    except OperatorError as exc:
-        raise _operator_error(exc) from exc
+    set_next(
+        context.engine,
+        tin,
+        bhf_id,
+        _actor(admin),
+        invc_no=request.invc,
+        sar_no=request.sar,
+        reason=request.reason,
+        waker=context.waker,
+    )
     return {"branch": f"{tin}/{bhf_id}", "invc": request.invc, "sar": request.sar}
 
 
