@@ -106,7 +106,9 @@ def _raise_on(issues: list[Any]) -> None:
 
 def dumps_body(body: Mapping[str, Any]) -> str:
     """Serialise a body with amounts as JSON numbers (OSCU wants numbers, not strings)."""
-    return json.dumps(body, default=_number, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        body, default=_number, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def _number(value: Any) -> Any:

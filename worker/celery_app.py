@@ -12,7 +12,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from etims_relay.settings import Settings
-from worker.wake import QUEUE, SWEEP_TASK, WEBHOOK_TASK
+from worker.wake import QUEUE, SWEEP_TASK, SYNC_NOTICES_TASK, WEBHOOK_TASK
 
 #: Above the longest drain (max_seconds + one OSCU round trip), so Redis does not redeliver
 #: a message whose task is still running.
@@ -45,7 +45,7 @@ def create_app(settings: Settings, broker_url: str) -> Celery:
             "deliver-webhooks": {"task": WEBHOOK_TASK, "schedule": settings.webhooks.interval_s},
             # KRA notices per device (worker/notices.py); task name in worker/tasks.py.
             "sync-notices": {
-                "task": "etims_relay.sync_notices",
+                "task": SYNC_NOTICES_TASK,
                 "schedule": settings.notices.sync_interval_s,
             },
         },

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine
@@ -48,6 +49,9 @@ HEAD_WINDOW = 2
 #: A head waiting for a dependency in another branch is looked at again after this long at
 #: the latest; normally the dependency's acceptance wakes the branch at once.
 DEPENDENCY_WAIT_S = 5.0
+#: OSCU round trips one job may take at most (write, its 401 re-send, receipt lookup), plus
+#: one for the token fetch between them.
+ROUND_TRIPS_PER_JOB = 4
 
 Status = Literal["busy", "idle", "waiting", "more", "parked", "lease_lost"]
 
@@ -196,10 +200,12 @@ def _prepare(
 class _Renewal:
     """When the lease was last pushed out, and how often it must be.
 
-    Every prepare step leaves at least two OSCU round trips (connect + read timeout, twice:
-    a write and its receipt lookup) on the lease, as the settings guarantee the TTL allows;
-    extending only once that margin is being eaten into saves a branch-row UPDATE per job.
-    Safety never rests on this: every write is fenced by the token, not the clock.
+    Every prepare step leaves at least :data:`ROUND_TRIPS_PER_JOB` OSCU round trips
+    (connect + read timeout each) on the lease: the most one job can take is its write, one
+    re-send after a 401 with a fresh token, and a receipt lookup. With a TTL longer than that
+    the lease is extended only once the margin is being eaten into, saving a branch-row UPDATE
+    per job; with the default TTL it is extended at every step. Writes are fenced by the
+    token either way; this is what keeps a second worker from *sending* meanwhile.
     """
 
     extended_at: float
@@ -208,7 +214,8 @@ class _Renewal:
     @classmethod
     def for_lease(cls, settings: Settings, claimed_at: float) -> _Renewal:
         round_trip = settings.oscu.connect_timeout_s + settings.oscu.read_timeout_s
-        return cls(claimed_at, max(0.0, settings.drain.lease_ttl_s - 2 * round_trip))
+        margin = ROUND_TRIPS_PER_JOB * round_trip
+        return cls(claimed_at, max(0.0, settings.drain.lease_ttl_s - margin))
 
     def due(self, now: float) -> bool:
         return now - self.extended_at >= self.every_s
@@ -258,18 +265,23 @@ def _start(conn: Connection, lease: Lease, job: Any, ctx: DrainContext, now: flo
     maybe_recorded = bool(job.maybe_recorded) or job.state == JobState.IN_FLIGHT.value
     values: dict[str, Any] = {}
     if body_text is None:
+        allocated = counter is not None and number is None
         if counter is not None and number is None:
             number = q.allocate_number(conn, lease, counter)
             values["invc_no" if counter == "invcNo" else "sar_no"] = number
+        inputs = _BodyInputs.read(conn, lease, job, kind)
         try:
-            body = _build_body(conn, lease, job, kind, number, ctx)
-        except ValueError as exc:
-            if counter is not None and number is not None and job.body is None:
+            body_text = dumps_body(_build_body(job, kind, number, inputs, ctx))
+        except Exception as exc:
+            # The job's own data cannot make a body (a rate or scheme changed since enqueue, a
+            # stock master with no balance, a bug): dead with the reason, never an exception
+            # that would roll back the previous job's result committed with this step.
+            if allocated and counter is not None and number is not None:
                 # Hand the number straight back in this transaction: a crash before the
                 # failure is recorded must not leave a gap in KRA's sequence.
                 q.release_number(conn, lease, counter, number)
-            return _LocalFailure(job, None, str(exc))
-        body_text = dumps_body(body)
+            message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            return _LocalFailure(job, None, message)
         values["body"] = body_text
     attempt = int(job.attempts) + 1
     values.update(
@@ -291,24 +303,38 @@ class _LocalFailure:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class _BodyInputs:
+    """What a body needs from the database, read before the (pure) build so that a database
+    error stays a database error and never passes for bad job data."""
+
+    payload: dict[str, Any]
+    org_invc_no: int | None
+    rsd_qty: Decimal | None
+
+    @classmethod
+    def read(cls, conn: Connection, lease: Lease, job: Any, kind: JobKind) -> _BodyInputs:
+        payload = loads_payload(job.payload)
+        org_invc_no = None
+        if kind is JobKind.CREDIT_NOTE and job.original_job_id is not None:
+            org_invc_no = q.job_invc_no(conn, job.original_job_id)
+        rsd_qty = None
+        if kind is JobKind.STOCK_MASTER and payload.get("rsdQty") is None:
+            rsd_qty = q.stock_balance(conn, lease.branch_id, str(payload.get("itemCd")))
+        return cls(payload, org_invc_no, rsd_qty)
+
+
 def _build_body(
-    conn: Connection, lease: Lease, job: Any, kind: JobKind, number: int | None, ctx: DrainContext
+    job: Any, kind: JobKind, number: int | None, inputs: _BodyInputs, ctx: DrainContext
 ) -> dict[str, Any]:
-    payload = loads_payload(job.payload)
-    org_invc_no = None
-    if kind is JobKind.CREDIT_NOTE and job.original_job_id is not None:
-        org_invc_no = q.job_invc_no(conn, job.original_job_id)
-    rsd_qty = None
-    if kind is JobKind.STOCK_MASTER and payload.get("rsdQty") is None:
-        rsd_qty = q.stock_balance(conn, lease.branch_id, str(payload.get("itemCd")))
     return complete_body(
         kind,
-        payload,
+        inputs.payload,
         tin=job.tin,
         bhf_id=job.bhf_id,
         number=number,
-        org_invc_no=org_invc_no,
-        rsd_qty=rsd_qty,
+        org_invc_no=inputs.org_invc_no,
+        rsd_qty=inputs.rsd_qty,
         registrant=ctx.registrant,
         scheme=VatScheme(ctx.settings.vat_scheme),
         rates=ctx.settings.tax_rates,

@@ -10,7 +10,7 @@ from worker.drain import drain
 from worker.notices import sync_all
 from worker.runtime import current_runtime
 from worker.sweep import sweep
-from worker.wake import DRAIN_TASK, SWEEP_TASK, WEBHOOK_TASK
+from worker.wake import DRAIN_TASK, SWEEP_TASK, SYNC_NOTICES_TASK, WEBHOOK_TASK
 from worker.webhooks import deliver_webhooks, webhook_fernet
 
 #: A branch due within this many seconds gets a delayed message; later ones wait for the
@@ -36,10 +36,6 @@ def drain_task(branch_id: int) -> dict[str, Any]:
 def sweep_task() -> int:
     runtime = current_runtime()
     return len(sweep(runtime.engine, runtime.waker))
-
-
-#: Beat task syncing KRA notices (worker/notices.py); scheduled in worker/celery_app.py.
-SYNC_NOTICES_TASK = "etims_relay.sync_notices"
 
 
 @shared_task(name=SYNC_NOTICES_TASK, ignore_result=True)  # type: ignore[untyped-decorator]

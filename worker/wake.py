@@ -21,6 +21,8 @@ log = logging.getLogger("etims_relay.wake")
 DRAIN_TASK = "etims_relay.drain"
 SWEEP_TASK = "etims_relay.sweep"
 WEBHOOK_TASK = "etims_relay.deliver_webhooks"
+#: Beat task syncing KRA notices (worker/notices.py).
+SYNC_NOTICES_TASK = "etims_relay.sync_notices"
 QUEUE = "etims"
 
 

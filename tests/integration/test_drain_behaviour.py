@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from producers import builders as b
@@ -381,3 +382,34 @@ def test_the_head_of_a_branch_is_read_from_the_active_jobs_index(engine: Any) ->
             conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         plan = " ".join(str(row) for row in conn.execute(text(explain + sql), {"branch_id": 1}))
     assert "ix_jobs_branch_active_seq" in plan
+
+
+def test_a_body_that_cannot_be_built_is_dead_and_the_job_before_it_stays_accepted(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a sale whose body cannot be built at send time (here: completion fails with an
+    # unexpected error), between two good sales
+    import worker.drain
+
+    real = worker.drain.complete_body
+
+    def failing(kind: Any, payload: Any, **kw: Any) -> Any:
+        if payload.get("trdInvcNo") == "T2":
+            raise RuntimeError("cannot complete this one")
+        return real(kind, payload, **kw)
+
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    monkeypatch.setattr(worker.drain, "complete_body", failing)
+    pipeline.enqueue(
+        [b.sale(TIN, "00", f"s{i}", [WATER], trd_invc_no=f"T{i}", at=NOW) for i in (1, 2, 3)]
+    )
+
+    # When the branch drains (s2 is prepared in the same transaction that records s1)
+    pipeline.drain()
+
+    # Then s1 stays accepted, s2 is dead with the reason, and s3 took s2's number
+    states = pipeline.states()
+    assert (states["s1"], states["s2"], states["s3"]) == ("accepted", "dead", "accepted")
+    assert "RuntimeError: cannot complete this one" in pipeline.job("s2").result_message
+    assert sales_of(pipeline) == [(1, "T1"), (2, "T3")]

@@ -205,14 +205,14 @@ def claim_lease(
     return None if token is None else Lease(branch_id, int(token), owner)
 
 
-def extend_lease(conn: Connection, lease: Lease, now: float, ttl: float) -> int:
-    """Push the lease's expiry out; return the branch's next_seq (raises LeaseLost)."""
-    next_seq = conn.execute(
-        _EXTEND_LEASE, {"branch_id": lease.branch_id, "token": lease.token, "until": now + ttl}
-    ).scalar()
-    if next_seq is None:
-        raise LeaseLost
-    return int(next_seq)
+def extend_lease(conn: Connection, lease: Lease, now: float, ttl: float) -> None:
+    """Push the lease's expiry out (raises LeaseLost if the token moved on)."""
+    _check(
+        conn.execute(
+            _EXTEND_LEASE,
+            {"branch_id": lease.branch_id, "token": lease.token, "until": now + ttl},
+        ).rowcount
+    )
 
 
 _EXTEND_LEASE = (
@@ -222,7 +222,6 @@ _EXTEND_LEASE = (
         branches.c.fencing_token == bindparam("token"),
     )
     .values(lease_until=bindparam("until"))
-    .returning(branches.c.next_seq)
 )
 
 
