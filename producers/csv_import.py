@@ -43,13 +43,13 @@ SALE_REQUIRED = (
     "bhf_id",
     "idempotency_key",
     "trd_invc_no",
+    "date",
     "item_cd",
     "item_nm",
     "qty",
     "price",
 )
 SALE_OPTIONAL = (
-    "date",
     "tax_ty_cd",
     "pmt_ty_cd",
     "cust_tin",

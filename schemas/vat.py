@@ -403,4 +403,14 @@ def _decimal(value: Any, path: str, *, missing: Decimal | None = None) -> Decima
         raise ValueError(f"{path}: expected a number, got {value!r}")
     if not number.is_finite():
         raise ValueError(f"{path}: not a finite number")
+    exponent = int(number.as_tuple().exponent)  # finite here, so an int
+    if number and not (-_MAX_PLACES <= exponent and number.adjusted() < _MAX_DIGITS):
+        # Exact arithmetic on 1e999999 takes the CPU for minutes: refuse before computing.
+        raise ValueError(f"{path}: out of range: {value!r}")
     return number
+
+
+#: Largest integer digits and decimal places an amount or quantity may have here (OSCU's own
+#: fields allow far fewer; the request models say exactly how many).
+_MAX_DIGITS = 15
+_MAX_PLACES = 15

@@ -19,6 +19,7 @@ Secrets are stored Fernet-encrypted (the cmcKey key) and decrypted only to sign.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -76,6 +77,7 @@ def set_webhook(engine: Engine, fernet: Fernet, tin: str, url: str, secret: str)
     """Point ``tin``'s events at ``url``; only events after this moment are sent."""
     if not url.startswith(("http://", "https://")):
         raise ValueError("url must start with http:// or https://")
+    _secret_key(secret)  # refused now, not at every delivery later
     encrypted = fernet.encrypt(secret.encode()).decode()
     with engine.begin() as conn:
         iq.upsert_webhook(conn, tin, url, encrypted, iq.max_event_id(conn, tin), time.time())
@@ -94,8 +96,15 @@ def sign(secret_key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def _secret_key(secret: str) -> bytes:
+    """The HMAC key of ``whsec_<base64>`` or a plain-text secret (the same rule as
+    ``producers.webhooks_verify.secret_bytes``, which receivers may copy without this package)."""
+    if not secret:
+        raise ValueError("secret: must not be empty")
     if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_") :])
+        try:
+            return base64.b64decode(secret[len("whsec_") :], validate=True)
+        except binascii.Error:
+            raise ValueError("secret: whsec_ must be followed by base64") from None
     return secret.encode()
 
 

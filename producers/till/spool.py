@@ -178,14 +178,21 @@ class Spool:
     def mark_forwarded(self, results: Iterable[tuple[int, int, str]]) -> None:
         """(seq, job id, job state) for each record the intake accepted (202)."""
         now = time.time()
+        # Read the whole answer before the transaction: a malformed reply must fail here, not
+        # leave a transaction open that every later sale of this till would trip over.
+        rows = [(job_id, state, now, seq) for seq, job_id, state in results]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            for seq, job_id, state in results:
-                self._write(
-                    "UPDATE records SET status = 'forwarded', job_id = ?, job_state = ?,"
-                    " forwarded_at = ?, error = NULL WHERE seq = ? AND status = 'spooled'",
-                    (job_id, state, now, seq),
-                )
+            try:
+                for row in rows:
+                    self._write(
+                        "UPDATE records SET status = 'forwarded', job_id = ?, job_state = ?,"
+                        " forwarded_at = ?, error = NULL WHERE seq = ? AND status = 'spooled'",
+                        row,
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
 
     def mark_refused(self, seq: int, error: str) -> None:

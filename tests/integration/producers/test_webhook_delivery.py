@@ -155,3 +155,12 @@ def test_concurrent_delivery_runs_send_each_event_once(
     # Then every event went out exactly once
     ids = [headers["webhook-id"] for headers, _, _ in receiver.requests]
     assert len(ids) == 30 and len(set(ids)) == 30
+
+
+def test_a_secret_that_could_never_sign_is_refused_when_it_is_set(pipeline: Pipeline) -> None:
+    # A bad whsec_ secret would fail every delivery later, with nothing marked failed
+    fernet = Fernet(Fernet.generate_key())
+    engine = pipeline.runtime.engine
+    for bad in ("whsec_not base64!", ""):
+        with pytest.raises(ValueError, match="secret"):
+            set_webhook(engine, fernet, TIN, "http://127.0.0.1:9/hook", bad)

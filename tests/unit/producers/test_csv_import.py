@@ -59,6 +59,16 @@ def test_cell_and_header_errors_name_line_and_column() -> None:
     assert "not an items file" in str(parse_csv("a,b\n1,2\n").errors[0])
 
 
+def test_a_sales_file_without_a_date_column_is_refused_at_the_header() -> None:
+    text = (
+        "tin,bhf_id,idempotency_key,trd_invc_no,item_cd,item_nm,qty,price\n"
+        "P051234567A,00,s1,I1,KE2NTNO0000001,Soap,1,116\n"
+    )
+    batch = parse_csv(text)
+    assert batch.records == []
+    assert [str(e) for e in batch.errors] == ["line 1: header: missing column date"]
+
+
 def test_enqueue_error_paths_map_back_to_columns() -> None:
     text = ITEMS.replace(",B\n", ",Q\n").replace("KE2NTNO0000002", "K" * 25)
     batch = parse_csv(text)

@@ -28,6 +28,7 @@ class FakeIntake:
         self.status_for_next: list[int] = []
         self.ids: dict[str, int] = {}
         self.results: dict[int, dict[str, Any]] = {}
+        self.malformed_once = False
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if self.down:
@@ -67,6 +68,9 @@ class FakeIntake:
                     "created": True,
                 }
             )
+        if self.malformed_once:  # an answer without job ids
+            self.malformed_once = False
+            answer = [{k: v for k, v in job.items() if k != "id"} for job in answer]
         return httpx.Response(202, json={"request_id": "r", "jobs": answer})
 
 
@@ -194,3 +198,24 @@ def test_a_key_spooled_twice_is_a_no_op_and_with_other_content_an_error(
         till.enqueue_item("i1", item_cd="KE2NTNO0000001", item_nm="y", price=Decimal(1))
     assert till.status()["spooled"] == 1
     assert "etr_key" not in repr(till) + repr(till._forwarder)
+
+
+def test_a_malformed_intake_answer_leaves_the_till_able_to_sell_and_resend(
+    make_till: Callable[..., Till],
+) -> None:
+    # Given an intake whose 202 answer is malformed once (no job ids)
+    fake = FakeIntake()
+    fake.malformed_once = True
+    till = make_till(fake, batch_size=10)
+    till.enqueue_sale("s1", [LINE], trd_invc_no="T1")
+    try:
+        till.flush()
+    except KeyError:
+        pass  # the flush may fail; what matters is what the till can do next
+
+    # Then the till still takes sales, and the next flush forwards everything once
+    till.enqueue_sale("s2", [LINE], trd_invc_no="T2")
+    report = till.flush()
+    assert report.error is None
+    assert till.status()["forwarded"] == 6 and till.status()["spooled"] == 0
+    assert [k for k in fake.received if ":" not in k] == ["s1", "s2"]

@@ -140,6 +140,14 @@ def test_missing_rate_or_input_is_a_clear_error() -> None:
         compute_sale_amounts([one_line(1, 1, tax="Z")], VatScheme.SPLIT, RATES)
 
 
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize("qty", ["1e999999", "1e-999999", 1e300])
+def test_an_absurd_number_is_refused_at_once_not_computed(qty: Any) -> None:
+    # Exact arithmetic on 10^999999 would hold a worker's CPU for minutes per line
+    with pytest.raises(ValueError, match=r"itemList\.0\.qty: out of range"):
+        compute_sale_amounts([one_line(qty, 116)], VatScheme.SPLIT, RATES)
+
+
 @pytest.mark.parametrize(
     "value, rounded",
     [
