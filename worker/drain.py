@@ -4,10 +4,16 @@
     loop, bounded by max_jobs and max_seconds:
         prepare  pick the head job (lowest seq still active) whose dependencies are accepted,
                  allocate its invcNo/sarNo on first send, freeze its body, mark it in_flight
-                 -- one transaction, committed BEFORE the call
+                 -- committed BEFORE the call
         send     one OSCU call (the client never raises; it returns a CallOutcome)
         record   attempt row + job state + side effects (stock balance, events, dependents)
-                 -- one transaction, fenced by the lease
+                 -- atomic, fenced by the lease; then the next job's prepare
+
+On PostgreSQL the usual job is three statements, each atomic and fenced on its own: the
+result (job, attempt, event, stock), the head read, the next job's in_flight mark (with
+its number and the lease); they run in autocommit (:func:`worker.outbox.hot.step`).
+Anything that writes more than one statement (a dead job and its dependents, a park) is
+one transaction, as is every step on SQLite.
     release the lease, leaving ``wake_after`` = when the branch is next due
 
 A crash between prepare and record leaves the job ``in_flight``; the next lease holder treats
@@ -38,6 +44,7 @@ from worker.devices import Device, DeviceDirectory, DeviceNotInitialised
 from worker.observe import DrainObserver
 from worker.oscu.client import OscuClient
 from worker.oscu.outcome import CallOutcome, OutcomeKind
+from worker.outbox import hot
 from worker.outbox import queries as q
 from worker.outbox.queries import HOPELESS, Lease, LeaseLost
 
@@ -149,8 +156,8 @@ def _drain(branch_id: int, ctx: DrainContext, conn: Connection) -> DrainReport:
             within_budget = (
                 sent + 1 < limits.max_jobs and ctx.clock() - started < limits.max_seconds
             )
-            # One transaction per job: this job's result and the next job's start commit
-            # together (the next head is prepared inside the record step).
+            # One step per job: this job's result, then the next job's start (the next head
+            # is prepared inside the record step).
             then = prepare_in if within_budget else None
             decision, following = _send_and_record(conn, lease, step, ctx, woken, then)
             sent += 1
@@ -191,8 +198,12 @@ def _release_quietly(lease: Lease, ctx: DrainContext) -> None:
 def _prepare(
     conn: Connection, lease: Lease, ctx: DrainContext, woken: set[int], renewal: _Renewal
 ) -> tuple[Any, int | None]:
-    """Pick the head and make it ready to send, in one committed transaction."""
-    with conn.begin():
+    """Pick the head and make it ready to send, committed before the call.
+
+    Its writes are single fenced statements (the in_flight mark with the number and the
+    lease), so on PostgreSQL it needs no transaction; blocking a hopeless head takes one.
+    """
+    with hot.step(conn, single_statements=True):
         return _prepare_in(conn, lease, ctx, woken, renewal=renewal)
 
 
@@ -200,12 +211,13 @@ def _prepare(
 class _Renewal:
     """When the lease was last pushed out, and how often it must be.
 
-    Every prepare step leaves at least :data:`ROUND_TRIPS_PER_JOB` OSCU round trips
-    (connect + read timeout each) on the lease: the most one job can take is its write, one
-    re-send after a 401 with a fresh token, and a receipt lookup. With a TTL longer than that
-    the lease is extended only once the margin is being eaten into, saving a branch-row UPDATE
-    per job; with the default TTL it is extended at every step. Writes are fenced by the
-    token either way; this is what keeps a second worker from *sending* meanwhile.
+    Every send leaves at least :data:`ROUND_TRIPS_PER_JOB` OSCU round trips (connect + read
+    timeout each) on the lease: the most one job can take is its write, one re-send after a
+    401 with a fresh token, and a receipt lookup. The extension rides on the job's in_flight
+    write (the same statement on PostgreSQL). With a TTL longer than the margin it is only
+    written once the margin is being eaten into; with the default TTL, at every send. Writes
+    are fenced by the token either way; this is what keeps a second worker from *sending*
+    meanwhile.
     """
 
     extended_at: float
@@ -226,23 +238,27 @@ def _prepare_in(
 ) -> tuple[Any, int | None]:
     """The prepare step inside the caller's transaction (committed before the call)."""
     now = ctx.clock()
-    if renewal.due(now):
-        q.extend_lease(conn, lease, now, ctx.settings.drain.lease_ttl_s)
-        renewal.extended_at = now
     while True:
-        next_seq, candidates = q.head_candidates(conn, lease.branch_id, HEAD_WINDOW)
-        if not candidates:
-            return _Idle(), next_seq
-        for job, deps in candidates:
+        head = q.head_candidates(conn, lease.branch_id, HEAD_WINDOW)
+        if not head.candidates:
+            return _Idle(), head.next_seq
+        for job, deps in head.candidates:
             verdict, culprit = _dependencies_verdict(deps)
             if verdict == "hopeless":
-                woken |= effects.block(conn, lease, job, culprit, now)
+                with hot.atomic(conn):
+                    woken |= effects.block(conn, lease, job, culprit, now)
                 continue
             if verdict == "waiting":
-                return _Wait(now + DEPENDENCY_WAIT_S, inline=False), next_seq
+                return _Wait(now + DEPENDENCY_WAIT_S, inline=False), head.next_seq
             if job.next_attempt_at is not None and job.next_attempt_at > now:
-                return _Wait(job.next_attempt_at), next_seq
-            return _start(conn, lease, job, ctx, now), next_seq
+                return _Wait(job.next_attempt_at), head.next_seq
+            try:
+                return _start(conn, lease, job, head, ctx, now, renewal), head.next_seq
+            except q.CounterMoved:
+                # An operator set the branch's next number since the head was read; nothing
+                # was written. Read again and build the body with the number as it is now.
+                log.info("branch %s: counter set meanwhile; preparing again", lease.branch_id)
+                break
 
 
 def _dependencies_verdict(deps: list[tuple[int, str]]) -> tuple[str, int]:
@@ -255,8 +271,22 @@ def _dependencies_verdict(deps: list[tuple[int, str]]) -> tuple[str, int]:
     return "ready", 0
 
 
-def _start(conn: Connection, lease: Lease, job: Any, ctx: DrainContext, now: float) -> Any:
-    """Freeze the body (allocating the KRA number on first send) and mark it in_flight."""
+def _start(
+    conn: Connection,
+    lease: Lease,
+    job: Any,
+    head: q.BranchHead,
+    ctx: DrainContext,
+    now: float,
+    renewal: _Renewal,
+) -> Any:
+    """Freeze the body (taking the KRA number on first send) and mark it in_flight.
+
+    The number is the branch's next as the head query read it: the body is built with it
+    first, then one fenced write takes it (compare-and-set), stores the body, marks the job
+    in_flight and, when due, pushes the lease out. A body that cannot be built takes no
+    number at all.
+    """
     kind = JobKind(job.kind)
     counter = kind.numbered_by
     number = job.invc_no if counter == "invcNo" else job.sar_no
@@ -264,10 +294,10 @@ def _start(conn: Connection, lease: Lease, job: Any, ctx: DrainContext, now: flo
     # A job found in_flight was being sent by a worker that died: it may have reached KRA.
     maybe_recorded = bool(job.maybe_recorded) or job.state == JobState.IN_FLIGHT.value
     values: dict[str, Any] = {}
+    take: str | None = None
     if body_text is None:
-        allocated = counter is not None and number is None
         if counter is not None and number is None:
-            number = q.allocate_number(conn, lease, counter)
+            take, number = counter, head.next_numbers[counter]
             values["invc_no" if counter == "invcNo" else "sar_no"] = number
         inputs = _BodyInputs.read(conn, lease, job, kind)
         try:
@@ -276,10 +306,6 @@ def _start(conn: Connection, lease: Lease, job: Any, ctx: DrainContext, now: flo
             # The job's own data cannot make a body (a rate or scheme changed since enqueue, a
             # stock master with no balance, a bug): dead with the reason, never an exception
             # that would roll back the previous job's result committed with this step.
-            if allocated and counter is not None and number is not None:
-                # Hand the number straight back in this transaction: a crash before the
-                # failure is recorded must not leave a gap in KRA's sequence.
-                q.release_number(conn, lease, counter, number)
             message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             return _LocalFailure(job, None, message)
         values["body"] = body_text
@@ -290,7 +316,15 @@ def _start(conn: Connection, lease: Lease, job: Any, ctx: DrainContext, now: flo
         maybe_recorded=maybe_recorded,
         updated_at=now,
     )
-    q.update_job_fenced(conn, lease, job.id, values)
+    extend = renewal.due(now)
+    lease_until = now + ctx.settings.drain.lease_ttl_s if extend else None
+    if extend or take is not None:
+        branch = q.BranchWrite(lease_until, take, number if take is not None else None)
+        q.update_job_fenced(conn, lease, job.id, values, branch=branch)
+    else:
+        q.update_job_fenced(conn, lease, job.id, values)
+    if extend:
+        renewal.extended_at = now
     return _Send(job, loads_payload(body_text), body_text, number, attempt, maybe_recorded)
 
 
@@ -421,15 +455,20 @@ def _record(
     started: float | None = None,
     then: Then | None = None,
 ) -> tuple[Decision, tuple[Any, int | None] | None]:
-    """Attempt row, job state and side effects in one fenced transaction; then, in the same
-    transaction, ``then`` (the next job's prepare step) unless the branch just parked."""
+    """Attempt row, job state and side effects, atomic and fenced; then, in the same step,
+    ``then`` (the next job's prepare) unless the branch just parked."""
     now = ctx.clock()
     job = step.job
     following: tuple[Any, int | None] | None = None
     attempt = None  # no call was made for a local failure or a missing device
     if not isinstance(step, _LocalFailure) and outcome.result_code != "DEVICE":
         attempt = effects.attempt_row(lease, step, outcome, started or now, ctx.worker_name)
-    with conn.begin():
+    # A job's result is usually one statement (PostgreSQL): then no transaction is needed
+    # around it and the next job's prepare, whose own writes are single statements too.
+    single = isinstance(decision, Retry) or (
+        isinstance(decision, Accept) and effects.accept_is_one_statement(job)
+    )
+    with hot.step(conn, single_statements=single):
         match decision:
             case Accept():
                 woken |= effects.accept(

@@ -141,9 +141,8 @@ def accept(
         if device is not None:
             values["sdc_id"], values["mrc_no"] = device.sdc_id, device.mrc_no
     event = event_row(job, JobState.ACCEPTED, now, {**values, "receipt": receipt})
-    q.update_job_fenced(conn, lease, job.id, values, attempt=attempt, event=event)
-    if kind is JobKind.STOCK_IO:
-        q.add_stock(conn, lease.branch_id, stock_deltas(step.body))
+    stock = stock_deltas(step.body) if kind is JobKind.STOCK_IO else None
+    q.update_job_fenced(conn, lease, job.id, values, attempt=attempt, event=event, stock=stock)
     # Dependents in other branches may be heads waiting for exactly this acceptance. Branch
     # rows are locked before job rows here, as a drain's prepare step does: no deadlock.
     found = q.waiting_or_blocked_dependents(conn, job.id) if _wakes_dependents(job) else []
@@ -154,6 +153,12 @@ def accept(
     return waiting | _propagate(
         conn, [job.id], now, JobState.BLOCKED, JobState.PENDING, first_level=blocked
     )
+
+
+def accept_is_one_statement(job: Any) -> bool:
+    """Whether :func:`accept` writes a single statement on PostgreSQL (then the drain runs it
+    without a transaction around it): yes unless dependents must be looked at."""
+    return not _wakes_dependents(job)
 
 
 def _wakes_dependents(job: Any) -> bool:

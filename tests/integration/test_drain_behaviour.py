@@ -225,6 +225,49 @@ def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(pipeline: Pipe
     assert pipeline.branch().parked_reason is None
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes_with(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL only: on SQLite a drain step holds the write lock from its first read, so
+    # an operator's set-next cannot land between the head read and the send.
+    from worker.simulator.samples import Line, sale_body
+    from worker.simulator.testing import SimClient
+
+    # Given KRA already holds invcNo 1 for this branch, and our counter still says 1
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    device = pipeline.runtime.devices.get(TIN, "00")
+    with SimClient(pipeline.sim.url) as client:
+        client.post(
+            "saveTrnsSalesOsdc",
+            {**sale_body(1, [Line(item_code(1), prc="116")], trd_invc_no="OTHER"), "tin": TIN,
+             "bhfId": "00"},
+            **{"tin": TIN, "bhfId": "00", "cmcKey": device.credentials.cmc_key.get_secret_value()},
+        )  # fmt: skip
+    pipeline.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+
+    # When the operator sets the counter to 2 just after the drain read the head (with 1)
+    read_head = q.head_candidates
+    seen: list[int] = []
+
+    def read_head_then_set_next(conn: Any, branch_id: int, limit: int) -> q.BranchHead:
+        head = read_head(conn, branch_id, limit)
+        if not seen and head.candidates:
+            seen.append(head.next_numbers["invcNo"])
+            set_next(pipeline.runtime.engine, TIN, "00", OPS, invc_no=2, sar_no=None, reason="x")
+        return head
+
+    monkeypatch.setattr(q, "head_candidates", read_head_then_set_next)
+    report = pipeline.drain()
+
+    # Then the sale was built again and went out under 2; nothing went out under the stale 1
+    assert seen == [1]
+    assert report.status != "parked"
+    assert sales_of(pipeline) == [(1, "OTHER"), (2, "T1")]
+    assert pipeline.job("s1").state == "accepted" and pipeline.job("s1").invc_no == 2
+
+
 def test_a_drain_that_lost_its_lease_writes_nothing(pipeline: Pipeline) -> None:
     pipeline.enqueue(registered_stock())
     engine = pipeline.runtime.engine
@@ -251,6 +294,44 @@ def test_a_drain_that_lost_its_lease_writes_nothing(pipeline: Pipeline) -> None:
     with engine.connect() as conn:
         assert q.job_attempts(conn, job_id) == []
         assert conn.execute(select(result_events)).all() == []
+
+
+def test_a_stale_lease_holder_writes_nothing_even_without_a_transaction(
+    pipeline: Pipeline,
+) -> None:
+    # Given a worker whose lease was taken over, recording an accepted stock movement the
+    # way a drain step does (on PostgreSQL: one statement, autocommit, no transaction)
+    from worker.outbox import hot
+    from worker.outbox.models import stock_balances
+
+    pipeline.enqueue(registered_stock())
+    engine = pipeline.runtime.engine
+    with engine.begin() as conn:
+        branch_id = int(q.get_branch(conn, TIN, "00").id)
+        old = q.claim_lease(conn, branch_id, "old-worker", 0.0, 1.0)  # expired at once
+        new = q.claim_lease(conn, branch_id, "new-worker", 10.0**10, 60.0)
+    assert old is not None and new is not None
+    before = pipeline.branch()
+    job_id = pipeline.job("opening").id
+    attempt = {"job_id": job_id, "number": 1, "started_at": 0.0, "latency_s": 0.1,
+               "outcome": "accepted", "fencing_token": old.token}  # fmt: skip
+    event = {"job_id": job_id, "tin": TIN, "state": "accepted", "body": "{}", "created_at": 0.0}
+    with engine.connect() as conn:
+        for branch_write in (None, q.BranchWrite(lease_until=10.0**11, counter="sarNo", number=1)):
+            with pytest.raises(q.LeaseLost), hot.step(conn, single_statements=True):
+                q.update_job_fenced(
+                    conn, old, job_id, {"state": "accepted"}, attempt=attempt, event=event,
+                    stock={item_code(1): Decimal("50")}, branch=branch_write,
+                )  # fmt: skip
+
+    # Then none of it landed: job state, attempt row, result event, stock, counter, lease
+    assert pipeline.job("opening").state == "pending"
+    after = pipeline.branch()
+    assert (after.next_sar_no, after.lease_until) == (before.next_sar_no, before.lease_until)
+    with engine.connect() as conn:
+        assert q.job_attempts(conn, job_id) == []
+        assert conn.execute(select(result_events)).all() == []
+        assert conn.execute(select(stock_balances)).all() == []
 
 
 def test_every_call_leaves_an_attempt_and_every_outcome_one_result_event(

@@ -13,17 +13,18 @@ Only :mod:`worker.outbox.queries` uses this module.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections import namedtuple
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection
 
-__all__ = ["HotStatement", "insert_rows", "run"]
+__all__ = ["HotStatement", "atomic", "insert_rows", "run", "step"]
 
 
 class HotStatement:
@@ -33,7 +34,7 @@ class HotStatement:
 
     __slots__ = ("names", "postgresql", "returns_rows", "source", "sqlite")
 
-    def __init__(self, sql: str) -> None:
+    def __init__(self, sql: str, *, returns_rows: bool | None = None) -> None:
         if "%" in sql or "?" in sql:
             raise ValueError("write parameters as :name; a literal % or ? is not supported")
         #: as written (``:name``), e.g. for ``sqlalchemy.text``
@@ -41,7 +42,9 @@ class HotStatement:
         self.names = tuple(_PARAM.findall(sql))
         self.sqlite = _PARAM.sub("?", sql)
         self.postgresql = _PARAM.sub("%s", sql)
-        self.returns_rows = sql.lstrip().upper().startswith("SELECT") or " RETURNING " in sql
+        if returns_rows is None:  # a RETURNING inside a CTE does not count: say so
+            returns_rows = sql.lstrip().upper().startswith("SELECT") or " RETURNING " in sql
+        self.returns_rows = returns_rows
 
     def __repr__(self) -> str:
         return f"HotStatement({self.source!r})"
@@ -84,6 +87,52 @@ def insert_rows(
     )
     values = tuple([row[c] for row in rows for c in columns])
     return _execute(conn, sql, values, True)[0]
+
+
+@contextlib.contextmanager
+def step(conn: Connection, *, single_statements: bool) -> Iterator[None]:
+    """One drain step: a transaction, unless every write in it is one self-contained statement.
+
+    On PostgreSQL such a step runs with the driver in autocommit: each statement commits on
+    its own, which saves the BEGIN and COMMIT round trips (two of a job's five). That is
+    only sound for statements that are atomic and fenced by themselves, like the drain's
+    ``update_job_fenced``; a part that writes more than one statement goes in
+    :func:`atomic`. On SQLite, and when ``single_statements`` is false, a plain transaction.
+    """
+    if not single_statements or conn.dialect.name != "postgresql":
+        with conn.begin():
+            yield
+        return
+    driver = conn.connection.driver_connection
+    driver.autocommit = True  # type: ignore[union-attr]
+    try:
+        yield
+        if conn.in_transaction():  # a Core read began SQLAlchemy's bookkeeping: close it
+            conn.commit()
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+        if not getattr(driver, "closed", True):
+            driver.autocommit = False  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def atomic(conn: Connection) -> Iterator[None]:
+    """Several statements that must commit together, inside a :func:`step`: a transaction of
+    their own in an autocommit step; nothing more inside a transaction already."""
+    driver = conn.connection.driver_connection
+    if conn.dialect.name != "postgresql" or not getattr(driver, "autocommit", False):
+        yield
+        return
+    if conn.in_transaction():
+        conn.commit()  # SQLAlchemy's bookkeeping only: the driver committed each statement
+    driver.autocommit = False  # type: ignore[union-attr]
+    try:
+        with conn.begin():
+            yield
+    finally:
+        if not getattr(driver, "closed", True):
+            driver.autocommit = True  # type: ignore[union-attr]
 
 
 def _execute(

@@ -55,6 +55,11 @@ class LeaseLost(Exception):
     """The fencing token moved on: another worker owns the branch now. Write nothing more."""
 
 
+class CounterMoved(Exception):
+    """The branch's next invcNo/sarNo is not the one the head query read: an operator set it
+    (``branch set-next``) in between. Nothing was written; read the head again."""
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     branch_id: int
@@ -205,26 +210,6 @@ def claim_lease(
     return None if token is None else Lease(branch_id, int(token), owner)
 
 
-def extend_lease(conn: Connection, lease: Lease, now: float, ttl: float) -> None:
-    """Push the lease's expiry out (raises LeaseLost if the token moved on)."""
-    _check(
-        conn.execute(
-            _EXTEND_LEASE,
-            {"branch_id": lease.branch_id, "token": lease.token, "until": now + ttl},
-        ).rowcount
-    )
-
-
-_EXTEND_LEASE = (
-    update(branches)
-    .where(
-        branches.c.id == bindparam("branch_id"),
-        branches.c.fencing_token == bindparam("token"),
-    )
-    .values(lease_until=bindparam("until"))
-)
-
-
 def release_lease(
     conn: Connection, lease: Lease, *, wake_after: float | None, seen_next_seq: int | None
 ) -> bool:
@@ -263,26 +248,6 @@ def park_branch(conn: Connection, lease: Lease, reason: str, now: float) -> None
             .values(parked_reason=reason, parked_at=now)
         ).rowcount
     )
-
-
-def allocate_number(conn: Connection, lease: Lease, counter: str) -> int:
-    """Take KRA's next invcNo or sarNo for the branch (persisted before the call)."""
-    rows, _ = hot.run(
-        conn, _ALLOCATE[counter], {"branch_id": lease.branch_id, "token": lease.token}
-    )
-    if not rows:
-        raise LeaseLost
-    return int(rows[0][0]) - 1
-
-
-#: The hot path: one per numbered job.
-_ALLOCATE = {
-    counter: hot.HotStatement(
-        f"UPDATE branches SET {column} = {column} + 1 "  # noqa: S608
-        f"WHERE id = :branch_id AND fencing_token = :token RETURNING {column}"
-    )
-    for counter, column in (("invcNo", "next_invc_no"), ("sarNo", "next_sar_no"))
-}
 
 
 def release_number(conn: Connection, lease: Lease, counter: str, number: int) -> None:
@@ -366,15 +331,23 @@ _HEAD_COLUMNS = (
 )
 
 
-def head_candidates(
-    conn: Connection, branch_id: int, limit: int
-) -> tuple[int, list[tuple[Row[Any], list[tuple[int, str]]]]]:
-    """The branch's ``next_seq`` and its first ``limit`` active jobs in seq order (the first
-    is the head), each with the (id, state) of the jobs it depends on: one query.
+@dataclass(frozen=True, slots=True)
+class BranchHead:
+    """One read of a branch for the drain: its counters and its first active jobs."""
 
-    ``next_seq`` comes from the same snapshot as the jobs, so "no job at or past next_seq
-    was seen" holds when the drain later releases the branch with it.
-    """
+    #: ``next_seq`` from the same snapshot as the jobs, so "no job at or past next_seq was
+    #: seen" holds when the drain later releases the branch with it.
+    next_seq: int
+    #: KRA's next number per counter ("invcNo", "sarNo") as the branch row had it: what a
+    #: job allocating now will get, unless an operator moves it first (:class:`CounterMoved`).
+    next_numbers: Mapping[str, int]
+    #: the first active jobs in seq order (the first is the head), each with the (id, state)
+    #: of the jobs it depends on
+    candidates: list[tuple[Row[Any], list[tuple[int, str]]]]
+
+
+def head_candidates(conn: Connection, branch_id: int, limit: int) -> BranchHead:
+    """The branch's counters and its first ``limit`` active jobs, in one query."""
     rows, _ = hot.run(conn, head_query(limit), {"branch_id": branch_id})
     if not rows:
         raise LookupError(f"no branch {branch_id}")
@@ -385,7 +358,9 @@ def head_candidates(
         entry = grouped.setdefault(row.id, (row, []))
         if row.dep_id is not None:
             entry[1].append((int(row.dep_id), str(row.dep_state)))
-    return int(rows[0].branch_next_seq), list(grouped.values())
+    first = rows[0]
+    numbers = {"invcNo": int(first.branch_next_invc_no), "sarNo": int(first.branch_next_sar_no)}
+    return BranchHead(int(first.branch_next_seq), numbers, list(grouped.values()))
 
 
 #: Whether accepting this job must look at its dependents: some wait in another branch (wake
@@ -405,7 +380,8 @@ def head_query(limit: int) -> hot.HotStatement:
     with a generic prepared plan, SQLite) use the partial index ``ix_jobs_branch_active_seq``
     and stop at the first entries instead of walking the branch's accepted history."""
     return hot.HotStatement(
-        f"SELECT b.next_seq AS branch_next_seq, w.*, dep.id AS dep_id, dep.state AS dep_state, "  # noqa: S608
+        f"SELECT b.next_seq AS branch_next_seq, b.next_invc_no AS branch_next_invc_no, "  # noqa: S608
+        f"b.next_sar_no AS branch_next_sar_no, w.*, dep.id AS dep_id, dep.state AS dep_state, "
         f"{_WAKES_DEPENDENTS} AS wakes_dependents "
         f"FROM branches AS b "
         f"LEFT JOIN (SELECT {_HEAD_COLUMNS} FROM jobs "
@@ -429,6 +405,27 @@ def dependency_states(conn: Connection, job_id: int) -> list[Row[Any]]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class BranchWrite:
+    """What a job's write also changes on its branch row, under the same fence: the lease
+    pushed out to ``lease_until`` and/or KRA's next ``counter`` number taken, compare-and-set
+    on ``number``, the value the head query read (so the body could be built with it first).
+    """
+
+    lease_until: float | None = None
+    counter: str | None = None
+    number: int | None = None
+
+    def sets(self) -> tuple[str, ...]:
+        names: tuple[str, ...] = ("lease_until",) if self.lease_until is not None else ()
+        if self.counter is not None:
+            names += (_COUNTER_COLUMNS[self.counter],)
+        return names
+
+
+_COUNTER_COLUMNS = {"invcNo": "next_invc_no", "sarNo": "next_sar_no"}
+
+
 def update_job_fenced(
     conn: Connection,
     lease: Lease,
@@ -437,13 +434,19 @@ def update_job_fenced(
     *,
     attempt: Mapping[str, Any] | None = None,
     event: Mapping[str, Any] | None = None,
+    branch: BranchWrite | None = None,
+    stock: Mapping[str, Decimal] | None = None,
 ) -> None:
     """Write a job's new state, only while ``lease`` holds; with it, optionally, the attempt
-    row of the call that led to it and the result event it emits.
+    row of the call that led to it, the result event it emits, a :class:`BranchWrite` and an
+    accepted movement's quantities per item (added to the branch's stock balances).
 
-    On PostgreSQL the three are one statement (the inserts as data-modifying CTEs): a job's
-    result is one round trip instead of three. A refused fence raises :class:`LeaseLost` and
-    the caller's transaction rolls the inserts back with it.
+    On PostgreSQL all of it is one statement: the fence (the branch UPDATE of a
+    :class:`BranchWrite`, which also locks the branch row before the job row as every drain
+    write does, or else a read of the token) is a CTE every other part selects from, so a
+    refused fence writes nothing at all, even with no transaction around the statement
+    (the drain's autocommit steps). A job's step is one round trip instead of up to six.
+    A refused fence raises :class:`LeaseLost` (or :class:`CounterMoved`).
     """
     params: dict[str, Any] = {
         **values,
@@ -451,22 +454,66 @@ def update_job_fenced(
         "lease_branch_id": lease.branch_id,
         "lease_token": lease.token,
     }
+    branch_sets: tuple[str, ...] = ()
+    if branch is not None:
+        branch_sets = branch.sets()
+        params.update(b_lease_until=branch.lease_until, b_number=branch.number)
     if conn.dialect.name != "postgresql":
+        if branch_sets:
+            statement = _update_branch_fenced(branch_sets)
+            if not hot.run(conn, statement, params)[1]:
+                _fence_refused(conn, lease)
         if attempt is not None:
             insert_attempt(conn, attempt)
         _check(hot.run(conn, _update_job_fenced(tuple(values)), params)[1])
         if event is not None:
             insert_event(conn, event)
+        if stock:
+            add_stock(conn, lease.branch_id, stock)
         return
     for prefix, extra in (("a_", attempt), ("e_", event)):
         if extra is not None:
             params.update({prefix + k: v for k, v in extra.items()})
+    for i, (item_cd, qty) in enumerate((stock or {}).items()):
+        params[f"s{i}_item"], params[f"s{i}_qty"] = item_cd, qty
     statement = _update_job_fenced(
         tuple(values),
         tuple(attempt) if attempt is not None else (),
         tuple(event) if event is not None else (),
+        branch_sets,
+        len(stock or ()),
     )
-    _check(hot.run(conn, statement, params)[1])
+    if not hot.run(conn, statement, params)[1]:
+        _fence_refused(conn, lease)
+
+
+def _fence_refused(conn: Connection, lease: Lease) -> None:
+    """Nothing was written: say why (the lease moved on, or else the counter did)."""
+    token = hot.run(conn, _FENCING_TOKEN, {"branch_id": lease.branch_id})[0]
+    if not token or int(token[0].fencing_token) != lease.token:
+        raise LeaseLost
+    raise CounterMoved
+
+
+_FENCING_TOKEN = hot.HotStatement("SELECT fencing_token FROM branches WHERE id = :branch_id")
+
+
+@functools.lru_cache(maxsize=8)
+def _update_branch_fenced(sets: tuple[str, ...]) -> hot.HotStatement:
+    """The fenced branch UPDATE of a :class:`BranchWrite` (a counter is compare-and-set)."""
+    assignments = []
+    guard = ""
+    for column in sets:
+        if column == "lease_until":
+            assignments.append("lease_until = :b_lease_until")
+        else:
+            _known(branches, (column,))
+            assignments.append(f"{column} = {column} + 1")
+            guard = f" AND {column} = :b_number"
+    return hot.HotStatement(
+        f"UPDATE branches SET {', '.join(assignments)} "  # noqa: S608 - schema names
+        f"WHERE id = :lease_branch_id AND fencing_token = :lease_token{guard}"
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -474,27 +521,68 @@ def _update_job_fenced(
     columns: tuple[str, ...],
     attempt_columns: tuple[str, ...] = (),
     event_columns: tuple[str, ...] = (),
+    branch_sets: tuple[str, ...] = (),
+    stock_items: int = 0,
 ) -> hot.HotStatement:
-    """UPDATE of exactly these columns (one statement per combination the drain uses),
-    preceded by the attempt and event inserts when their columns are given."""
+    """The job UPDATE of exactly these columns (one statement per combination the drain uses).
+
+    Alone (SQLite runs the other parts as their own statements) it is fenced by reading the
+    token. With CTEs (PostgreSQL) every part selects from the ``fence`` CTE. Parameters in a
+    SELECT list have no type to infer, hence a CAST to each column's type (without its
+    length: an explicit cast to VARCHAR(n) would truncate where the INSERT refuses).
+    """
     _known(jobs, columns)
-    ctes = []
+    sets = ", ".join(f"{c} = :{c}" for c in columns)
+    if not (attempt_columns or event_columns or branch_sets or stock_items):
+        return hot.HotStatement(
+            f"UPDATE jobs SET {sets} WHERE id = :job_id_ AND EXISTS (SELECT 1 FROM branches "  # noqa: S608
+            "WHERE branches.id = :lease_branch_id AND branches.fencing_token = :lease_token)"
+        )
+    if branch_sets:
+        fence = f"{_update_branch_fenced(branch_sets).source} RETURNING 1 AS ok"
+    else:
+        fence = (
+            "SELECT 1 AS ok FROM branches "
+            "WHERE id = :lease_branch_id AND fencing_token = :lease_token"
+        )
+    ctes = [f"fence AS ({fence})"]
     for name, table, cols, prefix in (
         ("attempt", attempts, attempt_columns, "a_"),
         ("event", result_events, event_columns, "e_"),
     ):
         if cols:
             _known(table, cols)
-            values = ", ".join(f":{prefix}{c}" for c in cols)
+            selected = ", ".join(_cast(table, c, f":{prefix}{c}") for c in cols)
             ctes.append(
-                f"{name} AS (INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({values}))"  # noqa: S608 - table and column names from the schema
+                f"{name} AS (INSERT INTO {table.name} ({', '.join(cols)}) "  # noqa: S608 - schema names
+                f"SELECT {selected} FROM fence)"
             )
-    with_ = f"WITH {', '.join(ctes)} " if ctes else ""
-    sets = ", ".join(f"{c} = :{c}" for c in columns)
+    if stock_items:
+        rows = ", ".join(
+            f"({_cast(stock_balances, 'item_cd', f':s{i}_item')}, "
+            f"{_cast(stock_balances, 'qty', f':s{i}_qty')})"
+            for i in range(stock_items)
+        )
+        branch_id = _cast(stock_balances, "branch_id", ":lease_branch_id")
+        ctes.append(
+            "stock AS (INSERT INTO stock_balances (branch_id, item_cd, qty) "  # noqa: S608 - schema names
+            f"SELECT {branch_id}, v.item_cd, v.qty FROM fence, (VALUES {rows}) AS v (item_cd, qty) "
+            "ON CONFLICT (branch_id, item_cd) "
+            "DO UPDATE SET qty = stock_balances.qty + EXCLUDED.qty)"
+        )
     return hot.HotStatement(
-        f"{with_}UPDATE jobs SET {sets} WHERE id = :job_id_ AND EXISTS (SELECT 1 FROM branches "  # noqa: S608
-        "WHERE branches.id = :lease_branch_id AND branches.fencing_token = :lease_token)"
+        f"WITH {', '.join(ctes)} "  # noqa: S608 - schema names
+        f"UPDATE jobs SET {sets} WHERE id = :job_id_ AND EXISTS (SELECT 1 FROM fence)",
+        returns_rows=False,
     )
+
+
+_POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _cast(table: Any, column: str, parameter: str) -> str:
+    type_name: str = table.c[column].type.compile(dialect=_POSTGRESQL)
+    return f"CAST({parameter} AS {type_name.split('(')[0]})"
 
 
 @functools.lru_cache(maxsize=16)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -74,3 +76,31 @@ def test_secret_named_fields_are_masked(capture: io.StringIO) -> None:
     entry = json.loads(capture.getvalue())
     assert entry["cmcKey"] == entry["api_key"] == entry["nested"]["cmcKey"] == "[secure]"
     assert "SECRET" not in capture.getvalue()
+
+
+def test_lines_from_many_threads_stay_whole_in_a_log_file(
+    capture: io.StringIO, tmp_path: Path
+) -> None:
+    # Given the JSON format writing to a real file, as a worker's stderr does under systemd
+    with (tmp_path / "worker.log").open("w") as stream:
+        configure_logging("INFO", "json", stream=stream)
+        logger = logging.getLogger("etims_relay.test")
+        padding = "x" * 3000  # long lines: a torn write would show
+
+        def log_many(thread: int) -> None:
+            for i in range(200):
+                logger.info("line", extra={"writer": thread, "i": i, "padding": padding})
+
+        # When eight threads log at once
+        threads = [threading.Thread(target=log_many, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    # Then every line is one whole JSON object, none lost
+    lines = (tmp_path / "worker.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert sorted((e["writer"], e["i"]) for e in entries) == [
+        (t, i) for t in range(8) for i in range(200)
+    ]
