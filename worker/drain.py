@@ -318,11 +318,10 @@ def _start(
     )
     extend = renewal.due(now)
     lease_until = now + ctx.settings.drain.lease_ttl_s if extend else None
+    branch = None
     if extend or take is not None:
         branch = q.BranchWrite(lease_until, take, number if take is not None else None)
-        q.update_job_fenced(conn, lease, job.id, values, branch=branch)
-    else:
-        q.update_job_fenced(conn, lease, job.id, values)
+    q.update_job_fenced(conn, lease, job.id, values, branch=branch)
     if extend:
         renewal.extended_at = now
     return _Send(job, loads_payload(body_text), body_text, number, attempt, maybe_recorded)
@@ -465,9 +464,7 @@ def _record(
         attempt = effects.attempt_row(lease, step, outcome, started or now, ctx.worker_name)
     # A job's result is usually one statement (PostgreSQL): then no transaction is needed
     # around it and the next job's prepare, whose own writes are single statements too.
-    single = isinstance(decision, Retry) or (
-        isinstance(decision, Accept) and effects.accept_is_one_statement(job)
-    )
+    single = effects.writes_one_statement(decision, job)
     with hot.step(conn, single_statements=single):
         match decision:
             case Accept():

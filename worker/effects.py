@@ -155,10 +155,13 @@ def accept(
     )
 
 
-def accept_is_one_statement(job: Any) -> bool:
-    """Whether :func:`accept` writes a single statement on PostgreSQL (then the drain runs it
-    without a transaction around it): yes unless dependents must be looked at."""
-    return not _wakes_dependents(job)
+def writes_one_statement(decision: Decision, job: Any) -> bool:
+    """Whether this decision's effects are a single statement on PostgreSQL (then the drain
+    runs them without a transaction around): a retry always, an acceptance unless its
+    dependents must be looked at; a dead job (number, dependents) or a park never."""
+    if isinstance(decision, Retry):
+        return True
+    return isinstance(decision, Accept) and not _wakes_dependents(job)
 
 
 def _wakes_dependents(job: Any) -> bool:

@@ -268,27 +268,27 @@ def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes
     assert pipeline.job("s1").state == "accepted" and pipeline.job("s1").invc_no == 2
 
 
-def test_a_drain_that_lost_its_lease_writes_nothing(pipeline: Pipeline) -> None:
-    pipeline.enqueue(registered_stock())
-    engine = pipeline.runtime.engine
-    with engine.begin() as conn:
+def taken_over(p: Pipeline, key: str) -> tuple[q.Lease, int, dict[str, Any], dict[str, Any]]:
+    """A lease another worker has since taken over, and the attempt and result event its
+    holder would record for job ``key``."""
+    with p.runtime.engine.begin() as conn:
         branch_id = int(q.get_branch(conn, TIN, "00").id)
         old = q.claim_lease(conn, branch_id, "old-worker", 0.0, 1.0)  # expired at once
         new = q.claim_lease(conn, branch_id, "new-worker", 10.0**10, 60.0)
     assert old is not None and new is not None and new.token > old.token
-    job_id = pipeline.job("item-1").id
+    job_id = p.job(key).id
     attempt = {"job_id": job_id, "number": 1, "started_at": 0.0, "latency_s": 0.1,
                "outcome": "accepted", "fencing_token": old.token}  # fmt: skip
     event = {"job_id": job_id, "tin": TIN, "state": "accepted", "body": "{}", "created_at": 0.0}
-    try:
-        with engine.begin() as conn:
-            q.update_job_fenced(
-                conn, old, job_id, {"state": "accepted"}, attempt=attempt, event=event
-            )
-    except q.LeaseLost:
-        pass
-    else:
-        raise AssertionError("a stale lease holder could write")
+    return old, job_id, attempt, event
+
+
+def test_a_drain_that_lost_its_lease_writes_nothing(pipeline: Pipeline) -> None:
+    pipeline.enqueue(registered_stock())
+    old, job_id, attempt, event = taken_over(pipeline, "item-1")
+    engine = pipeline.runtime.engine
+    with pytest.raises(q.LeaseLost), engine.begin() as conn:
+        q.update_job_fenced(conn, old, job_id, {"state": "accepted"}, attempt=attempt, event=event)
     assert pipeline.job("item-1").state == "pending"
     # ... not even the attempt row or the result event that ride with the job's state
     with engine.connect() as conn:
@@ -305,17 +305,9 @@ def test_a_stale_lease_holder_writes_nothing_even_without_a_transaction(
     from worker.outbox.models import stock_balances
 
     pipeline.enqueue(registered_stock())
-    engine = pipeline.runtime.engine
-    with engine.begin() as conn:
-        branch_id = int(q.get_branch(conn, TIN, "00").id)
-        old = q.claim_lease(conn, branch_id, "old-worker", 0.0, 1.0)  # expired at once
-        new = q.claim_lease(conn, branch_id, "new-worker", 10.0**10, 60.0)
-    assert old is not None and new is not None
+    old, job_id, attempt, event = taken_over(pipeline, "opening")
     before = pipeline.branch()
-    job_id = pipeline.job("opening").id
-    attempt = {"job_id": job_id, "number": 1, "started_at": 0.0, "latency_s": 0.1,
-               "outcome": "accepted", "fencing_token": old.token}  # fmt: skip
-    event = {"job_id": job_id, "tin": TIN, "state": "accepted", "body": "{}", "created_at": 0.0}
+    engine = pipeline.runtime.engine
     with engine.connect() as conn:
         for branch_write in (None, q.BranchWrite(lease_until=10.0**11, counter="sarNo", number=1)):
             with pytest.raises(q.LeaseLost), hot.step(conn, single_statements=True):

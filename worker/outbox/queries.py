@@ -462,7 +462,7 @@ def update_job_fenced(
         if branch_sets:
             statement = _update_branch_fenced(branch_sets)
             if not hot.run(conn, statement, params)[1]:
-                _fence_refused(conn, lease)
+                _fence_refused(conn, lease, branch)
         if attempt is not None:
             insert_attempt(conn, attempt)
         _check(hot.run(conn, _update_job_fenced(tuple(values)), params)[1])
@@ -484,11 +484,14 @@ def update_job_fenced(
         len(stock or ()),
     )
     if not hot.run(conn, statement, params)[1]:
-        _fence_refused(conn, lease)
+        _fence_refused(conn, lease, branch)
 
 
-def _fence_refused(conn: Connection, lease: Lease) -> None:
-    """Nothing was written: say why (the lease moved on, or else the counter did)."""
+def _fence_refused(conn: Connection, lease: Lease, branch: BranchWrite | None) -> None:
+    """Nothing was written: say why. Only a write that took a number can have been refused
+    for the counter; any other refusal is the lease's."""
+    if branch is None or branch.counter is None:
+        raise LeaseLost
     token = hot.run(conn, _FENCING_TOKEN, {"branch_id": lease.branch_id})[0]
     if not token or int(token[0].fencing_token) != lease.token:
         raise LeaseLost
