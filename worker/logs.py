@@ -83,11 +83,17 @@ class LineHandler(logging.Handler):
     their time (py-spy, bench/pipeline.py). One ``write`` per line needs no lock: Linux
     keeps concurrent writes to one file or pipe from interleaving (a line is far below
     PIPE_BUF, and a regular file's offset is updated atomically per write).
+
+    The handler holds the stream, not just its descriptor: a descriptor outliving its
+    stream is soon another file's or socket's (found when a dropped log file's descriptor
+    went to a PostgreSQL connection, and log lines into its protocol stream). So the stream
+    stays open while the handler lives, and one closed elsewhere fails the line (reported
+    by ``handleError``) instead of writing wherever its old number now points.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, stream: IO[str]) -> None:
         super().__init__()
-        self.fd = fd
+        self.stream = stream
 
     def handle(self, record: logging.LogRecord) -> bool:
         """As ``Handler.handle``, without taking the handler's lock around ``emit``."""
@@ -99,8 +105,9 @@ class LineHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             data = memoryview((self.format(record) + "\n").encode("utf-8", "backslashreplace"))
+            fd = self.stream.fileno()  # raises once the stream is closed
             while data:
-                data = data[os.write(self.fd, data) :]
+                data = data[os.write(fd, data) :]
         except Exception:
             self.handleError(record)
 
@@ -117,7 +124,8 @@ def configure_logging(
     handler: logging.Handler
     try:
         stream.flush()  # what was buffered goes out before lines written around the buffer
-        handler = LineHandler(stream.fileno())
+        stream.fileno()
+        handler = LineHandler(stream)
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
         handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

@@ -3,6 +3,7 @@ secret-named field never printed whatever a caller passes."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -104,3 +105,33 @@ def test_lines_from_many_threads_stay_whole_in_a_log_file(
     assert sorted((e["writer"], e["i"]) for e in entries) == [
         (t, i) for t in range(8) for i in range(200)
     ]
+
+
+def test_a_log_file_nobody_else_holds_still_gets_the_lines(
+    capture: io.StringIO, tmp_path: Path
+) -> None:
+    # Given logging configured onto a file the caller keeps no reference to
+    configure_logging("INFO", "text", stream=(tmp_path / "worker.log").open("w"))
+    gc.collect()
+    # When the process opens another file (it would get a freed descriptor) and logs
+    with (tmp_path / "other").open("w") as other:
+        logging.getLogger("etims_relay.test").info("a line for the log")
+        other.write("other content\n")
+    # Then the line is in the log, and nothing of it in the other file
+    assert (tmp_path / "other").read_text() == "other content\n"
+    assert "a line for the log" in (tmp_path / "worker.log").read_text()
+
+
+def test_a_log_stream_closed_elsewhere_never_writes_to_what_reuses_its_descriptor(
+    capture: io.StringIO, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given logging configured onto a file that its owner then closes
+    stream = (tmp_path / "worker.log").open("w")
+    configure_logging("INFO", "text", stream=stream)
+    stream.close()
+    # When a socket or file takes its descriptor number and a line is logged
+    with (tmp_path / "other").open("w"):
+        logging.getLogger("etims_relay.test").info("a line for the log")
+    # Then the line goes nowhere but the logging error report
+    assert (tmp_path / "other").read_text() == ""
+    assert "Logging error" in capsys.readouterr().err
