@@ -36,7 +36,13 @@ class OscuSettings(BaseModel):
     connect_timeout_s: float = 10.0
     #: Read timeout; KRA signs in ~2 s but congests; Odoo uses 120 s.
     read_timeout_s: float = 30.0
-    #: Connections kept per worker process.
+    #: The HTTP engine under the OSCU client: ``stdlib`` (``http.client``, one kept-alive
+    #: connection per worker thread: a third of httpx's CPU per call) or ``httpx`` (httpx's
+    #: own pooled transport; the way back should a gateway need it). See
+    #: ``worker/oscu/transport.py``.
+    http_engine: Literal["stdlib", "httpx"] = "stdlib"
+    #: Connections kept per worker process (the ``httpx`` engine; ``stdlib`` keeps one per
+    #: worker thread).
     max_connections: int = 64
     #: Optional OAuth client-credentials (GavaConnect host). Empty means no bearer token.
     token_url: str | None = None

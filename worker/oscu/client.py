@@ -6,8 +6,9 @@ Layers, each with one concern (the httpx ``Client.send`` pattern, STYLE.md §1):
 ``call`` (encode, time, scrub, log) -> ``_exchange`` (the one 401 re-try with a fresh token)
 -> ``_attempt`` (headers, one round trip, translate errors) -> :mod:`~worker.oscu.classify`.
 
-Thread-safety: one ``httpx.Client`` (thread-safe connection pool) is shared by all threads of a
-Celery threads pool; the client itself holds no per-call state, and the token provider locks.
+Thread-safety: one client is shared by all threads of a Celery threads pool; its transport
+keeps a connection per thread (or, with the ``httpx`` engine, a thread-safe pool); the client
+itself holds no per-call state, and the token provider locks.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from worker.oscu.credentials import DeviceCredentials
 from worker.oscu.endpoints import ENDPOINTS, INIT_ENDPOINT, EndpointsMixin
 from worker.oscu.errors import OscuError, map_transport_errors
 from worker.oscu.outcome import CallOutcome
+from worker.oscu.transport import StdlibTransport
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "ENDPOINTS", "DeviceCredentials", "OscuClient"]
 
@@ -68,7 +70,13 @@ class OscuClient(EndpointsMixin):
         # ourselves, so the Client's layers (cookie jar, auth flow, redirects -- a redirect of
         # a POST is an answer to classify, never something to follow -- event hooks) would
         # only add work: they were a sixth of a drain's CPU per job (bench/README.md).
-        self._transport = transport or httpx.HTTPTransport(limits=limits or DEFAULT_LIMITS)
+        # By default http.client underneath (worker/oscu/transport.py: a third of the CPU);
+        # ``limits`` asks for httpx's own pooled transport.
+        if transport is None:
+            transport = (
+                httpx.HTTPTransport(limits=limits) if limits is not None else StdlibTransport()
+            )
+        self._transport = transport
         self._timeout = (timeout or DEFAULT_TIMEOUT).as_dict()
         self._urls: dict[str, httpx.URL] = {}
         self._token_provider = token_provider
@@ -100,13 +108,16 @@ class OscuClient(EndpointsMixin):
                 timeout=timeout,
                 transport=transport,
             )
+        limits = None
+        if settings.http_engine == "httpx":
+            limits = httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            )
         client = cls(
             oscu_url,
             timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-            ),
+            limits=limits,
             transport=transport,
             token_provider=provider,
             apigee_app_id=settings.apigee_app_id,

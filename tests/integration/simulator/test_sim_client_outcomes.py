@@ -15,6 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from etims_relay.settings import OscuSettings
 from worker.oscu.client import OscuClient
 from worker.oscu.credentials import DeviceCredentials
 from worker.oscu.outcome import OutcomeKind
@@ -33,9 +34,11 @@ def sim(tmp_path: Path) -> Iterator[SimulatorHandle]:
         yield handle
 
 
-@pytest.fixture
-def client(sim: SimulatorHandle) -> Iterator[OscuClient]:
-    with OscuClient(sim.url, timeout=httpx.Timeout(5.0)) as oscu:
+@pytest.fixture(params=["stdlib", "httpx"])
+def client(sim: SimulatorHandle, request: pytest.FixtureRequest) -> Iterator[OscuClient]:
+    """Built as the worker builds it, on each HTTP engine (``ETIMS_OSCU__HTTP_ENGINE``)."""
+    settings = OscuSettings(connect_timeout_s=5.0, read_timeout_s=5.0, http_engine=request.param)
+    with OscuClient.from_settings(sim.url, settings) as oscu:
         yield oscu
 
 

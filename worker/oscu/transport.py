@@ -1,0 +1,170 @@
+"""A lean HTTP/1.1 transport for the OSCU client: the standard library's ``http.client``
+behind httpx's transport interface.
+
+Why: every OSCU call is one small POST, made sequentially by one drain thread. httpx's
+default transport (httpcore's connection pool and the pure-Python h11 parser) spends about
+750 µs of CPU on such a call on the development machine; ``http.client`` about 250 µs
+(``bench/README.md``, "OSCU transport"). At the benchmark's rates that is a tenth of a
+worker's CPU. Everything above the transport (requests, responses, timeouts, the error
+classes that decide NotSent vs MaybeSent) stays httpx's, and ``ETIMS_OSCU__HTTP_ENGINE=httpx``
+puts httpx's own transport back.
+
+One connection per thread and per origin, kept alive: a thread never has two calls in
+flight, so there is nothing to pool. The connection count is therefore the number of worker
+threads (``max_connections`` applies to the httpx engine only).
+
+Errors keep httpx's meaning, which is what :mod:`worker.oscu.errors` classifies:
+
+- before any byte of the request was written (connect, TLS handshake):
+  :class:`httpx.ConnectError` / :class:`httpx.ConnectTimeout` -- not sent;
+- while writing: :class:`httpx.WriteError` / :class:`httpx.WriteTimeout`, and after:
+  :class:`httpx.ReadTimeout`, :class:`httpx.ReadError`, :class:`httpx.RemoteProtocolError`
+  -- maybe sent.
+
+A kept-alive connection the server has closed meanwhile is found before reuse (its socket
+reads as ready: end of file, or bytes nobody asked for) and replaced, as httpcore does;
+otherwise a request written into a dead connection would come back "maybe sent" for
+nothing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import select
+import socket
+import ssl
+import threading
+from typing import Any
+
+import httpx
+
+__all__ = ["StdlibTransport"]
+
+_Origin = tuple[str, str, int]
+
+
+class StdlibTransport(httpx.BaseTransport):
+    """``http.client`` connections, one per (thread, origin), behind ``handle_request``."""
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl_context = ssl_context
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        #: every open connection, whichever thread owns it, for :meth:`close`
+        self._open: set[http.client.HTTPConnection] = set()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        conn = self._connection(origin, timeouts.get("connect"))
+        body = request.read()
+        try:
+            self._write(conn, request, body, timeouts.get("write"))
+            response, content = self._read(conn, timeouts.get("read"))
+        except BaseException:
+            self._discard(origin, conn)
+            raise
+        if response.will_close:
+            self._discard(origin, conn)
+        return httpx.Response(
+            response.status,
+            headers=response.getheaders(),
+            content=content,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason.encode()},
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._open = list(self._open), set()
+        for conn in connections:
+            conn.close()
+
+    # -- one connection per thread and origin ---------------------------------------------------
+    def _connection(self, origin: _Origin, connect_timeout: float | None) -> Any:
+        mine: dict[_Origin, http.client.HTTPConnection] = self._local.__dict__.setdefault(
+            "connections", {}
+        )
+        conn = mine.get(origin)
+        if conn is not None and (conn.sock is None or _gone(conn.sock)):
+            self._discard(origin, conn)
+            conn = None
+        if conn is None:
+            conn = self._connect(origin, connect_timeout)
+            mine[origin] = conn
+            with self._lock:
+                self._open.add(conn)
+        return conn
+
+    def _connect(self, origin: _Origin, timeout: float | None) -> http.client.HTTPConnection:
+        scheme, host, port = origin
+        conn: http.client.HTTPConnection
+        if scheme == "https":
+            context = self._ssl_context or httpx.create_ssl_context()
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.connect()
+        except TimeoutError as exc:
+            conn.close()
+            raise httpx.ConnectTimeout(str(exc) or "timed out connecting") from exc
+        except OSError as exc:  # refused, unreachable, name resolution, TLS handshake
+            conn.close()
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        return conn
+
+    def _discard(self, origin: _Origin, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        mine = self._local.__dict__.get("connections", {})
+        if mine.get(origin) is conn:
+            del mine[origin]
+        with self._lock:
+            self._open.discard(conn)
+
+    # -- one exchange ---------------------------------------------------------------------------
+    @staticmethod
+    def _write(conn: Any, request: httpx.Request, body: bytes, timeout: float | None) -> None:
+        try:
+            conn.sock.settimeout(timeout)
+            # httpx already put Host and Content-Length in the request's headers.
+            conn.putrequest(
+                request.method,
+                request.url.raw_path.decode("ascii"),
+                skip_host=True,
+                skip_accept_encoding=True,
+            )
+            for name, value in request.headers.raw:
+                conn.putheader(name, value)
+            conn.endheaders(body)
+        except TimeoutError as exc:
+            raise httpx.WriteTimeout(str(exc) or "timed out writing") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
+
+    @staticmethod
+    def _read(conn: Any, timeout: float | None) -> tuple[http.client.HTTPResponse, bytes]:
+        try:
+            conn.sock.settimeout(timeout)
+            response = conn.getresponse()
+            return response, response.read()
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(str(exc) or "timed out reading") from exc
+        except (http.client.RemoteDisconnected, http.client.HTTPException) as exc:
+            # no status line, a malformed one, a body cut short, an oversized header
+            message = str(exc) or type(exc).__name__
+            raise httpx.RemoteProtocolError(message) from exc
+        except OSError as exc:  # reset by peer and the like
+            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+
+
+def _gone(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive socket can no longer carry a request: readable means the
+    server closed it (end of file) or sent something unasked; either way, do not reuse."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
