@@ -161,16 +161,31 @@ def profile_drain(args: argparse.Namespace) -> int:
 
         @event.listens_for(runtime.engine, "before_cursor_execute")
         def _count(conn: Any, cur: Any, stmt: str, params: Any, context: Any, many: Any) -> None:
-            m = re.match(r"\s*(SELECT|UPDATE \w+|INSERT INTO \w+|DELETE FROM \w+)", stmt)
+            m = re.match(r"\s*(SELECT|UPDATE \w+|INSERT INTO \w+|DELETE FROM \w+|WITH)", stmt)
             key = m.group(1) if m else stmt.split()[0]
             if key == "SELECT":
                 f = re.search(r"FROM (\w+)", stmt)
                 key += f" {f.group(1) if f else '?'}" + (" JOIN" if " JOIN " in stmt else "")
+            elif key == "WITH":  # the drain's fenced statements (worker/outbox/queries.py)
+                key += " fence" + (" (branch UPDATE)" if "fence AS (UPDATE" in stmt else "")
+                key += ": job UPDATE" + (" + head SELECT" if " AS wrote" in stmt else "")
             kinds[key] += 1
 
         @event.listens_for(runtime.engine, "begin")
         def _begin(conn: Any) -> None:
             begins[0] += 1
+
+        # The drain's per-job statements run on the driver (worker/outbox/hot.py), under
+        # SQLAlchemy's events: count them where they are executed.
+        from worker.outbox import hot
+
+        execute = hot._execute
+
+        def _count_hot(conn: Any, sql: str, values: Any, returns_rows: bool) -> Any:
+            _count(None, None, sql, None, None, None)
+            return execute(conn, sql, values, returns_rows)
+
+        hot._execute = _count_hot
 
         with stack.engine.connect() as conn:
             ids = [int(r[0]) for r in conn.execute(text("SELECT id FROM branches ORDER BY id"))]

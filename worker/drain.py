@@ -9,9 +9,10 @@
         record   attempt row + job state + side effects (stock balance, events, dependents)
                  -- atomic, fenced by the lease; then the next job's prepare
 
-On PostgreSQL the usual job is three statements, each atomic and fenced on its own: the
-result (job, attempt, event, stock), the head read, the next job's in_flight mark (with
-its number and the lease); they run in autocommit (:func:`worker.outbox.hot.step`).
+On PostgreSQL the usual job is two statements, each atomic and fenced on its own: the
+result (job, attempt, event, stock) with the branch's next head read along, and the next
+job's in_flight mark (with its number and the lease); they run in autocommit
+(:func:`worker.outbox.hot.step`).
 Anything that writes more than one statement (a dead job and its dependents, a park) is
 one transaction, as is every step on SQLite.
     release the lease, leaving ``wake_after`` = when the branch is next due
@@ -234,12 +235,22 @@ class _Renewal:
 
 
 def _prepare_in(
-    conn: Connection, lease: Lease, ctx: DrainContext, woken: set[int], *, renewal: _Renewal
+    conn: Connection,
+    lease: Lease,
+    ctx: DrainContext,
+    woken: set[int],
+    head: q.BranchHead | None = None,
+    *,
+    renewal: _Renewal,
 ) -> tuple[Any, int | None]:
-    """The prepare step inside the caller's transaction (committed before the call)."""
+    """The prepare step inside the caller's transaction (committed before the call).
+
+    ``head``: the branch's head as the previous job's result statement already read it.
+    """
     now = ctx.clock()
     while True:
-        head = q.head_candidates(conn, lease.branch_id, HEAD_WINDOW)
+        if head is None:
+            head = q.head_candidates(conn, lease.branch_id, HEAD_WINDOW)
         if not head.candidates:
             return _Idle(), head.next_seq
         for job, deps in head.candidates:
@@ -259,6 +270,7 @@ def _prepare_in(
                 # was written. Read again and build the body with the number as it is now.
                 log.info("branch %s: counter set meanwhile; preparing again", lease.branch_id)
                 break
+        head = None  # a head was blocked, or the counter moved: read the branch again
 
 
 def _dependencies_verdict(deps: list[tuple[int, str]]) -> tuple[str, int]:
@@ -377,7 +389,9 @@ def _build_body(
 # --------------------------------------------------------------------------- send + record
 
 
-Then = Callable[[Connection, Lease, DrainContext, set[int]], tuple[Any, int | None]]
+Then = Callable[
+    [Connection, Lease, DrainContext, set[int], q.BranchHead | None], tuple[Any, int | None]
+]
 
 
 def _send_and_record(
@@ -465,12 +479,15 @@ def _record(
     # A job's result is usually one statement (PostgreSQL): then no transaction is needed
     # around it and the next job's prepare, whose own writes are single statements too.
     single = effects.writes_one_statement(decision, job)
+    head: q.BranchHead | None = None  # read along with an acceptance, for ``then``
     with hot.step(conn, single_statements=single):
         match decision:
             case Accept():
-                woken |= effects.accept(
-                    conn, lease, step, outcome, receipt, device, ctx, now, attempt
-                )
+                accepted_woken, head = effects.accept(
+                    conn, lease, step, outcome, receipt, device, ctx, now, attempt,
+                    then_head=HEAD_WINDOW if then is not None else None,
+                )  # fmt: skip
+                woken |= accepted_woken
             case Retry():
                 effects.retry(conn, lease, step, outcome, decision, now, attempt)
             case Dead():
@@ -478,6 +495,6 @@ def _record(
             case Park():
                 effects.park(conn, lease, step, decision, now, attempt)
         if then is not None and not isinstance(decision, Park):
-            following = then(conn, lease, ctx, woken)
+            following = then(conn, lease, ctx, woken, head)
     ctx.observer.job_decided(job, decision, outcome, now)
     return decision, following

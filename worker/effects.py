@@ -120,7 +120,11 @@ def accept(
     ctx: DrainContext,
     now: float,
     attempt: dict[str, Any] | None = None,
-) -> set[int]:
+    then_head: int | None = None,
+) -> tuple[set[int], q.BranchHead | None]:
+    """Record the acceptance; return the branches to wake and, when ``then_head`` asks and
+    the acceptance is one statement, the branch's head as it stands after it (read by that
+    same statement on PostgreSQL: the drain's next prepare needs no query of its own)."""
     job = step.job
     kind = JobKind(job.kind)
     values: dict[str, Any] = {
@@ -142,17 +146,22 @@ def accept(
             values["sdc_id"], values["mrc_no"] = device.sdc_id, device.mrc_no
     event = event_row(job, JobState.ACCEPTED, now, {**values, "receipt": receipt})
     stock = stock_deltas(step.body) if kind is JobKind.STOCK_IO else None
+    if not _wakes_dependents(job):
+        head = q.update_job_fenced(
+            conn, lease, job.id, values, attempt=attempt, event=event, stock=stock,
+            then_head=then_head,
+        )  # fmt: skip
+        return set(), head
     q.update_job_fenced(conn, lease, job.id, values, attempt=attempt, event=event, stock=stock)
     # Dependents in other branches may be heads waiting for exactly this acceptance. Branch
     # rows are locked before job rows here, as a drain's prepare step does: no deadlock.
-    found = q.waiting_or_blocked_dependents(conn, job.id) if _wakes_dependents(job) else []
+    found = q.waiting_or_blocked_dependents(conn, job.id)
     waiting = {int(r.branch_id) for r in found if r.state == JobState.PENDING.value}
     waiting.discard(lease.branch_id)
     q.wake_branches(conn, waiting, now)
     blocked = [r for r in found if r.state == JobState.BLOCKED.value]
-    return waiting | _propagate(
-        conn, [job.id], now, JobState.BLOCKED, JobState.PENDING, first_level=blocked
-    )
+    woken = _propagate(conn, [job.id], now, JobState.BLOCKED, JobState.PENDING, first_level=blocked)
+    return waiting | woken, None
 
 
 def writes_one_statement(decision: Decision, job: Any) -> bool:

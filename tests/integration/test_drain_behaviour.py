@@ -15,6 +15,7 @@ from tests.helpers import ledger_writes
 from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
 from worker.device_init import init_device
+from worker.drain import drain
 from worker.outbox import queries as q
 from worker.outbox.models import result_events
 from worker.replay import Actor, replay, set_next, skip
@@ -308,12 +309,15 @@ def test_a_stale_lease_holder_writes_nothing_even_without_a_transaction(
     old, job_id, attempt, event = taken_over(pipeline, "opening")
     before = pipeline.branch()
     engine = pipeline.runtime.engine
+    took_number = q.BranchWrite(lease_until=10.0**11, counter="sarNo", number=1)
     with engine.connect() as conn:
-        for branch_write in (None, q.BranchWrite(lease_until=10.0**11, counter="sarNo", number=1)):
+        # (also as the statement that reads the branch's next head along with the result)
+        for branch_write, then_head in ((None, None), (took_number, None), (None, 2)):
             with pytest.raises(q.LeaseLost), hot.step(conn, single_statements=True):
                 q.update_job_fenced(
                     conn, old, job_id, {"state": "accepted"}, attempt=attempt, event=event,
                     stock={item_code(1): Decimal("50")}, branch=branch_write,
+                    then_head=then_head,
                 )  # fmt: skip
 
     # Then none of it landed: job state, attempt row, result event, stock, counter, lease
@@ -324,6 +328,29 @@ def test_a_stale_lease_holder_writes_nothing_even_without_a_transaction(
         assert q.job_attempts(conn, job_id) == []
         assert conn.execute(select(result_events)).all() == []
         assert conn.execute(select(stock_balances)).all() == []
+
+
+def test_jobs_waiting_on_the_one_before_go_in_the_same_drain_each_sent_once(
+    pipeline: Pipeline,
+) -> None:
+    # Given an item, its opening stock, and a sale with its stock-out and stock master: each
+    # job depends on the one before it
+    records = registered_stock() + b.sale_with_stock(
+        TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW
+    )
+    pipeline.enqueue(records)
+    # When the branch drains once
+    with pipeline.runtime.engine.connect() as conn:
+        branch_id = int(q.get_branch(conn, TIN, "00").id)
+    report = drain(branch_id, pipeline.runtime.drain_context())
+    # Then every job went in that one drain, none waiting for a dependency it had just seen
+    # accepted, and each went to KRA exactly once
+    assert (report.status, report.sent) == ("idle", len(records))
+    jobs = {r["idempotency_key"]: pipeline.job(r["idempotency_key"]) for r in records}
+    assert {key: job.state for key, job in jobs.items()} == dict.fromkeys(jobs, "accepted")
+    with pipeline.runtime.engine.connect() as conn:
+        calls = {key: len(q.job_attempts(conn, job.id)) for key, job in jobs.items()}
+    assert calls == dict.fromkeys(jobs, 1)
 
 
 def test_every_call_leaves_an_attempt_and_every_outcome_one_result_event(

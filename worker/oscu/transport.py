@@ -34,6 +34,7 @@ import select
 import socket
 import ssl
 import threading
+import weakref
 from typing import Any
 
 import httpx
@@ -50,8 +51,9 @@ class StdlibTransport(httpx.BaseTransport):
         self._ssl_context = ssl_context
         self._local = threading.local()
         self._lock = threading.Lock()
-        #: every open connection, whichever thread owns it, for :meth:`close`
-        self._open: set[http.client.HTTPConnection] = set()
+        #: every open connection, whichever thread owns it, for :meth:`close`; weakly, so
+        #: that a thread that ends takes its connection with it
+        self._open: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -78,7 +80,7 @@ class StdlibTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         with self._lock:
-            connections, self._open = list(self._open), set()
+            connections, self._open = list(self._open), weakref.WeakSet()
         for conn in connections:
             conn.close()
 

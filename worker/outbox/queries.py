@@ -349,6 +349,12 @@ class BranchHead:
 def head_candidates(conn: Connection, branch_id: int, limit: int) -> BranchHead:
     """The branch's counters and its first ``limit`` active jobs, in one query."""
     rows, _ = hot.run(conn, head_query(limit), {"branch_id": branch_id})
+    return _branch_head(rows, branch_id)
+
+
+def _branch_head(rows: list[Any], branch_id: int, accepted_id: int | None = None) -> BranchHead:
+    """Group the head select's rows (one per job and dependency). ``accepted_id``: a job the
+    same statement accepted, which its snapshot still shows in its old state."""
     if not rows:
         raise LookupError(f"no branch {branch_id}")
     grouped: dict[int, tuple[Row[Any], list[tuple[int, str]]]] = {}
@@ -357,7 +363,9 @@ def head_candidates(conn: Connection, branch_id: int, limit: int) -> BranchHead:
             continue
         entry = grouped.setdefault(row.id, (row, []))
         if row.dep_id is not None:
-            entry[1].append((int(row.dep_id), str(row.dep_state)))
+            dep_id = int(row.dep_id)
+            state = JobState.ACCEPTED.value if dep_id == accepted_id else str(row.dep_state)
+            entry[1].append((dep_id, state))
     first = rows[0]
     numbers = {"invcNo": int(first.branch_next_invc_no), "sarNo": int(first.branch_next_sar_no)}
     return BranchHead(int(first.branch_next_seq), numbers, list(grouped.values()))
@@ -379,17 +387,23 @@ def head_query(limit: int) -> hot.HotStatement:
     """Written out so that the state list is literal: only then can the planner (PostgreSQL
     with a generic prepared plan, SQLite) use the partial index ``ix_jobs_branch_active_seq``
     and stop at the first entries instead of walking the branch's accepted history."""
-    return hot.HotStatement(
+    return hot.HotStatement(_head_select(limit))
+
+
+def _head_select(limit: int, *, branch: str = ":branch_id", but: str | None = None) -> str:
+    """The head query's text, for ``branch`` (a parameter), leaving out job ``but``."""
+    excluded = f"AND id <> {but} " if but else ""
+    return (
         f"SELECT b.next_seq AS branch_next_seq, b.next_invc_no AS branch_next_invc_no, "  # noqa: S608
         f"b.next_sar_no AS branch_next_sar_no, w.*, dep.id AS dep_id, dep.state AS dep_state, "
-        f"{_WAKES_DEPENDENTS} AS wakes_dependents "
+        f"{_WAKES_DEPENDENTS.replace(':branch_id', branch)} AS wakes_dependents "
         f"FROM branches AS b "
         f"LEFT JOIN (SELECT {_HEAD_COLUMNS} FROM jobs "
-        f"WHERE branch_id = :branch_id AND {ACTIVE_PREDICATE} "
+        f"WHERE branch_id = {branch} AND {ACTIVE_PREDICATE} {excluded}"
         f"ORDER BY seq LIMIT {int(limit)}) AS w ON 1 = 1 "
         f"LEFT JOIN job_dependencies AS d ON d.job_id = w.id "
         f"LEFT JOIN jobs AS dep ON dep.id = d.depends_on_id "
-        f"WHERE b.id = :branch_id "
+        f"WHERE b.id = {branch} "
         f"ORDER BY w.seq"
     )
 
@@ -436,10 +450,17 @@ def update_job_fenced(
     event: Mapping[str, Any] | None = None,
     branch: BranchWrite | None = None,
     stock: Mapping[str, Decimal] | None = None,
-) -> None:
+    then_head: int | None = None,
+) -> BranchHead | None:
     """Write a job's new state, only while ``lease`` holds; with it, optionally, the attempt
     row of the call that led to it, the result event it emits, a :class:`BranchWrite` and an
     accepted movement's quantities per item (added to the branch's stock balances).
+
+    ``then_head``: also read the branch's head (that many candidates) as it stands after the
+    write, and return it. On PostgreSQL that rides on the same statement, saving the drain
+    a round trip per job: its snapshot predates the write, so the written job is left out
+    of the candidates, and a dependency on it counts as accepted (only an acceptance may ask
+    for the head this way; it takes no :class:`BranchWrite`).
 
     On PostgreSQL all of it is one statement: the fence (the branch UPDATE of a
     :class:`BranchWrite`, which also locks the branch row before the job row as every drain
@@ -458,19 +479,13 @@ def update_job_fenced(
     if branch is not None:
         branch_sets = branch.sets()
         params.update(b_lease_until=branch.lease_until, b_number=branch.number)
+    if then_head is not None and (
+        branch is not None or values.get("state") != JobState.ACCEPTED.value
+    ):
+        raise ValueError("only an acceptance without a branch write reads the head along")
     if conn.dialect.name != "postgresql":
-        if branch_sets:
-            statement = _update_branch_fenced(branch_sets)
-            if not hot.run(conn, statement, params)[1]:
-                _fence_refused(conn, lease, branch)
-        if attempt is not None:
-            insert_attempt(conn, attempt)
-        _check(hot.run(conn, _update_job_fenced(tuple(values)), params)[1])
-        if event is not None:
-            insert_event(conn, event)
-        if stock:
-            add_stock(conn, lease.branch_id, stock)
-        return
+        _update_job_stepwise(conn, lease, params, tuple(values), attempt, event, branch, stock)
+        return None if then_head is None else head_candidates(conn, lease.branch_id, then_head)
     for prefix, extra in (("a_", attempt), ("e_", event)):
         if extra is not None:
             params.update({prefix + k: v for k, v in extra.items()})
@@ -482,9 +497,40 @@ def update_job_fenced(
         tuple(event) if event is not None else (),
         branch_sets,
         len(stock or ()),
+        then_head or 0,
     )
-    if not hot.run(conn, statement, params)[1]:
+    rows, rowcount = hot.run(conn, statement, params)
+    if then_head is None:
+        if not rowcount:
+            _fence_refused(conn, lease, branch)
+        return None
+    if not rows or not rows[0].wrote:
         _fence_refused(conn, lease, branch)
+    return _branch_head(rows, lease.branch_id, accepted_id=job_id)
+
+
+def _update_job_stepwise(
+    conn: Connection,
+    lease: Lease,
+    params: Mapping[str, Any],
+    columns: tuple[str, ...],
+    attempt: Mapping[str, Any] | None,
+    event: Mapping[str, Any] | None,
+    branch: BranchWrite | None,
+    stock: Mapping[str, Decimal] | None,
+) -> None:
+    """:func:`update_job_fenced` as one statement per part (SQLite, where the caller's
+    transaction, under the database's single write lock, makes them one)."""
+    if branch is not None and branch.sets():
+        if not hot.run(conn, _update_branch_fenced(branch.sets()), params)[1]:
+            _fence_refused(conn, lease, branch)
+    if attempt is not None:
+        insert_attempt(conn, attempt)
+    _check(hot.run(conn, _update_job_fenced(columns), params)[1])
+    if event is not None:
+        insert_event(conn, event)
+    if stock:
+        add_stock(conn, lease.branch_id, stock)
 
 
 def _fence_refused(conn: Connection, lease: Lease, branch: BranchWrite | None) -> None:
@@ -526,6 +572,7 @@ def _update_job_fenced(
     event_columns: tuple[str, ...] = (),
     branch_sets: tuple[str, ...] = (),
     stock_items: int = 0,
+    head_window: int = 0,
 ) -> hot.HotStatement:
     """The job UPDATE of exactly these columns (one statement per combination the drain uses).
 
@@ -533,10 +580,12 @@ def _update_job_fenced(
     token. With CTEs (PostgreSQL) every part selects from the ``fence`` CTE. Parameters in a
     SELECT list have no type to infer, hence a CAST to each column's type (without its
     length: an explicit cast to VARCHAR(n) would truncate where the INSERT refuses).
+    ``head_window``: the UPDATE becomes a CTE too, and the statement returns the head select
+    (without the job) with ``wrote``, whether the fenced UPDATE happened.
     """
     _known(jobs, columns)
     sets = ", ".join(f"{c} = :{c}" for c in columns)
-    if not (attempt_columns or event_columns or branch_sets or stock_items):
+    if not (attempt_columns or event_columns or branch_sets or stock_items or head_window):
         return hot.HotStatement(
             f"UPDATE jobs SET {sets} WHERE id = :job_id_ AND EXISTS (SELECT 1 FROM branches "  # noqa: S608
             "WHERE branches.id = :lease_branch_id AND branches.fencing_token = :lease_token)"
@@ -573,11 +622,16 @@ def _update_job_fenced(
             "ON CONFLICT (branch_id, item_cd) "
             "DO UPDATE SET qty = stock_balances.qty + EXCLUDED.qty)"
         )
-    return hot.HotStatement(
-        f"WITH {', '.join(ctes)} "  # noqa: S608 - schema names
-        f"UPDATE jobs SET {sets} WHERE id = :job_id_ AND EXISTS (SELECT 1 FROM fence)",
-        returns_rows=False,
-    )
+    update = f"UPDATE jobs SET {sets} WHERE id = :job_id_ AND EXISTS (SELECT 1 FROM fence)"  # noqa: S608
+    if head_window:
+        ctes.append(f"done AS ({update} RETURNING 1 AS ok)")
+        head = _head_select(head_window, branch=":lease_branch_id", but=":job_id_")
+        return hot.HotStatement(
+            f"WITH {', '.join(ctes)} "  # noqa: S608 - schema names
+            + head.replace("SELECT ", "SELECT (SELECT count(*) FROM done) AS wrote, ", 1),
+            returns_rows=True,
+        )
+    return hot.HotStatement(f"WITH {', '.join(ctes)} {update}", returns_rows=False)
 
 
 _POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]

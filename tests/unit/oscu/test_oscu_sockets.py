@@ -7,6 +7,7 @@ one where the request really did arrive (the case invariant 2 is about).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import socket
@@ -295,3 +296,18 @@ def test_a_host_whose_certificate_is_not_trusted_gets_nothing(
     assert (outcome.kind, outcome.may_have_reached_kra) == (K.TRANSIENT, False)
     assert outcome.error == "ConnectError"
     assert server.requests == []
+
+
+def test_a_worker_thread_that_ends_closes_its_connection() -> None:
+    # Given a call made from a thread that then ends (the stdlib engine keeps one
+    # connection per thread)
+    with serving("keep_alive") as server:
+        with client_for(server.port, "stdlib") as client:
+            thread = threading.Thread(target=client.save_sale, args=(DEVICE, {"invcNo": 1}))
+            thread.start()
+            thread.join()
+            del thread
+            gc.collect()
+            # Then the server sees its connection closed while the client lives on
+            wait_for(lambda: len(server.threads) > 1 and not server.threads[1].is_alive())
+    assert (len(server.requests), server.connections) == (1, 1)
