@@ -353,6 +353,28 @@ def test_jobs_waiting_on_the_one_before_go_in_the_same_drain_each_sent_once(
     assert calls == dict.fromkeys(jobs, 1)
 
 
+def test_a_stock_master_reports_the_fractional_balance_exactly(pipeline: Pipeline) -> None:
+    # Given 10.25 units in stock, then a sale of 0.1 with its stock-out and stock master
+    water = item_code(1)
+    opening = b.SaleLine(water, "Water", Decimal("10.25"), Decimal("116"))
+    sold = b.SaleLine(water, "Water", Decimal("0.1"), Decimal("116"))
+    pipeline.enqueue(
+        [
+            b.item(TIN, "00", "item-1", item_cd=water, item_nm="Water", price=Decimal("116")),
+            b.stock_io(
+                TIN, "00", "opening", [opening], sar_ty_cd="06", at=NOW, depends_on=["item-1"]
+            ),
+            *b.sale_with_stock(TIN, "00", "s1", [sold], trd_invc_no="T1", at=NOW),
+        ]
+    )
+    # When the branch drains
+    pipeline.drain()
+    # Then KRA accepted the stock master with the remaining 10.15, not a float's expansion
+    master = pipeline.job(f"s1:stock-master:{water}")
+    assert master.state == "accepted", master.result_message
+    assert json.loads(master.body, parse_float=Decimal)["rsdQty"] == Decimal("10.15")
+
+
 def test_every_call_leaves_an_attempt_and_every_outcome_one_result_event(
     pipeline: Pipeline,
 ) -> None:

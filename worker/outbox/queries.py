@@ -668,8 +668,15 @@ def insert_event(conn: Connection, row: Mapping[str, Any]) -> None:
 
 
 def stock_balance(conn: Connection, branch_id: int, item_cd: str) -> Decimal | None:
-    value = conn.execute(_STOCK_BALANCE, {"branch_id_": branch_id, "item_cd_": item_cd}).scalar()
-    return None if value is None else Decimal(value)
+    """An item's balance of accepted movements (a stock master's ``rsdQty``); read on the
+    driver, as the drain's other per-job statements are."""
+    rows, _ = hot.run(conn, _STOCK_BALANCE, {"branch_id": branch_id, "item_cd": item_cd})
+    if not rows:
+        return None
+    value = rows[0].qty
+    if isinstance(value, float):  # SQLite keeps NUMERIC as REAL: round as SQLAlchemy does
+        return Decimal(f"{value:.{_QTY_SCALE}f}")
+    return Decimal(value)
 
 
 def add_stock(conn: Connection, branch_id: int, deltas: Mapping[str, Decimal]) -> None:
@@ -690,7 +697,10 @@ _THIS_BALANCE = and_(
     stock_balances.c.branch_id == bindparam("branch_id_"),
     stock_balances.c.item_cd == bindparam("item_cd_"),
 )
-_STOCK_BALANCE = select(stock_balances.c.qty).where(_THIS_BALANCE)
+_STOCK_BALANCE = hot.HotStatement(
+    "SELECT qty FROM stock_balances WHERE branch_id = :branch_id AND item_cd = :item_cd"
+)
+_QTY_SCALE = int(getattr(stock_balances.c.qty.type, "scale", None) or 0)
 _ADD_STOCK = (
     update(stock_balances)
     .where(_THIS_BALANCE)
