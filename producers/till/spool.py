@@ -147,9 +147,10 @@ class Spool:
                 )
             }
             batch: list[SpooledRecord] = []
-            rows = self._db.execute(
-                "SELECT * FROM records WHERE status = 'spooled' ORDER BY seq"
-            ).fetchall()
+            # Stepped through, not fetched whole: after days offline the spool holds
+            # thousands of records, and a batch needs only its first ``limit`` (plus any
+            # held on the way).
+            rows = self._db.execute("SELECT * FROM records WHERE status = 'spooled' ORDER BY seq")
             for row in rows:
                 deps = tuple(json.loads(row["deps"]))
                 blocker = next((d for d in deps if (row["tin"], d) in bad), None)
