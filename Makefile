@@ -2,7 +2,7 @@
 #
 #   make venv    create .venv and install the project editable with dev extras (when needed)
 #   make test    make sure PostgreSQL and Redis are up on loopback, then run the whole suite
-#   make lint    ruff format --check, ruff check, mypy (strict on schemas producers worker)
+#   make lint    ruff format --check, ruff check, mypy (strict on schemas producers worker; etims_relay too, not strict)
 #   make demo    run the end-to-end demo (embedded SQLite + embedded redis-server)
 #   make bench   run every bench/*.py with its defaults
 
@@ -29,7 +29,7 @@ test: venv
 lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy schemas producers worker
+	$(BIN)/mypy schemas producers worker etims_relay
 
 demo: venv
 	$(BIN)/etims-relay demo

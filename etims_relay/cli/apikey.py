@@ -72,12 +72,12 @@ def list_(
     if as_json:
         print_json(items)
         return
-    for item in items:
-        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(item["created_at"]))
-        scope = "admin" if item["admin"] else ",".join(item["branches"]) or "all branches"
-        state = "revoked" if item["revoked"] else "active"
+    for k in keys:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(k.created_at))
+        scope = "admin" if k.admin else ",".join(k.branches) or "all branches"
+        state = "revoked" if k.revoked_at is not None else "active"
         console.print(
-            f"{item['key_id']}  {item['tin']}  {scope}  {state}  {created}  {item['label'] or ''}",
+            f"{k.key_id}  {k.tin}  {scope}  {state}  {created}  {k.label or ''}",
             markup=False,
         )
     console.print(f"{len(items)} key(s)")

@@ -154,12 +154,12 @@ def _parse_jsonl(lines: list[str]) -> tuple[list[dict[str, Any]], list[int], lis
 def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Jobs by state and each branch's backlog."""
     with database() as conn:
-        report = {"jobs": q.job_counts(conn), "branches": q.branch_backlogs(conn, time.time())}
+        counts, backlogs = q.job_counts(conn), q.branch_backlogs(conn, time.time())
     if as_json:
-        print_json(report)
+        print_json({"jobs": counts, "branches": backlogs})
         return
-    console.print("jobs: " + "  ".join(f"{k} {v}" for k, v in report["jobs"].items()))
-    for b in report["branches"]:
+    console.print("jobs: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    for b in backlogs:
         parked = f"  PARKED: {b['parked_reason']}" if b["parked"] else ""
         console.print(
             f"  {b['tin']}/{b['bhf_id']}  backlog {b['backlog']}  "

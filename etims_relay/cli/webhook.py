@@ -64,12 +64,11 @@ def show(
     if as_json:
         print_json(report)
         return
-    console.print(f"{tin}: {report['url'] or '(no webhook)'}", markup=False)
+    console.print(f"{tin}: {hook.url if hook else '(no webhook)'}", markup=False)
     console.print("  ".join(f"{k} {v}" for k, v in counts.items()), markup=False)
-    for item in report["recent_failures"]:
+    for r in failed:
         console.print(
-            f"  failed: event {item['event_id']} after {item['attempts']}: {item['error']}",
-            markup=False,
+            f"  failed: event {r.event_id} after {r.attempts}: {r.last_error}", markup=False
         )
 
 
