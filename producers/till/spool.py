@@ -216,12 +216,17 @@ class Spool:
     # ------------------------------------------------------------------ results
 
     def awaiting_results(self, limit: int) -> list[tuple[int, int]]:
-        """(seq, job id) of forwarded records whose KRA outcome is not final, least recently
-        checked first."""
+        """(seq, job id) of forwarded records whose KRA outcome is not final, or was never
+        fetched, least recently checked first.
+
+        Never fetched: a record re-forwarded after the till died may come back from the
+        intake already ``accepted`` (the intake held it), but its signature comes only
+        from a look at the job.
+        """
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, job_id FROM records WHERE status = 'forwarded'"
-                " AND (job_state IS NULL OR job_state NOT IN (?, ?, ?))"
+                "SELECT seq, job_id FROM records WHERE status = 'forwarded' AND (checked_at IS"
+                " NULL OR job_state IS NULL OR job_state NOT IN (?, ?, ?))"
                 " ORDER BY COALESCE(checked_at, 0), seq LIMIT ?",
                 (*FINAL_JOB_STATES, limit),
             ).fetchall()

@@ -16,10 +16,12 @@ threads (``max_connections`` applies to the httpx engine only).
 Errors keep httpx's meaning, which is what :mod:`worker.oscu.errors` classifies:
 
 - before any byte of the request was written (connect, TLS handshake):
-  :class:`httpx.ConnectError` / :class:`httpx.ConnectTimeout` -- not sent;
+  :class:`httpx.ConnectError` / :class:`httpx.ConnectTimeout`, and a request http.client
+  refuses to form (a header value with CR/LF): :class:`httpx.LocalProtocolError` -- not sent;
 - while writing: :class:`httpx.WriteError` / :class:`httpx.WriteTimeout`, and after:
   :class:`httpx.ReadTimeout`, :class:`httpx.ReadError`, :class:`httpx.RemoteProtocolError`
-  -- maybe sent.
+  -- maybe sent. Anything unforeseen from then on is a WriteError or ReadError too: never
+  an exception the client's classification does not know.
 
 A kept-alive connection the server has closed meanwhile is found before reuse (its socket
 reads as ready: end of file, or bytes nobody asked for) and replaced, as httpcore does;
@@ -73,7 +75,9 @@ class StdlibTransport(httpx.BaseTransport):
             self._discard(origin, conn)
         return httpx.Response(
             response.status,
-            headers=response.getheaders(),
+            # As bytes: http.client decodes header lines as latin-1, and httpx would encode a
+            # str value as ASCII, failing on a gateway's accented message after the exchange.
+            headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.getheaders()],
             content=content,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason.encode()},
         )
@@ -129,8 +133,7 @@ class StdlibTransport(httpx.BaseTransport):
     # -- one exchange ---------------------------------------------------------------------------
     @staticmethod
     def _write(conn: Any, request: httpx.Request, body: bytes, timeout: float | None) -> None:
-        try:
-            conn.sock.settimeout(timeout)
+        try:  # buffered only: nothing leaves before endheaders
             # httpx already put Host and Content-Length in the request's headers.
             conn.putrequest(
                 request.method,
@@ -139,11 +142,15 @@ class StdlibTransport(httpx.BaseTransport):
                 skip_accept_encoding=True,
             )
             for name, value in request.headers.raw:
-                conn.putheader(name, value)
+                conn.putheader(name, value)  # refuses CR/LF in a value (a pasted cmcKey)
+        except (ValueError, http.client.HTTPException) as exc:
+            raise httpx.LocalProtocolError(str(exc) or type(exc).__name__) from exc
+        try:
+            conn.sock.settimeout(timeout)
             conn.endheaders(body)
         except TimeoutError as exc:
             raise httpx.WriteTimeout(str(exc) or "timed out writing") from exc
-        except (OSError, http.client.HTTPException) as exc:
+        except Exception as exc:  # OSError, or the connection closed under us at shutdown
             raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
 
     @staticmethod
@@ -158,7 +165,7 @@ class StdlibTransport(httpx.BaseTransport):
             # no status line, a malformed one, a body cut short, an oversized header
             message = str(exc) or type(exc).__name__
             raise httpx.RemoteProtocolError(message) from exc
-        except OSError as exc:  # reset by peer and the like
+        except Exception as exc:  # reset by peer; the connection closed under us at shutdown
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
 
 

@@ -113,6 +113,12 @@ class TinyServer:
                         self.requests.append(request)
             elif self.mode == "idle_close":  # answer as if keeping it, then hang up idle
                 conn.sendall(answer(keep_alive=True))
+            elif self.mode == "accented_header":  # RFC 9110 obs-text in a header value
+                conn.sendall(
+                    answer(keep_alive=False).replace(
+                        b"\r\n\r\n", "\r\nX-Gw-Msg: Requête traitée\r\n\r\n".encode(), 1
+                    )
+                )
             # mode "close": leave the with-block, closing without a word
 
     def close(self) -> None:
@@ -311,3 +317,21 @@ def test_a_worker_thread_that_ends_closes_its_connection() -> None:
             # Then the server sees its connection closed while the client lives on
             wait_for(lambda: len(server.threads) > 1 and not server.threads[1].is_alive())
     assert (len(server.requests), server.connections) == (1, 1)
+
+
+def test_an_answer_with_an_accented_header_is_read(engine: str) -> None:
+    with serving("accented_header") as server:
+        with client_for(server.port, engine) as client:
+            outcome = client.save_sale(DEVICE, {"invcNo": 1})
+    assert outcome.kind is K.ACCEPTED
+
+
+def test_a_key_with_a_line_break_is_refused_before_anything_is_sent(engine: str) -> None:
+    # Given a cmcKey pasted with a trailing line break
+    pasted = DeviceCredentials("P051234567A", "00", SecretStr(CMC_KEY + "\r\n"))
+    with serving("answer") as server:
+        with client_for(server.port, engine) as client:
+            outcome = client.save_sale(pasted, {"invcNo": 1})
+    # Then the call fails as not sent (safe to retry, its number free), and nothing left
+    assert (outcome.kind, outcome.may_have_reached_kra) == (K.TRANSIENT, False)
+    assert server.requests in ([], [b""])

@@ -64,7 +64,8 @@ class FakeIntake:
                     "index": index,
                     "id": self.ids[key],
                     "idempotency_key": key,
-                    "state": "pending",
+                    # a key it already holds comes back with that job's state
+                    "state": self.results.get(self.ids[key], {}).get("state", "pending"),
                     "created": True,
                 }
             )
@@ -72,6 +73,23 @@ class FakeIntake:
             self.malformed_once = False
             answer = [{k: v for k, v in job.items() if k != "id"} for job in answer]
         return httpx.Response(202, json={"request_id": "r", "jobs": answer})
+
+
+#: What GET /v1/jobs/{id} says of a sale KRA signed.
+SIGNED: dict[str, Any] = {
+    "state": "accepted",
+    "signature": {
+        "curRcptNo": 7,
+        "totRcptNo": 9,
+        "intrlData": "ABC",
+        "rcptSign": "SIGN",
+        "sdcDateTime": "20261122093000",
+    },
+    "qr_url": "https://etims-sbx.kra.go.ke/x",
+    "invc_no": 1,
+    "sdc_id": "KRACU0100000001",
+    "mrc_no": "WIS00000001",
+}
 
 
 @pytest.fixture
@@ -166,26 +184,30 @@ def test_results_and_signatures_come_back_to_the_spool(make_till: Callable[..., 
     till.enqueue_sale("s1", [LINE], trd_invc_no="T1", with_stock=False)
     till.flush()
     assert till.receipt("s1") is None
-    signature = {
-        "curRcptNo": 7,
-        "totRcptNo": 9,
-        "intrlData": "ABC",
-        "rcptSign": "SIGN",
-        "sdcDateTime": "20261122093000",
-    }
-    fake.results[fake.ids["s1"]] = {
-        "state": "accepted",
-        "signature": signature,
-        "qr_url": "https://etims-sbx.kra.go.ke/x",
-        "invc_no": 1,
-        "sdc_id": "KRACU0100000001",
-        "mrc_no": "WIS00000001",
-    }
+    fake.results[fake.ids["s1"]] = SIGNED
     assert till.flush().results == 1
     receipt = till.receipt("s1")
     assert receipt is not None and receipt.rcpt_sign == "SIGN" and receipt.cur_rcpt_no == 7
     assert receipt.state == "accepted" and receipt.invc_no == 1
     assert till.flush().results == 0  # final states are not polled again
+
+
+def test_a_resent_sale_kra_already_signed_still_gets_its_signature(
+    make_till: Callable[..., Till],
+) -> None:
+    # Given a sale the intake holds and KRA signed, but whose 202 the till never recorded
+    # (it died first): the till forwards it again and the intake answers "accepted"
+    fake = FakeIntake()
+    fake.ids["s1"] = 1
+    fake.results[1] = SIGNED
+    till = make_till(fake)
+    till.enqueue_sale("s1", [LINE], trd_invc_no="T1", with_stock=False)
+    # When the till flushes
+    till.flush()
+    till.flush()
+    # Then it fetched KRA's signature for the receipt all the same
+    receipt = till.receipt("s1")
+    assert receipt is not None and receipt.rcpt_sign == "SIGN"
 
 
 def test_a_key_spooled_twice_is_a_no_op_and_with_other_content_an_error(
