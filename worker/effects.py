@@ -146,13 +146,13 @@ def accept(
             values["sdc_id"], values["mrc_no"] = device.sdc_id, device.mrc_no
     event = event_row(job, JobState.ACCEPTED, now, {**values, "receipt": receipt})
     stock = stock_deltas(step.body) if kind is JobKind.STOCK_IO else None
-    if not _wakes_dependents(job):
-        head = q.update_job_fenced(
-            conn, lease, job.id, values, attempt=attempt, event=event, stock=stock,
-            then_head=then_head,
-        )  # fmt: skip
+    wakes = _wakes_dependents(job)  # then more statements follow: the head waits for them
+    head = q.update_job_fenced(
+        conn, lease, job.id, values, attempt=attempt, event=event, stock=stock,
+        then_head=None if wakes else then_head,
+    )  # fmt: skip
+    if not wakes:
         return set(), head
-    q.update_job_fenced(conn, lease, job.id, values, attempt=attempt, event=event, stock=stock)
     # Dependents in other branches may be heads waiting for exactly this acceptance. Branch
     # rows are locked before job rows here, as a drain's prepare step does: no deadlock.
     found = q.waiting_or_blocked_dependents(conn, job.id)

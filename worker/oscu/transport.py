@@ -108,8 +108,11 @@ class StdlibTransport(httpx.BaseTransport):
         scheme, host, port = origin
         conn: http.client.HTTPConnection
         if scheme == "https":
-            context = self._ssl_context or httpx.create_ssl_context()
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+            if self._ssl_context is None:  # once: it loads the certificate bundle
+                self._ssl_context = httpx.create_ssl_context()
+            conn = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=self._ssl_context
+            )
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:

@@ -390,20 +390,21 @@ def head_query(limit: int) -> hot.HotStatement:
     return hot.HotStatement(_head_select(limit))
 
 
-def _head_select(limit: int, *, branch: str = ":branch_id", but: str | None = None) -> str:
-    """The head query's text, for ``branch`` (a parameter), leaving out job ``but``."""
-    excluded = f"AND id <> {but} " if but else ""
+def _head_select(limit: int, *, but_written_job: bool = False) -> str:
+    """The head query's text (parameter ``:branch_id``); with ``but_written_job``, leaving
+    out the job ``:job_id_`` of the statement it rides on."""
+    excluded = "AND id <> :job_id_ " if but_written_job else ""
     return (
         f"SELECT b.next_seq AS branch_next_seq, b.next_invc_no AS branch_next_invc_no, "  # noqa: S608
         f"b.next_sar_no AS branch_next_sar_no, w.*, dep.id AS dep_id, dep.state AS dep_state, "
-        f"{_WAKES_DEPENDENTS.replace(':branch_id', branch)} AS wakes_dependents "
+        f"{_WAKES_DEPENDENTS} AS wakes_dependents "
         f"FROM branches AS b "
         f"LEFT JOIN (SELECT {_HEAD_COLUMNS} FROM jobs "
-        f"WHERE branch_id = {branch} AND {ACTIVE_PREDICATE} {excluded}"
+        f"WHERE branch_id = :branch_id AND {ACTIVE_PREDICATE} {excluded}"
         f"ORDER BY seq LIMIT {int(limit)}) AS w ON 1 = 1 "
         f"LEFT JOIN job_dependencies AS d ON d.job_id = w.id "
         f"LEFT JOIN jobs AS dep ON dep.id = d.depends_on_id "
-        f"WHERE b.id = {branch} "
+        f"WHERE b.id = :branch_id "
         f"ORDER BY w.seq"
     )
 
@@ -474,6 +475,7 @@ def update_job_fenced(
         "job_id_": job_id,
         "lease_branch_id": lease.branch_id,
         "lease_token": lease.token,
+        "branch_id": lease.branch_id,  # the head select's, when it rides along
     }
     branch_sets: tuple[str, ...] = ()
     if branch is not None:
@@ -625,7 +627,7 @@ def _update_job_fenced(
     update = f"UPDATE jobs SET {sets} WHERE id = :job_id_ AND EXISTS (SELECT 1 FROM fence)"  # noqa: S608
     if head_window:
         ctes.append(f"done AS ({update} RETURNING 1 AS ok)")
-        head = _head_select(head_window, branch=":lease_branch_id", but=":job_id_")
+        head = _head_select(head_window, but_written_job=True)
         return hot.HotStatement(
             f"WITH {', '.join(ctes)} "  # noqa: S608 - schema names
             + head.replace("SELECT ", "SELECT (SELECT count(*) FROM done) AS wrote, ", 1),

@@ -13,14 +13,14 @@ import logging
 import socket
 import ssl
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 import trustme
 from pydantic import SecretStr
 
+from tests.helpers import wait_until
 from worker.oscu import DEFAULT_LIMITS, DeviceCredentials, OscuClient, OutcomeKind
 from worker.oscu.transport import StdlibTransport
 
@@ -120,6 +120,9 @@ class TinyServer:
                     )
                 )
             # mode "close": leave the with-block, closing without a word
+
+    def first_connection_closed(self) -> bool:
+        return len(self.threads) > 1 and not self.threads[1].is_alive()
 
     def close(self) -> None:
         self.stop.set()
@@ -240,20 +243,12 @@ def test_a_kept_connection_the_server_closed_is_replaced_not_reported_maybe_sent
     with serving("idle_close") as server:
         with client_for(server.port, engine) as client:
             first = client.save_sale(DEVICE, {"invcNo": 1})
-            wait_for(lambda: server.connections == 1 and len(server.threads) > 1
-                     and not server.threads[1].is_alive())  # fmt: skip
+            wait_until(server.first_connection_closed, timeout=5, interval=0.01)
             # When the next write goes
             second = client.save_sale(DEVICE, {"invcNo": 2})
     # Then it went over a new connection and was answered: no "maybe sent" for nothing
     assert (first.kind, second.kind) == (K.ACCEPTED, K.ACCEPTED)
     assert (len(server.requests), server.connections) == (2, 2)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +292,7 @@ def test_a_host_whose_certificate_is_not_trusted_gets_nothing(
     with serving("keep_alive", tls_server_context(authority)) as server:
         with https_client(server.port, engine, trusting=None) as client:
             outcome = client.save_sale(DEVICE, {"invcNo": 1})
-        wait_for(lambda: bool(server.handshake_errors))
+        wait_until(lambda: server.handshake_errors, timeout=5, interval=0.01, what="handshake")
     # Then the write is refused before a byte of it (the cmcKey included) went out
     assert (outcome.kind, outcome.may_have_reached_kra) == (K.TRANSIENT, False)
     assert outcome.error == "ConnectError"
@@ -315,7 +310,7 @@ def test_a_worker_thread_that_ends_closes_its_connection() -> None:
             del thread
             gc.collect()
             # Then the server sees its connection closed while the client lives on
-            wait_for(lambda: len(server.threads) > 1 and not server.threads[1].is_alive())
+            wait_until(server.first_connection_closed, timeout=5, interval=0.01)
     assert (len(server.requests), server.connections) == (1, 1)
 
 
