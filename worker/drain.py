@@ -9,9 +9,12 @@
         record   attempt row + job state + side effects (stock balance, events, dependents)
                  -- atomic, fenced by the lease; then the next job's prepare
 
-On PostgreSQL the usual job is two statements, each atomic and fenced on its own: the
-result (job, attempt, event, stock) with the branch's next head read along, and the next
-job's in_flight mark (with its number and the lease); they run in autocommit
+On PostgreSQL the usual job is one statement, atomic and fenced: its result (job, attempt,
+event, stock), the next job's in_flight mark (with its number and the lease; the body was
+built from the head read one statement earlier, and the statement re-checks in its own
+snapshot that the job is still the branch's ready head), and the branch's next head read
+along. When the re-check fails, the mark is not made and the next job takes a second
+statement, as a job after a retry, a dead job or a wait does. They run in autocommit
 (:func:`worker.outbox.hot.step`).
 Anything that writes more than one statement (a dead job and its dependents, a park) is
 one transaction, as is every step on SQLite.
@@ -24,11 +27,10 @@ it as maybe-sent and resends the identical body, so a duplicate answer then mean
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -102,6 +104,98 @@ class _Send:
     number: int | None
     attempt: int
     maybe_recorded: bool
+    #: the job after this one, as the head read that started this one showed it
+    successor: _Successor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Successor:
+    """The job after the one being sent, as the branch's last head read showed it: its
+    in_flight mark may ride on the sent job's result statement (:class:`queries.NextStart`),
+    which re-checks what this copy says."""
+
+    job: Any
+    #: (id, state) of the jobs it depends on, as read
+    deps: list[tuple[int, str]]
+    #: the branch's next numbers once the job being sent has taken its own
+    next_numbers: Mapping[str, int]
+
+    @classmethod
+    def after(cls, head: q.BranchHead, job_id: int | None, took: str | None) -> _Successor | None:
+        """The candidate that follows ``job_id`` in ``head`` (the first one if None)."""
+        ids = [int(row.id) for row, _ in head.candidates]
+        index = 0 if job_id is None else ids.index(job_id) + 1 if job_id in ids else len(ids)
+        if index >= len(ids):
+            return None
+        numbers = dict(head.next_numbers)
+        if took is not None:
+            numbers[took] += 1
+        row, deps = head.candidates[index]
+        return cls(row, deps, numbers)
+
+    def ready_after(self, accepted_id: int, now: float) -> bool:
+        """Whether it can be started by the acceptance of ``accepted_id``: a first send, due,
+        and with nothing else to wait for (the statement checks it all again)."""
+        job = self.job
+        if job.state != JobState.PENDING.value or job.body is not None or job.maybe_recorded:
+            return False
+        if job.next_attempt_at is not None and job.next_attempt_at > now:
+            return False
+        return all(
+            state == JobState.ACCEPTED.value or dep_id == accepted_id for dep_id, state in self.deps
+        )
+
+
+@dataclass(slots=True)
+class _Balances:
+    """The branch's stock balances as this drain knows them: each item read once, then kept
+    up to date with the movements the drain records as accepted.
+
+    Only the lease holder changes a branch's balances (the fenced acceptance of a stock
+    movement), so while the drain holds the lease its copy is the table's, and a stock
+    master's ``rsdQty`` needs no query of its own. Quantities have at most two decimals
+    (``schemas.types.Qty``), the column's scale: the sums are exact.
+    """
+
+    branch_id: int
+    known: dict[str, Decimal | None] = field(default_factory=dict)
+
+    def get(
+        self, conn: Connection, item_cd: str, plus: Mapping[str, Decimal] | None = None
+    ) -> Decimal | None:
+        """The balance, with ``plus`` (a movement being accepted in the same statement)."""
+        if item_cd not in self.known:
+            self.known[item_cd] = q.stock_balance(conn, self.branch_id, item_cd)
+        value = self.known[item_cd]
+        if plus and item_cd in plus:
+            value = (value or Decimal(0)) + plus[item_cd]
+        return value
+
+    def apply(self, deltas: Mapping[str, Decimal]) -> None:
+        """A movement was accepted: items not read yet are read from the table when needed."""
+        for item_cd, delta in deltas.items():
+            if item_cd in self.known:
+                self.known[item_cd] = (self.known[item_cd] or Decimal(0)) + delta
+
+
+@dataclass(slots=True)
+class _Upcoming:
+    """What the drain keeps between jobs to prepare the next one."""
+
+    renewal: _Renewal
+    balances: _Balances
+    #: whether the next job's in_flight mark may ride on an acceptance (PostgreSQL)
+    rides: bool
+
+    def prepare(
+        self,
+        conn: Connection,
+        lease: Lease,
+        ctx: DrainContext,
+        woken: set[int],
+        head: q.BranchHead | None = None,
+    ) -> tuple[Any, int | None]:
+        return _prepare_in(conn, lease, ctx, woken, head, upcoming=self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,15 +227,18 @@ def _drain(branch_id: int, ctx: DrainContext, conn: Connection) -> DrainReport:
     if lease is None:
         return DrainReport(branch_id, "busy")
     ctx.observer.lease_taken(branch_id)
-    renewal = _Renewal.for_lease(ctx.settings, ctx.clock())
-    prepare_in = functools.partial(_prepare_in, renewal=renewal)
+    upcoming = _Upcoming(
+        _Renewal.for_lease(ctx.settings, ctx.clock()),
+        _Balances(branch_id),
+        rides=conn.dialect.name == "postgresql",
+    )
     started, sent = ctx.clock(), 0
     woken: set[int] = set()
     status: Status = "idle"
     wake_after: float | None = None
     seen_next_seq: int | None = None
     try:
-        step, seen_next_seq = _prepare(conn, lease, ctx, woken, renewal)
+        step, seen_next_seq = _prepare(conn, lease, ctx, woken, upcoming)
         while True:
             if isinstance(step, _Idle):
                 break
@@ -150,7 +247,7 @@ def _drain(branch_id: int, ctx: DrainContext, conn: Connection) -> DrainReport:
                 budget_left = started + limits.max_seconds - ctx.clock()
                 if step.inline and pause <= limits.inline_wait_s and pause < budget_left:
                     ctx.sleep(max(pause, 0.0))
-                    step, seen_next_seq = _prepare(conn, lease, ctx, woken, renewal)
+                    step, seen_next_seq = _prepare(conn, lease, ctx, woken, upcoming)
                     continue
                 status, wake_after = "waiting", step.until
                 break
@@ -159,7 +256,7 @@ def _drain(branch_id: int, ctx: DrainContext, conn: Connection) -> DrainReport:
             )
             # One step per job: this job's result, then the next job's start (the next head
             # is prepared inside the record step).
-            then = prepare_in if within_budget else None
+            then = upcoming if within_budget else None
             decision, following = _send_and_record(conn, lease, step, ctx, woken, then)
             sent += 1
             if isinstance(decision, Park):
@@ -197,7 +294,7 @@ def _release_quietly(lease: Lease, ctx: DrainContext) -> None:
 
 
 def _prepare(
-    conn: Connection, lease: Lease, ctx: DrainContext, woken: set[int], renewal: _Renewal
+    conn: Connection, lease: Lease, ctx: DrainContext, woken: set[int], upcoming: _Upcoming
 ) -> tuple[Any, int | None]:
     """Pick the head and make it ready to send, committed before the call.
 
@@ -205,7 +302,7 @@ def _prepare(
     lease), so on PostgreSQL it needs no transaction; blocking a hopeless head takes one.
     """
     with hot.step(conn, single_statements=True):
-        return _prepare_in(conn, lease, ctx, woken, renewal=renewal)
+        return upcoming.prepare(conn, lease, ctx, woken)
 
 
 @dataclass(slots=True)
@@ -241,7 +338,7 @@ def _prepare_in(
     woken: set[int],
     head: q.BranchHead | None = None,
     *,
-    renewal: _Renewal,
+    upcoming: _Upcoming,
 ) -> tuple[Any, int | None]:
     """The prepare step inside the caller's transaction (committed before the call).
 
@@ -264,7 +361,7 @@ def _prepare_in(
             if job.next_attempt_at is not None and job.next_attempt_at > now:
                 return _Wait(job.next_attempt_at), head.next_seq
             try:
-                return _start(conn, lease, job, head, ctx, now, renewal), head.next_seq
+                return _start(conn, lease, job, head, ctx, now, upcoming), head.next_seq
             except q.CounterMoved:
                 # An operator set the branch's next number since the head was read; nothing
                 # was written. Read again and build the body with the number as it is now.
@@ -290,7 +387,7 @@ def _start(
     head: q.BranchHead,
     ctx: DrainContext,
     now: float,
-    renewal: _Renewal,
+    upcoming: _Upcoming,
 ) -> Any:
     """Freeze the body (taking the KRA number on first send) and mark it in_flight.
 
@@ -298,6 +395,49 @@ def _start(
     first, then one fenced write takes it (compare-and-set), stores the body, marks the job
     in_flight and, when due, pushes the lease out. A body that cannot be built takes no
     number at all.
+    """
+    planned = _plan_start(conn, lease, job, head.next_numbers, ctx, now, upcoming)
+    if isinstance(planned, _LocalFailure):
+        return planned
+    q.update_job_fenced(conn, lease, job.id, planned.values, branch=planned.branch)
+    return planned.made(upcoming, now, _Successor.after(head, int(job.id), planned.took))
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A job's in_flight mark, ready to write: the send it leads to once written."""
+
+    send: _Send
+    values: dict[str, Any]
+    branch: q.BranchWrite | None
+    took: str | None
+    extends_lease: bool
+
+    def next_start(self) -> q.NextStart:
+        """This mark, to ride on the previous job's result statement."""
+        return q.NextStart(int(self.send.job.id), self.values, self.branch)
+
+    def made(self, upcoming: _Upcoming, now: float, successor: _Successor | None) -> _Send:
+        """The mark was written."""
+        if self.extends_lease:
+            upcoming.renewal.extended_at = now
+        return dataclasses.replace(self.send, successor=successor)
+
+
+def _plan_start(
+    conn: Connection,
+    lease: Lease,
+    job: Any,
+    next_numbers: Mapping[str, int],
+    ctx: DrainContext,
+    now: float,
+    upcoming: _Upcoming,
+    stock_plus: Mapping[str, Decimal] | None = None,
+) -> _Planned | _LocalFailure:
+    """Build the body and the in_flight mark of ``job``; write nothing.
+
+    ``stock_plus``: a movement accepted by the statement the mark will ride on, which a
+    stock master's balance must include.
     """
     kind = JobKind(job.kind)
     counter = kind.numbered_by
@@ -309,9 +449,9 @@ def _start(
     take: str | None = None
     if body_text is None:
         if counter is not None and number is None:
-            take, number = counter, head.next_numbers[counter]
+            take, number = counter, next_numbers[counter]
             values["invc_no" if counter == "invcNo" else "sar_no"] = number
-        inputs = _BodyInputs.read(conn, lease, job, kind)
+        inputs = _BodyInputs.read(conn, lease, job, kind, upcoming.balances, stock_plus)
         try:
             body_text = dumps_body(_build_body(job, kind, number, inputs, ctx))
         except Exception as exc:
@@ -328,15 +468,13 @@ def _start(
         maybe_recorded=maybe_recorded,
         updated_at=now,
     )
-    extend = renewal.due(now)
+    extend = upcoming.renewal.due(now)
     lease_until = now + ctx.settings.drain.lease_ttl_s if extend else None
     branch = None
     if extend or take is not None:
         branch = q.BranchWrite(lease_until, take, number if take is not None else None)
-    q.update_job_fenced(conn, lease, job.id, values, branch=branch)
-    if extend:
-        renewal.extended_at = now
-    return _Send(job, loads_payload(body_text), body_text, number, attempt, maybe_recorded)
+    send = _Send(job, loads_payload(body_text), body_text, number, attempt, maybe_recorded)
+    return _Planned(send, values, branch, take, extend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,14 +496,22 @@ class _BodyInputs:
     rsd_qty: Decimal | None
 
     @classmethod
-    def read(cls, conn: Connection, lease: Lease, job: Any, kind: JobKind) -> _BodyInputs:
+    def read(
+        cls,
+        conn: Connection,
+        lease: Lease,
+        job: Any,
+        kind: JobKind,
+        balances: _Balances,
+        stock_plus: Mapping[str, Decimal] | None = None,
+    ) -> _BodyInputs:
         payload = loads_payload(job.payload)
         org_invc_no = None
         if kind is JobKind.CREDIT_NOTE and job.original_job_id is not None:
             org_invc_no = q.job_invc_no(conn, job.original_job_id)
         rsd_qty = None
         if kind is JobKind.STOCK_MASTER and payload.get("rsdQty") is None:
-            rsd_qty = q.stock_balance(conn, lease.branch_id, str(payload.get("itemCd")))
+            rsd_qty = balances.get(conn, str(payload.get("itemCd")), stock_plus)
         return cls(payload, org_invc_no, rsd_qty)
 
 
@@ -389,18 +535,13 @@ def _build_body(
 # --------------------------------------------------------------------------- send + record
 
 
-Then = Callable[
-    [Connection, Lease, DrainContext, set[int], q.BranchHead | None], tuple[Any, int | None]
-]
-
-
 def _send_and_record(
     conn: Connection,
     lease: Lease,
     step: Any,
     ctx: DrainContext,
     woken: set[int],
-    then: Then | None = None,
+    then: _Upcoming | None = None,
 ) -> tuple[Decision, tuple[Any, int | None] | None]:
     """Send one job and record its result; ``then`` runs in the same transaction."""
     job = step.job
@@ -466,7 +607,7 @@ def _record(
     woken: set[int],
     receipt: dict[str, Any] | None = None,
     started: float | None = None,
-    then: Then | None = None,
+    then: _Upcoming | None = None,
 ) -> tuple[Decision, tuple[Any, int | None] | None]:
     """Attempt row, job state and side effects, atomic and fenced; then, in the same step,
     ``then`` (the next job's prepare) unless the branch just parked."""
@@ -483,18 +624,81 @@ def _record(
     with hot.step(conn, single_statements=single):
         match decision:
             case Accept():
-                accepted_woken, head = effects.accept(
-                    conn, lease, step, outcome, receipt, device, ctx, now, attempt,
-                    then_head=HEAD_WINDOW if then is not None else None,
+                head, following = _accept(
+                    conn, lease, step, outcome, receipt, device, ctx, now, attempt, woken,
+                    then, single,
                 )  # fmt: skip
-                woken |= accepted_woken
             case Retry():
                 effects.retry(conn, lease, step, outcome, decision, now, attempt)
             case Dead():
                 woken |= effects.dead(conn, lease, step, decision, now, attempt)
             case Park():
                 effects.park(conn, lease, step, decision, now, attempt)
-        if then is not None and not isinstance(decision, Park):
-            following = then(conn, lease, ctx, woken, head)
+        if then is not None and not isinstance(decision, Park) and following is None:
+            following = then.prepare(conn, lease, ctx, woken, head)
     ctx.observer.job_decided(job, decision, outcome, now)
     return decision, following
+
+
+def _accept(
+    conn: Connection,
+    lease: Lease,
+    step: Any,
+    outcome: CallOutcome,
+    receipt: dict[str, Any] | None,
+    device: Device | None,
+    ctx: DrainContext,
+    now: float,
+    attempt: dict[str, Any] | None,
+    woken: set[int],
+    then: _Upcoming | None,
+    single: bool,
+) -> tuple[q.BranchHead | None, tuple[Any, int | None] | None]:
+    """Record an acceptance and, when it can, the next job's in_flight mark with it.
+
+    Returns the branch's head as read along (None: read it again) and, if the mark was
+    made, the next job's send.
+    """
+    stock = effects.stock_deltas(step.body) if step.job.kind == JobKind.STOCK_IO else {}
+    riding = _riding_start(conn, lease, step, ctx, now, then, single, stock)
+    accepted_woken, head = effects.accept(
+        conn, lease, step, outcome, receipt, device, ctx, now, attempt,
+        then_head=HEAD_WINDOW if then is not None else None,
+        then_start=riding.next_start() if riding is not None else None,
+    )  # fmt: skip
+    woken |= accepted_woken
+    if then is None:
+        return head, None
+    then.balances.apply(stock)
+    if riding is None or head is None:  # head None: the mark was not made, read again
+        return head, None
+    send = riding.made(then, now, _Successor.after(head, None, riding.took))
+    return head, (send, head.next_seq)
+
+
+def _riding_start(
+    conn: Connection,
+    lease: Lease,
+    step: Any,
+    ctx: DrainContext,
+    now: float,
+    then: _Upcoming | None,
+    single: bool,
+    stock: Mapping[str, Decimal],
+) -> _Planned | None:
+    """The next job's in_flight mark, to ride on this acceptance's statement, if it can.
+
+    It can when the acceptance is one statement that goes on to the next job, the head read
+    that started this job showed the next one, and that one is a first send with nothing
+    left to wait for but this job. Anything else (a resend, a wait, a body that cannot be
+    built) goes the usual way: the next prepare reads the branch again.
+    """
+    if then is None or not then.rides or not single or not isinstance(step, _Send):
+        return None
+    successor = step.successor
+    if successor is None or not successor.ready_after(int(step.job.id), now):
+        return None
+    planned = _plan_start(
+        conn, lease, successor.job, successor.next_numbers, ctx, now, then, stock_plus=stock
+    )
+    return planned if isinstance(planned, _Planned) else None

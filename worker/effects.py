@@ -121,10 +121,13 @@ def accept(
     now: float,
     attempt: dict[str, Any] | None = None,
     then_head: int | None = None,
+    then_start: q.NextStart | None = None,
 ) -> tuple[set[int], q.BranchHead | None]:
     """Record the acceptance; return the branches to wake and, when ``then_head`` asks and
     the acceptance is one statement, the branch's head as it stands after it (read by that
-    same statement on PostgreSQL: the drain's next prepare needs no query of its own)."""
+    same statement on PostgreSQL: the drain's next prepare needs no query of its own).
+    ``then_start``: the next job's in_flight mark rides along too; the head comes back
+    only if it was made (see :func:`queries.update_job_fenced`)."""
     job = step.job
     kind = JobKind(job.kind)
     values: dict[str, Any] = {
@@ -149,7 +152,7 @@ def accept(
     wakes = _wakes_dependents(job)  # then more statements follow: the head waits for them
     head = q.update_job_fenced(
         conn, lease, job.id, values, attempt=attempt, event=event, stock=stock,
-        then_head=None if wakes else then_head,
+        then_head=None if wakes else then_head, then_start=None if wakes else then_start,
     )  # fmt: skip
     if not wakes:
         return set(), head

@@ -353,6 +353,104 @@ def test_jobs_waiting_on_the_one_before_go_in_the_same_drain_each_sent_once(
     assert calls == dict.fromkeys(jobs, 1)
 
 
+def after_kra_answers(
+    p: Pipeline, trd_invc_no: str, action: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run ``action`` once KRA has answered the sale ``trd_invc_no``, before the drain
+    records the answer: while the job after it is already built, waiting to be marked."""
+    client = p.runtime.client
+    real_call = client.call
+    done: list[bool] = []
+
+    def call(endpoint: str, body: dict[str, Any], **kwargs: Any) -> Any:
+        outcome = real_call(endpoint, body, **kwargs)
+        if not done and body.get("trdInvcNo") == trd_invc_no:
+            done.append(True)
+            action()
+        return outcome
+
+    monkeypatch.setattr(client, "call", call)
+
+
+def sales_at(p: Pipeline, bhf_id: str) -> list[tuple[int, str]]:
+    return [
+        (w["body"]["invcNo"], w["body"]["trdInvcNo"])
+        for w in ledger_writes(p.sim.ledger_path, ["saveTrnsSalesOsdc"])
+        if w["body"]["bhfId"] == bhf_id
+    ]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_job_unblocked_while_the_one_before_is_out_is_not_overtaken(
+    pipeline_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL: there the next job is built while the one before it is out, and marked by
+    # that one's result statement. Given a sale M in branch 00 blocked by a dead sale X of
+    # branch 01, then sales N0, N1, N2
+    p = pipeline_factory(branches=("00", "01"))
+    ghost_at_01 = b.item(TIN, "01", "item-9@01", item_cd=item_code(9), item_nm="Ghost",
+                         price=GHOST.prc)  # fmt: skip
+    p.enqueue([b.sale(TIN, "01", "x", [GHOST], trd_invc_no="X", at=NOW)])
+    p.drain("01")
+    assert p.job("x").state == "dead"
+    p.enqueue([ghost_at_01])
+    p.drain("01")
+    p.enqueue(
+        registered_stock("00")
+        + [b.sale(TIN, "00", "m", [WATER], trd_invc_no="M", at=NOW, depends_on=["x"])]
+        + [b.sale(TIN, "00", n, [WATER], trd_invc_no=n, at=NOW) for n in ("N0", "N1", "N2")]
+    )
+
+    # When X is replayed and accepted (unblocking M) just as KRA answers N1
+    def replay_x() -> None:
+        replay(p.runtime.engine, p.job("x").id, OPS, reason="item registered")
+        p.drain("01")
+        assert p.job("m").state == "pending"
+
+    after_kra_answers(p, "N1", replay_x, monkeypatch)
+    p.drain("00")
+
+    # Then M, no longer blocked, went before N2: N2 was not sent ahead of a pending sale
+    assert p.job("x").state == "accepted"
+    assert sales_at(p, "00") == [(1, "N0"), (2, "N1"), (3, "M"), (4, "N2")]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_counter_set_while_a_sale_is_out_is_the_number_the_next_one_goes_with(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.simulator.samples import Line, sale_body
+    from worker.simulator.testing import SimClient
+
+    # Given sales N1 and N2
+    pipeline.enqueue(
+        registered_stock()
+        + [b.sale(TIN, "00", n, [WATER], trd_invc_no=n, at=NOW) for n in ("N1", "N2")]
+    )
+
+    # When, as KRA answers N1, another system records invcNo 2 and the operator sets the
+    # branch's counter to 3 (N2 was already built with 2)
+    def other_system_takes_2() -> None:
+        device = pipeline.runtime.devices.get(TIN, "00")
+        with SimClient(pipeline.sim.url) as client:
+            client.post(
+                "saveTrnsSalesOsdc",
+                {**sale_body(2, [Line(item_code(1), prc="116")], trd_invc_no="OTHER"),
+                 "tin": TIN, "bhfId": "00"},
+                **{"tin": TIN, "bhfId": "00",
+                   "cmcKey": device.credentials.cmc_key.get_secret_value()},
+            )  # fmt: skip
+        set_next(pipeline.runtime.engine, TIN, "00", OPS, invc_no=3, sar_no=None, reason="x")
+
+    after_kra_answers(pipeline, "N1", other_system_takes_2, monkeypatch)
+    report = pipeline.drain()
+
+    # Then N2 was built again and went under 3; nothing went under the stale 2
+    assert report.status == "idle", report
+    assert sales_of(pipeline) == [(1, "N1"), (2, "OTHER"), (3, "N2")]
+    assert pipeline.job("N2").invc_no == 3
+
+
 def test_a_stock_master_reports_the_fractional_balance_exactly(pipeline: Pipeline) -> None:
     # Given 10.25 units in stock, then a sale of 0.1 with its stock-out and stock master
     water = item_code(1)

@@ -390,10 +390,15 @@ def head_query(limit: int) -> hot.HotStatement:
     return hot.HotStatement(_head_select(limit))
 
 
-def _head_select(limit: int, *, but_written_job: bool = False) -> str:
+def _head_select(
+    limit: int, *, but_written_job: bool = False, but_started_job: bool = False
+) -> str:
     """The head query's text (parameter ``:branch_id``); with ``but_written_job``, leaving
-    out the job ``:job_id_`` of the statement it rides on."""
+    out the job ``:job_id_`` of the statement it rides on, with ``but_started_job`` the job
+    ``:n_job_id`` that statement marks in_flight too."""
     excluded = "AND id <> :job_id_ " if but_written_job else ""
+    if but_started_job:
+        excluded += "AND id <> :n_job_id "
     return (
         f"SELECT b.next_seq AS branch_next_seq, b.next_invc_no AS branch_next_invc_no, "  # noqa: S608
         f"b.next_sar_no AS branch_next_sar_no, w.*, dep.id AS dep_id, dep.state AS dep_state, "
@@ -441,6 +446,33 @@ class BranchWrite:
 _COUNTER_COLUMNS = {"invcNo": "next_invc_no", "sarNo": "next_sar_no"}
 
 
+@dataclass(frozen=True, slots=True)
+class NextStart:
+    """The next job's in_flight mark, riding on the statement that records an acceptance.
+
+    The drain builds the next job's body while the branch's head is still the job being
+    accepted, from the head it read one statement earlier; the statement then checks, in
+    its own snapshot, everything a fresh head read would have: the job is still ``pending``
+    with no body, no active job of the branch but the accepted one comes before it, and
+    every job it depends on is accepted or is the accepted one. Only then does it take the
+    number (compare-and-set, :class:`BranchWrite`) and mark the job; otherwise it writes
+    nothing of it, and the drain reads the head again.
+    """
+
+    job_id: int
+    values: Mapping[str, Any]
+    branch: BranchWrite | None = None
+
+    def bind(self, params: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Add its parameters; return the job columns and branch columns it sets."""
+        params.update({"n_" + k: v for k, v in self.values.items()})
+        params["n_job_id"] = self.job_id
+        if self.branch is None:
+            return tuple(self.values), ()
+        params.update(b_lease_until=self.branch.lease_until, b_number=self.branch.number)
+        return tuple(self.values), self.branch.sets()
+
+
 def update_job_fenced(
     conn: Connection,
     lease: Lease,
@@ -452,6 +484,7 @@ def update_job_fenced(
     branch: BranchWrite | None = None,
     stock: Mapping[str, Decimal] | None = None,
     then_head: int | None = None,
+    then_start: NextStart | None = None,
 ) -> BranchHead | None:
     """Write a job's new state, only while ``lease`` holds; with it, optionally, the attempt
     row of the call that led to it, the result event it emits, a :class:`BranchWrite` and an
@@ -462,6 +495,11 @@ def update_job_fenced(
     a round trip per job: its snapshot predates the write, so the written job is left out
     of the candidates, and a dependency on it counts as accepted (only an acceptance may ask
     for the head this way; it takes no :class:`BranchWrite`).
+
+    ``then_start`` (PostgreSQL, with ``then_head``): the next job's in_flight mark rides on
+    the statement too (:class:`NextStart`), saving the drain its other round trip per job.
+    The head returned then leaves that job out as well; ``None`` means the mark was not
+    made (the job's result was), and the head must be read again.
 
     On PostgreSQL all of it is one statement: the fence (the branch UPDATE of a
     :class:`BranchWrite`, which also locks the branch row before the job row as every drain
@@ -485,6 +523,12 @@ def update_job_fenced(
         branch is not None or values.get("state") != JobState.ACCEPTED.value
     ):
         raise ValueError("only an acceptance without a branch write reads the head along")
+    start_columns: tuple[str, ...] = ()
+    start_branch_sets: tuple[str, ...] = ()
+    if then_start is not None:
+        if then_head is None or conn.dialect.name != "postgresql":
+            raise ValueError("the next job's mark rides only on a PostgreSQL head read")
+        start_columns, start_branch_sets = then_start.bind(params)
     if conn.dialect.name != "postgresql":
         _update_job_stepwise(conn, lease, params, tuple(values), attempt, event, branch, stock)
         return None if then_head is None else head_candidates(conn, lease.branch_id, then_head)
@@ -500,6 +544,8 @@ def update_job_fenced(
         branch_sets,
         len(stock or ()),
         then_head or 0,
+        start_columns,
+        start_branch_sets,
     )
     rows, rowcount = hot.run(conn, statement, params)
     if then_head is None:
@@ -508,6 +554,8 @@ def update_job_fenced(
         return None
     if not rows or not rows[0].wrote:
         _fence_refused(conn, lease, branch)
+    if then_start is not None and not rows[0].started:
+        return None
     return _branch_head(rows, lease.branch_id, accepted_id=job_id)
 
 
@@ -575,6 +623,8 @@ def _update_job_fenced(
     branch_sets: tuple[str, ...] = (),
     stock_items: int = 0,
     head_window: int = 0,
+    start_columns: tuple[str, ...] = (),
+    start_branch_sets: tuple[str, ...] = (),
 ) -> hot.HotStatement:
     """The job UPDATE of exactly these columns (one statement per combination the drain uses).
 
@@ -584,6 +634,8 @@ def _update_job_fenced(
     length: an explicit cast to VARCHAR(n) would truncate where the INSERT refuses).
     ``head_window``: the UPDATE becomes a CTE too, and the statement returns the head select
     (without the job) with ``wrote``, whether the fenced UPDATE happened.
+    ``start_columns``: the next job's in_flight mark too (:class:`NextStart`), and
+    ``started``, whether it was made.
     """
     _known(jobs, columns)
     sets = ", ".join(f"{c} = :{c}" for c in columns)
@@ -627,13 +679,50 @@ def _update_job_fenced(
     update = f"UPDATE jobs SET {sets} WHERE id = :job_id_ AND EXISTS (SELECT 1 FROM fence)"  # noqa: S608
     if head_window:
         ctes.append(f"done AS ({update} RETURNING 1 AS ok)")
-        head = _head_select(head_window, but_written_job=True)
+        flags = "(SELECT count(*) FROM done) AS wrote, "
+        if start_columns:
+            ctes.extend(_next_start_ctes(start_columns, start_branch_sets))
+            flags += "(SELECT count(*) FROM started) AS started, "
+        head = _head_select(head_window, but_written_job=True, but_started_job=bool(start_columns))
         return hot.HotStatement(
-            f"WITH {', '.join(ctes)} "  # noqa: S608 - schema names
-            + head.replace("SELECT ", "SELECT (SELECT count(*) FROM done) AS wrote, ", 1),
+            f"WITH {', '.join(ctes)} " + head.replace("SELECT ", f"SELECT {flags}", 1),
             returns_rows=True,
         )
     return hot.HotStatement(f"WITH {', '.join(ctes)} {update}", returns_rows=False)
+
+
+def _next_start_ctes(columns: tuple[str, ...], branch_sets: tuple[str, ...]) -> list[str]:
+    """The CTEs of a :class:`NextStart` (parameters ``:n_<column>``, ``:n_job_id``).
+
+    ``ready`` re-checks in the statement's snapshot what made the drain pick the job; the
+    number is taken (``claim``) only if it is ready, and the job is marked only if the
+    number was taken: all of it, or none of it.
+    """
+    _known(jobs, columns)
+    pending = JobState.PENDING.value
+    ready = (
+        "ready AS (SELECT 1 AS ok FROM jobs AS s "  # noqa: S608 - schema names
+        f"WHERE s.id = :n_job_id AND s.branch_id = :lease_branch_id AND s.state = '{pending}' "
+        "AND s.body IS NULL AND EXISTS (SELECT 1 FROM fence) "
+        "AND NOT EXISTS (SELECT 1 FROM jobs AS e WHERE e.branch_id = :lease_branch_id "
+        f"AND e.{ACTIVE_PREDICATE} AND e.seq < s.seq AND e.id <> :job_id_) "
+        "AND NOT EXISTS (SELECT 1 FROM job_dependencies AS sd "
+        "JOIN jobs AS sj ON sj.id = sd.depends_on_id WHERE sd.job_id = s.id "
+        f"AND sj.state <> '{JobState.ACCEPTED.value}' AND sj.id <> :job_id_))"
+    )
+    if branch_sets:
+        claim = (
+            f"claim AS ({_update_branch_fenced(branch_sets).source} "  # noqa: S608
+            "AND EXISTS (SELECT 1 FROM ready) RETURNING 1 AS ok)"
+        )
+    else:
+        claim = "claim AS (SELECT ok FROM ready)"
+    sets = ", ".join(f"{c} = :n_{c}" for c in columns)
+    started = (
+        f"started AS (UPDATE jobs SET {sets} WHERE id = :n_job_id AND state = '{pending}' "  # noqa: S608
+        "AND EXISTS (SELECT 1 FROM claim) RETURNING 1 AS ok)"
+    )
+    return [ready, claim, started]
 
 
 _POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
