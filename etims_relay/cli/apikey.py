@@ -11,7 +11,7 @@ import time
 
 import typer
 
-from etims_relay.cli.common import console, fail, print_json, runtime
+from etims_relay.cli.common import console, fail, opened_runtime, print_json
 from producers.apikeys import create_api_key, list_api_keys, revoke_api_key
 
 app = typer.Typer(help="API keys of the HTTP intake.", no_args_is_help=True)
@@ -27,13 +27,11 @@ def create(
     label: str | None = typer.Option(None, "--label", help="A note, e.g. the till's name."),
 ) -> None:
     """Create a key and print it once (last line)."""
-    rt = runtime(need_broker=False)
-    try:
-        info, key = create_api_key(rt.engine, tin, branches=branch, admin=admin, label=label)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
-    finally:
-        rt.close()
+    with opened_runtime(need_broker=False) as rt:
+        try:
+            info, key = create_api_key(rt.engine, tin, branches=branch, admin=admin, label=label)
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
     scope = (
         "every tin (admin)"
         if admin
@@ -52,11 +50,8 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Keys with their scope and state (never the key)."""
-    rt = runtime(need_broker=False)
-    try:
+    with opened_runtime(need_broker=False) as rt:
         keys = list_api_keys(rt.engine, tin)
-    finally:
-        rt.close()
     items = [
         {
             "key_id": k.key_id,
@@ -86,11 +81,8 @@ def list_(
 @app.command("revoke")
 def revoke(key_id: str = typer.Argument(..., help="The key id shown by create/list.")) -> None:
     """Revoke a key at once (the next request with it gets 401)."""
-    rt = runtime(need_broker=False)
-    try:
+    with opened_runtime(need_broker=False) as rt:
         done = revoke_api_key(rt.engine, key_id)
-    finally:
-        rt.close()
     if not done:
         raise fail(f"no active key {key_id}")
     console.print(f"key {key_id} revoked")

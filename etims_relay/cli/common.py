@@ -15,7 +15,7 @@ from rich.console import Console
 from sqlalchemy import Connection
 
 from etims_relay.settings import Settings, get_settings
-from worker.replay import Actor
+from worker.replay import Actor, OperatorError
 from worker.runtime import Runtime, build_runtime
 
 console = Console()
@@ -52,11 +52,36 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 @contextmanager
-def database() -> Iterator[Connection]:
-    """A connection for one read-only command; no broker is started for it."""
-    rt = runtime(need_broker=False)
+def operator_errors() -> Iterator[None]:
+    """Show an :class:`OperatorError` as one ``error:`` line and exit 1.
+
+    Such an error is the operator's to fix (a wrong job id, a state that forbids the action,
+    a bad ``--set``), so it gets a message, never a traceback.
+    """
     try:
-        with rt.engine.connect() as conn:
-            yield conn
+        yield
+    except OperatorError as exc:
+        raise fail(str(exc)) from exc
+
+
+@contextmanager
+def opened_runtime(*, need_broker: bool = True) -> Iterator[Runtime]:
+    """The runtime for one command, closed however the command ends.
+
+    Closing disposes of the engine's pool and the OSCU client, so a short-lived command
+    leaves no connection behind, even when it fails; an :class:`OperatorError` is reported
+    as :func:`operator_errors` does, then the runtime is closed.
+    """
+    rt = runtime(need_broker=need_broker)
+    try:
+        with operator_errors():
+            yield rt
     finally:
         rt.close()
+
+
+@contextmanager
+def database() -> Iterator[Connection]:
+    """A connection for one read-only command; no broker is started for it."""
+    with opened_runtime(need_broker=False) as rt, rt.engine.connect() as conn:
+        yield conn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from etims_relay.cli.common import console, fail, print_json, runtime
+from etims_relay.cli.common import console, fail, opened_runtime, print_json
 from worker.device_init import DeviceInitError, init_device
 
 app = typer.Typer(help="OSCU devices (one per branch).", no_args_is_help=True)
@@ -19,15 +19,13 @@ def init(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Call selectInitOsdcInfo and store the device; prints its info, never the key."""
-    rt = runtime(need_broker=False)
-    try:
-        info = init_device(
-            rt.engine, rt.client, rt.devices, tin=tin, bhf_id=bhf_id, serial=serial, force=force
-        )
-    except DeviceInitError as exc:
-        raise fail(str(exc)) from exc
-    finally:
-        rt.close()
+    with opened_runtime(need_broker=False) as rt:
+        try:
+            info = init_device(
+                rt.engine, rt.client, rt.devices, tin=tin, bhf_id=bhf_id, serial=serial, force=force
+            )
+        except DeviceInitError as exc:
+            raise fail(str(exc)) from exc
     if as_json:
         print_json(
             {

@@ -15,7 +15,16 @@ from typing import Any
 import typer
 from rich.progress import Progress
 
-from etims_relay.cli.common import actor, console, database, fail, print_json, runtime, settings
+from etims_relay.cli.common import (
+    actor,
+    console,
+    database,
+    fail,
+    opened_runtime,
+    operator_errors,
+    print_json,
+    settings,
+)
 from producers.csv_import import parse_csv
 from producers.enqueue import (
     EnqueueOptions,
@@ -74,21 +83,19 @@ def enqueue_command(
     # Validate everything first (progress per chunk): bad input is reported without touching
     # the database or starting a broker, and nothing is written.
     envelopes = _validate_with_progress(records, options, line_numbers, field)
-    rt = runtime()
-    try:
-        results = enqueue(rt.engine, envelopes, options=options, waker=rt.waker)
-    except InvalidRecords as exc:  # dependencies that do not exist: known only at write time
-        _print_record_errors(exc.errors, line_numbers, field)
-        raise typer.Exit(1) from exc
-    except IdempotencyConflict as exc:
-        console.print(
-            f"line {line_numbers[exc.index]}: idempotency_key: {exc.key!r} was already "
-            "used with a different payload",
-            markup=False,
-        )
-        raise typer.Exit(1) from exc
-    finally:
-        rt.close()
+    with opened_runtime() as rt:
+        try:
+            results = enqueue(rt.engine, envelopes, options=options, waker=rt.waker)
+        except InvalidRecords as exc:  # dependencies that do not exist: known only at write time
+            _print_record_errors(exc.errors, line_numbers, field)
+            raise typer.Exit(1) from exc
+        except IdempotencyConflict as exc:
+            console.print(
+                f"line {line_numbers[exc.index]}: idempotency_key: {exc.key!r} was already "
+                "used with a different payload",
+                markup=False,
+            )
+            raise typer.Exit(1) from exc
     created = sum(1 for r in results if r.created)
     console.print(f"enqueued {created} new job(s), {len(results) - created} already known")
 
@@ -217,13 +224,8 @@ def dead_show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """A job's payload and every attempt with KRA's answers, its dependencies and audit."""
-    rt = runtime(need_broker=False)
-    try:
+    with opened_runtime(need_broker=False) as rt:
         details = job_details(rt.engine, job_id)
-    except OperatorError as exc:
-        raise fail(str(exc)) from exc
-    finally:
-        rt.close()
     if as_json:
         print_json(details)
         return
@@ -266,13 +268,10 @@ def dead_edit(
     reason: str = typer.Option("", "--reason", help="Why (audited)."),
 ) -> None:
     """Correct a dead job's payload, validated like intake; then replay it."""
-    try:
+    with operator_errors():  # bad input is reported before any database is opened
         pairs = [parse_set(item) for item in sets or ()]
         payload = _payload_from(payload_file) if payload_file else None
-    except OperatorError as exc:
-        raise fail(str(exc)) from exc
-    rt = runtime(need_broker=False)
-    try:
+    with opened_runtime(need_broker=False) as rt:
         edit(
             rt.engine,
             job_id,
@@ -282,10 +281,6 @@ def dead_edit(
             reason=reason,
             options=_enqueue_options(),
         )
-    except OperatorError as exc:
-        raise fail(str(exc)) from exc
-    finally:
-        rt.close()
     console.print(f"job {job_id} edited; run etims-relay replay {job_id} to send it again")
 
 
@@ -302,8 +297,7 @@ def replay_command(
         raise fail("give a JOB_ID or --branch TIN/BHF (not both)")
     if code and branch is None:
         raise fail("--code only goes with --branch")
-    rt = runtime()
-    try:
+    with opened_runtime() as rt:
         if job_id is not None:
             replay(rt.engine, job_id, actor(), reason=reason, waker=rt.waker)
             console.print(f"job {job_id} is pending again")
@@ -311,10 +305,6 @@ def replay_command(
         tin, bhf = _split_branch(branch or "")
         ids = replay_branch(rt.engine, tin, bhf, actor(), code=code, reason=reason, waker=rt.waker)
         console.print(f"{len(ids)} dead job(s) of {tin}/{bhf} pending again: {ids}")
-    except OperatorError as exc:
-        raise fail(str(exc)) from exc
-    finally:
-        rt.close()
 
 
 def skip_command(
@@ -322,13 +312,8 @@ def skip_command(
     reason: str = typer.Option(..., "--reason", help="Why it is given up (audited)."),
 ) -> None:
     """Give up on a dead or blocked job, with a reason."""
-    rt = runtime(need_broker=False)
-    try:
+    with opened_runtime(need_broker=False) as rt:
         skip(rt.engine, job_id, actor(), reason=reason)
-    except OperatorError as exc:
-        raise fail(str(exc)) from exc
-    finally:
-        rt.close()
     console.print(f"job {job_id} skipped")
 
 
@@ -341,15 +326,10 @@ def branch_set_next(
 ) -> None:
     """Set the branch's next invcNo/sarNo (KRA was ahead) and unpark it."""
     tin, bhf = _split_branch(branch)
-    rt = runtime()
-    try:
+    with opened_runtime() as rt:
         set_next(
             rt.engine, tin, bhf, actor(), invc_no=invc, sar_no=sar, reason=reason, waker=rt.waker
         )
-    except OperatorError as exc:
-        raise fail(str(exc)) from exc
-    finally:
-        rt.close()
     console.print(
         f"branch {tin}/{bhf}: next invcNo {invc or '(unchanged)'}, sarNo {sar or '(unchanged)'}"
     )

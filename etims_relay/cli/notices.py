@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from etims_relay.cli.common import actor, console, database, fail, print_json, runtime
+from etims_relay.cli.common import actor, console, database, fail, opened_runtime, print_json
 from worker.notices import mark_read, notice_view, sync_all
 from worker.outbox import ops_queries as oq
 
@@ -44,11 +44,8 @@ def read_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a notice and mark it read."""
-    rt = runtime(need_broker=False)
-    try:
+    with opened_runtime(need_broker=False) as rt:
         view = mark_read(rt.engine, notice_id, actor().name)
-    finally:
-        rt.close()
     if view is None:
         raise fail(f"no notice {notice_id}")
     if as_json:
@@ -64,11 +61,8 @@ def read_command(
 @app.command("sync")
 def sync_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Sync every device's notices now (the beat does it every notices.sync_interval_s)."""
-    rt = runtime(need_broker=False)
-    try:
+    with opened_runtime(need_broker=False) as rt:
         results = sync_all(rt.engine, rt.client, rt.devices)
-    finally:
-        rt.close()
     rows = [
         {
             "branch": f"{r.tin}/{r.bhf_id}",

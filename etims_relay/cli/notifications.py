@@ -6,7 +6,7 @@ import time
 
 import typer
 
-from etims_relay.cli.common import actor, console, database, fail, print_json, runtime
+from etims_relay.cli.common import actor, console, database, fail, opened_runtime, print_json
 from worker.notifications import NotificationEvent, acknowledge, notification_view, register
 from worker.outbox import ops_queries as oq
 
@@ -18,13 +18,11 @@ def register_command(
     name: str = typer.Argument(..., help="Who will push (e.g. kra-prod)."),
 ) -> None:
     """Create a sender and print its ApiKey once (only its hash is stored)."""
-    rt = runtime(need_broker=False)
-    try:
-        key = register(rt.engine, name)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
-    finally:
-        rt.close()
+    with opened_runtime(need_broker=False) as rt:
+        try:
+            key = register(rt.engine, name)
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
     console.print(f"registered {name}; its ApiKey header value (shown once):", markup=False)
     console.print(key, markup=False, highlight=False, soft_wrap=True)
 
@@ -66,11 +64,8 @@ def ack_command(
     reason: str = typer.Option("", "--reason", help="What was done (audited)."),
 ) -> None:
     """Mark an event dealt with: it stops counting in etims_devices_flagged."""
-    rt = runtime(need_broker=False)
-    try:
+    with opened_runtime(need_broker=False) as rt:
         done = acknowledge(rt.engine, notification_id, actor().name, reason)
-    finally:
-        rt.close()
     if not done:
         raise fail(f"notification {notification_id} is unknown or already acknowledged")
     console.print(f"notification {notification_id} acknowledged")
@@ -79,12 +74,9 @@ def ack_command(
 @app.command("revoke")
 def revoke_command(name: str = typer.Argument(...)) -> None:
     """Stop accepting pushes with this sender's key."""
-    rt = runtime(need_broker=False)
-    try:
+    with opened_runtime(need_broker=False) as rt:
         with rt.engine.begin() as conn:
             revoked = oq.revoke_registration(conn, name, time.time())
-    finally:
-        rt.close()
     if not revoked:
         raise fail(f"no live registration named {name!r}")
     console.print(f"{name} revoked")

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from etims_relay.cli.common import console, database, fail, print_json, runtime, settings
+from etims_relay.cli.common import console, database, fail, opened_runtime, print_json, settings
 from worker.outbox import intake_queries as iq
 from worker.webhooks import generate_secret, remove_webhook, set_webhook, webhook_fernet
 
@@ -29,13 +29,11 @@ def set_(
     secret = sys.stdin.readline().strip() if secret_stdin else generate_secret()
     if not secret:
         raise fail("empty secret on stdin")
-    rt = runtime(need_broker=False)
-    try:
-        set_webhook(rt.engine, webhook_fernet(settings()), tin, url, secret)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
-    finally:
-        rt.close()
+    with opened_runtime(need_broker=False) as rt:
+        try:
+            set_webhook(rt.engine, webhook_fernet(settings()), tin, url, secret)
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
     console.print(f"webhook for {tin}: {url}", markup=False)
     if not secret_stdin:
         console.print("signing secret (store it now: it is not shown again):", markup=False)
@@ -75,11 +73,8 @@ def show(
 @app.command("remove")
 def remove(tin: str = typer.Option(..., "--tin")) -> None:
     """Stop sending the tin's events (pending deliveries fail)."""
-    rt = runtime(need_broker=False)
-    try:
+    with opened_runtime(need_broker=False) as rt:
         removed = remove_webhook(rt.engine, tin)
-    finally:
-        rt.close()
     if not removed:
         raise fail(f"no webhook for {tin}")
     console.print(f"webhook for {tin} removed")
