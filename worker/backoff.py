@@ -1,4 +1,4 @@
-"""When to try a failed job again: exponential backoff with full jitter, capped.
+"""When to try a failed job or webhook delivery again: full-jitter exponential backoff, capped.
 
 The math is tenacity's ``wait_random_exponential`` (uniform between 0 and
 ``min(cap, base * 2**(attempt-1))``); we only feed it an attempt number, because the retry

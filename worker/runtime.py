@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from sqlalchemy import Engine
 
 from etims_relay.settings import Settings, get_settings
@@ -63,10 +64,20 @@ def state_dir_for(settings: Settings) -> Path:
     return (Path(database).resolve().parent / ".etims-relay") if database else Path(".").resolve()
 
 
+def secrets_fernet(settings: Settings) -> Fernet:
+    """The one key that encrypts stored secrets (devices' cmcKeys and webhook secrets).
+
+    Every process must derive it the same way, or one could not read what another wrote.
+    """
+    return load_fernet(
+        settings.secret_key, state_dir_for(settings), embedded=is_sqlite(settings.database_url)
+    )
+
+
 def build_runtime(settings: Settings, *, need_broker: bool = True) -> Runtime:
     state_dir = state_dir_for(settings)
     engine = make_engine(settings.database_url)
-    fernet = load_fernet(settings.secret_key, state_dir, embedded=is_sqlite(settings.database_url))
+    fernet = secrets_fernet(settings)
     broker_url = resolve_broker_url(settings.broker_url, state_dir) if need_broker else ""
     return Runtime(
         settings=settings,

@@ -9,7 +9,8 @@ Flow (the beat task ``deliver_webhooks`` runs :func:`deliver_webhooks` every few
    never POST the same delivery at once;
 3. POST, signed Standard-Webhooks style (see :mod:`producers.webhooks_verify`), then record
    the result under the claim: 2xx -> delivered; anything else -> retry at
-   ``now + full-jitter backoff``, until ``max_attempts`` -> failed.
+   ``now + full-jitter backoff`` (:func:`worker.backoff.backoff_delay`), until
+   ``max_attempts`` -> failed.
 
 At least once: a worker that dies between the POST and the record leaves the claim to
 expire, and the delivery is sent again with the same ``webhook-id``; receivers dedupe on it.
@@ -24,7 +25,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import secrets
 import time
 import uuid
@@ -36,9 +36,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import Engine
 
 from etims_relay.settings import Settings, WebhookSettings
-from worker.devices import load_fernet
+from worker.backoff import backoff_delay
 from worker.outbox import intake_queries as iq
-from worker.outbox.db import is_sqlite
 
 log = logging.getLogger("etims_relay.webhooks")
 
@@ -66,11 +65,9 @@ def generate_secret() -> str:
 
 def webhook_fernet(settings: Settings) -> Fernet:
     """The Fernet that encrypts webhook secrets: the same key as the devices' cmcKeys."""
-    from worker.runtime import state_dir_for
+    from worker.runtime import secrets_fernet
 
-    return load_fernet(
-        settings.secret_key, state_dir_for(settings), embedded=is_sqlite(settings.database_url)
-    )
+    return secrets_fernet(settings)
 
 
 def set_webhook(engine: Engine, fernet: Fernet, tin: str, url: str, secret: str) -> None:
@@ -179,8 +176,8 @@ def _deliver_one(
         report.failed += 1
         log.warning("webhook event %s for %s failed for good: %s", row.event_id, row.tin, error)
     else:
-        ceiling = min(config.backoff_cap_s, config.backoff_base_s * 2 ** (attempts - 1))
-        state, next_at = "pending", now + random.uniform(0, ceiling)  # full jitter
+        delay = backoff_delay(attempts, base_s=config.backoff_base_s, cap_s=config.backoff_cap_s)
+        state, next_at = "pending", now + delay
         report.retried += 1
     with engine.begin() as conn:
         iq.finish_delivery(
