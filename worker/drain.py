@@ -124,7 +124,12 @@ class _Successor:
     def after(cls, head: q.BranchHead, job_id: int | None, took: str | None) -> _Successor | None:
         """The candidate that follows ``job_id`` in ``head`` (the first one if None)."""
         ids = [int(row.id) for row, _ in head.candidates]
-        index = 0 if job_id is None else ids.index(job_id) + 1 if job_id in ids else len(ids)
+        if job_id is None:
+            index = 0
+        elif job_id in ids:
+            index = ids.index(job_id) + 1
+        else:
+            return None
         if index >= len(ids):
             return None
         numbers = dict(head.next_numbers)
@@ -662,7 +667,7 @@ def _accept(
     stock = effects.stock_deltas(step.body) if step.job.kind == JobKind.STOCK_IO else {}
     riding = _riding_start(conn, lease, step, ctx, now, then, single, stock)
     accepted_woken, head = effects.accept(
-        conn, lease, step, outcome, receipt, device, ctx, now, attempt,
+        conn, lease, step, outcome, receipt, device, ctx, now, attempt, stock,
         then_head=HEAD_WINDOW if then is not None else None,
         then_start=riding.next_start() if riding is not None else None,
     )  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +120,7 @@ def accept(
     ctx: DrainContext,
     now: float,
     attempt: dict[str, Any] | None = None,
+    stock: Mapping[str, Decimal] | None = None,
     then_head: int | None = None,
     then_start: q.NextStart | None = None,
 ) -> tuple[set[int], q.BranchHead | None]:
@@ -127,7 +128,8 @@ def accept(
     the acceptance is one statement, the branch's head as it stands after it (read by that
     same statement on PostgreSQL: the drain's next prepare needs no query of its own).
     ``then_start``: the next job's in_flight mark rides along too; the head comes back
-    only if it was made (see :func:`queries.update_job_fenced`)."""
+    only if it was made (see :func:`queries.update_job_fenced`). ``stock``: what an accepted
+    stock movement adds to the branch's balances (:func:`stock_deltas` of its body)."""
     job = step.job
     kind = JobKind(job.kind)
     values: dict[str, Any] = {
@@ -148,7 +150,6 @@ def accept(
         if device is not None:
             values["sdc_id"], values["mrc_no"] = device.sdc_id, device.mrc_no
     event = event_row(job, JobState.ACCEPTED, now, {**values, "receipt": receipt})
-    stock = stock_deltas(step.body) if kind is JobKind.STOCK_IO else None
     wakes = _wakes_dependents(job)  # then more statements follow: the head waits for them
     head = q.update_job_fenced(
         conn, lease, job.id, values, attempt=attempt, event=event, stock=stock,
