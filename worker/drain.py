@@ -146,9 +146,8 @@ class _Successor:
             return False
         if job.next_attempt_at is not None and job.next_attempt_at > now:
             return False
-        return all(
-            state == JobState.ACCEPTED.value or dep_id == accepted_id for dep_id, state in self.deps
-        )
+        deps = [(d, JobState.ACCEPTED.value if d == accepted_id else s) for d, s in self.deps]
+        return _dependencies_verdict(deps)[0] == "ready"
 
 
 @dataclass(slots=True)
@@ -422,6 +421,11 @@ class _Planned:
         """This mark, to ride on the previous job's result statement."""
         return q.NextStart(int(self.send.job.id), self.values, self.branch)
 
+    def rode(self, upcoming: _Upcoming, now: float, head: q.BranchHead) -> tuple[_Send, int]:
+        """The mark rode on the previous job's result statement, which read ``head`` along
+        (this job and the one before left out): the send, and the branch's next seq."""
+        return self.made(upcoming, now, _Successor.after(head, None, self.took)), head.next_seq
+
     def made(self, upcoming: _Upcoming, now: float, successor: _Successor | None) -> _Send:
         """The mark was written."""
         if self.extends_lease:
@@ -629,10 +633,18 @@ def _record(
     with hot.step(conn, single_statements=single):
         match decision:
             case Accept():
-                head, following = _accept(
-                    conn, lease, step, outcome, receipt, device, ctx, now, attempt, woken,
-                    then, single,
+                stock = effects.stock_deltas(step.body) if job.kind == JobKind.STOCK_IO else {}
+                riding = _riding_start(conn, lease, step, ctx, now, then, single, stock)
+                accepted_woken, head = effects.accept(
+                    conn, lease, step, outcome, receipt, device, ctx, now, attempt, stock,
+                    then_head=HEAD_WINDOW if then is not None else None,
+                    then_start=riding.next_start() if riding is not None else None,
                 )  # fmt: skip
+                woken |= accepted_woken
+                if then is not None:
+                    then.balances.apply(stock)
+                    if riding is not None and head is not None:  # else: the mark was not made
+                        following = riding.rode(then, now, head)
             case Retry():
                 effects.retry(conn, lease, step, outcome, decision, now, attempt)
             case Dead():
@@ -643,42 +655,6 @@ def _record(
             following = then.prepare(conn, lease, ctx, woken, head)
     ctx.observer.job_decided(job, decision, outcome, now)
     return decision, following
-
-
-def _accept(
-    conn: Connection,
-    lease: Lease,
-    step: Any,
-    outcome: CallOutcome,
-    receipt: dict[str, Any] | None,
-    device: Device | None,
-    ctx: DrainContext,
-    now: float,
-    attempt: dict[str, Any] | None,
-    woken: set[int],
-    then: _Upcoming | None,
-    single: bool,
-) -> tuple[q.BranchHead | None, tuple[Any, int | None] | None]:
-    """Record an acceptance and, when it can, the next job's in_flight mark with it.
-
-    Returns the branch's head as read along (None: read it again) and, if the mark was
-    made, the next job's send.
-    """
-    stock = effects.stock_deltas(step.body) if step.job.kind == JobKind.STOCK_IO else {}
-    riding = _riding_start(conn, lease, step, ctx, now, then, single, stock)
-    accepted_woken, head = effects.accept(
-        conn, lease, step, outcome, receipt, device, ctx, now, attempt, stock,
-        then_head=HEAD_WINDOW if then is not None else None,
-        then_start=riding.next_start() if riding is not None else None,
-    )  # fmt: skip
-    woken |= accepted_woken
-    if then is None:
-        return head, None
-    then.balances.apply(stock)
-    if riding is None or head is None:  # head None: the mark was not made, read again
-        return head, None
-    send = riding.made(then, now, _Successor.after(head, None, riding.took))
-    return head, (send, head.next_seq)
 
 
 def _riding_start(

@@ -305,28 +305,47 @@ def test_a_stale_lease_holder_writes_nothing_even_without_a_transaction(
     from worker.outbox import hot
     from worker.outbox.models import stock_balances
 
-    pipeline.enqueue(registered_stock())
+    item, opening = registered_stock()
+    pipeline.enqueue([item])
+    pipeline.drain()  # the opening stock is the head, the sale comes next
+    pipeline.enqueue([opening, b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
     old, job_id, attempt, event = taken_over(pipeline, "opening")
     before = pipeline.branch()
     engine = pipeline.runtime.engine
     took_number = q.BranchWrite(lease_until=10.0**11, counter="sarNo", number=1)
+    # (also as the statement that reads the branch's next head along with the result, and,
+    # on PostgreSQL, the one that marks the next sale in_flight with its number as well)
+    cases: list[tuple[Any, Any, Any]] = [(None, None, None), (took_number, None, None),
+                                         (None, 2, None)]  # fmt: skip
+    if engine.dialect.name == "postgresql":
+        sale_starts = q.NextStart(
+            pipeline.job("s1").id,
+            {"state": "in_flight", "invc_no": 1, "body": "{}", "updated_at": 0.0},
+            q.BranchWrite(lease_until=10.0**11, counter="invcNo", number=1),
+        )
+        cases.append((None, 2, sale_starts))
     with engine.connect() as conn:
-        # (also as the statement that reads the branch's next head along with the result)
-        for branch_write, then_head in ((None, None), (took_number, None), (None, 2)):
+        for branch_write, then_head, then_start in cases:
             with pytest.raises(q.LeaseLost), hot.step(conn, single_statements=True):
                 q.update_job_fenced(
                     conn, old, job_id, {"state": "accepted"}, attempt=attempt, event=event,
                     stock={item_code(1): Decimal("50")}, branch=branch_write,
-                    then_head=then_head,
+                    then_head=then_head, then_start=then_start,
                 )  # fmt: skip
 
-    # Then none of it landed: job state, attempt row, result event, stock, counter, lease
+    # Then none of it landed: job state, attempt row, result event, stock, counters, lease,
+    # the next sale's mark
     assert pipeline.job("opening").state == "pending"
+    assert (pipeline.job("s1").state, pipeline.job("s1").body) == ("pending", None)
     after = pipeline.branch()
-    assert (after.next_sar_no, after.lease_until) == (before.next_sar_no, before.lease_until)
+    assert (after.next_sar_no, after.next_invc_no, after.lease_until) == (
+        before.next_sar_no, before.next_invc_no, before.lease_until,
+    )  # fmt: skip
     with engine.connect() as conn:
         assert q.job_attempts(conn, job_id) == []
-        assert conn.execute(select(result_events)).all() == []
+        assert (
+            conn.execute(select(result_events).where(result_events.c.job_id == job_id)).all() == []
+        )
         assert conn.execute(select(stock_balances)).all() == []
 
 
