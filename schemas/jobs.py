@@ -17,9 +17,12 @@ Job states (DESIGN.md)::
     pending -> in_flight -> accepted
     in_flight -> retry_wait -> in_flight      transient: refused, 5xx, 429, 990, 894, 999
     in_flight -> unknown -> in_flight         sent, no definitive answer: resend same body
-    in_flight -> dead -> pending (replay)     definitive rejection or attempts exhausted
+    in_flight -> dead -> pending (replay)     definitive rejection or attempts exhausted, and
+                                              KRA holds nothing under a maybe-sent number
+    in_flight -> pending (branch parked)      KRA ahead/behind, systemic refusal, or a
+                                              maybe-sent number KRA could not confirm
     pending -> blocked -> pending             a dependency is dead; back when it is accepted
-    dead | blocked -> skipped                 operator, with a reason
+    dead | blocked | pending -> skipped       operator, with a reason
 """
 
 from __future__ import annotations

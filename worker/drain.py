@@ -41,7 +41,7 @@ from etims_relay.settings import Settings
 from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
 from schemas.jobs import JobKind, JobState
 from schemas.vat import VatScheme
-from worker import effects
+from worker import effects, recovery
 from worker.decide import Accept, Dead, Decision, Park, Retry, decide
 from worker.devices import Device, DeviceDirectory, DeviceNotInitialised
 from worker.observe import DrainObserver
@@ -583,7 +583,7 @@ def _send_and_record(
     maybe_recorded = step.maybe_recorded or (
         outcome.may_have_reached_kra and outcome.kind in _INCONCLUSIVE
     )
-    decision = decide(
+    verdict = decide(
         kind,
         outcome,
         attempt=step.attempt,
@@ -595,14 +595,17 @@ def _send_and_record(
     )
     step = dataclasses.replace(step, maybe_recorded=maybe_recorded)
     receipt: dict[str, Any] | None = None
-    if isinstance(decision, Accept):
-        receipt, decision = effects.receipt_for(kind, step, outcome, decision, device, ctx)
+    if isinstance(verdict, Accept):
+        decision = verdict
+        receipt = effects.receipt_for(outcome, kind)
+    else:  # rare: may ask KRA what it holds under the number before deciding
+        receipt, decision = recovery.resolve(conn, kind, step, verdict, device, ctx)
     return _record(conn, lease, step, device, outcome, decision, ctx, woken, receipt, started, then)
 
 
-_INCONCLUSIVE = frozenset(
-    {OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN, OutcomeKind.RATE_LIMITED, OutcomeKind.SEQUENCE}
-)
+#: Answers that leave it open whether this call reached KRA. A refusal (910, 90x, 922, a
+#: duplicate) is KRA's answer to this very call: it did not record it.
+_INCONCLUSIVE = frozenset({OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN, OutcomeKind.RATE_LIMITED})
 
 
 def _record(

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from schemas.codes import StockIOType
-from schemas.envelope import InvoiceDetails, SaleSignature
+from schemas.envelope import SaleSignature
 from schemas.jobs import JobKind, JobState
 from schemas.qr import receipt_qr_url
-from worker.backoff import retry_delay
 from worker.decide import Accept, Dead, Decision, Park, Retry
-from worker.oscu.outcome import CallOutcome, OutcomeKind
+from worker.oscu.outcome import CallOutcome
 from worker.outbox import queries as q
 from worker.outbox.queries import Lease
+from worker.systemic import BRANCH
 
 if TYPE_CHECKING:
     from worker.devices import Device
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("etims_relay.drain")
 
 SALE_KINDS = (JobKind.SALE, JobKind.CREDIT_NOTE)
-_LOOKUP_RETRYABLE = frozenset(
-    {OutcomeKind.TRANSIENT, OutcomeKind.UNKNOWN, OutcomeKind.RATE_LIMITED}
-)
 
 
 def attempt_row(
@@ -59,55 +56,12 @@ def attempt_row(
     }
 
 
-def receipt_for(
-    kind: JobKind,
-    step: Any,
-    outcome: CallOutcome,
-    decision: Accept,
-    device: Device,
-    ctx: DrainContext,
-) -> tuple[dict[str, Any] | None, Decision]:
-    """The signature of an accepted sale; after a duplicate, recover it from KRA.
-
-    A duplicate on a resend means KRA holds *a* sale under our number. ``selectInvoiceDetails``
-    tells us whether it is ours (same trdInvcNo): then we keep its signature; if it is another
-    sale, our counter is wrong and the branch parks. Hosts without the lookup leave the job
-    accepted with ``receipt_missing``.
-    """
-    if kind not in SALE_KINDS:
-        return None, decision
-    if not decision.via_duplicate:
-        if outcome.data is None:
-            return None, decision
-        return SaleSignature.model_validate(outcome.data).model_dump(mode="json"), decision
-    if not ctx.settings.oscu.invoice_details_supported or step.number is None:
-        return None, decision
-    lookup = ctx.client.select_invoice_details(device.credentials, step.number)
-    if lookup.kind in _LOOKUP_RETRYABLE and step.attempt < 2 * ctx.settings.retry.max_attempts:
-        # KRA holds the sale; only its signature is out of reach for now. Stay "unknown" and
-        # ask again shortly (the resend is answered "duplicate" again, harmlessly).
-        delay = retry_delay(
-            step.attempt,
-            base_s=ctx.settings.retry.base_s,
-            cap_s=ctx.settings.retry.cap_s,
-            retry_after_s=lookup.retry_after_s,
-        )
-        return None, Retry(JobState.UNKNOWN, delay, "receipt_lookup")
-    if lookup.kind is not OutcomeKind.ACCEPTED or not lookup.data:
-        log.warning("receipt of invcNo %s not recoverable: %s", step.number, lookup.kind.value)
-        return None, decision
-    details = InvoiceDetails.from_data(lookup.data)
-    if details is None:
-        return None, decision
-    ours = str(step.body.get("trdInvcNo"))
-    if details.trdInvcNo is not None and str(details.trdInvcNo) != ours:
-        return None, Park(
-            f"KRA holds invcNo {step.number} for another sale (trdInvcNo {details.trdInvcNo}, "
-            f"ours {ours}): our counter is behind KRA's; run etims-relay branch set-next",
-            release_number=True,
-        )
-    signature = details.signature
-    return (signature.model_dump(mode="json") if signature else None), decision
+def receipt_for(outcome: CallOutcome, kind: JobKind) -> dict[str, Any] | None:
+    """The signature of a sale KRA just accepted (a recovered one comes from
+    worker/recovery.py)."""
+    if kind not in SALE_KINDS or outcome.data is None:
+        return None
+    return SaleSignature.model_validate(outcome.data).model_dump(mode="json")
 
 
 def accept(
@@ -239,13 +193,26 @@ def park(
     now: float,
     attempt: dict[str, Any] | None = None,
 ) -> None:
+    """The branch stops; the job waits at its head. Its number is released only when KRA
+    provably does not hold it; a held number keeps the exact body when an attempt may have
+    reached KRA (a resend must repeat it), else the body is rebuilt with the same number
+    once the cause is fixed (a corrected tax rate)."""
     job = step.job
     values: dict[str, Any] = {"state": JobState.PENDING.value, "updated_at": now}
     if decision.release_number:
         values.update(_released(conn, lease, job, step.number))
+    elif not step.maybe_recorded:
+        values["body"] = None
+    else:
+        values["maybe_recorded"] = True
     q.update_job_fenced(conn, lease, job.id, values, attempt=attempt)
-    q.park_branch(conn, lease, decision.reason, now)
-    log.error("branch %s/%s parked: %s", job.tin, job.bhf_id, decision.reason)
+    reason = decision.reason.replace(BRANCH, f"{job.tin}/{job.bhf_id}")
+    expected = decision.expected
+    q.park_branch(
+        conn, lease, reason, now,
+        expected=(expected.counter, expected.expected) if expected is not None else None,
+    )  # fmt: skip
+    log.error("branch %s/%s parked: %s", job.tin, job.bhf_id, reason)
 
 
 def block(conn: Connection, lease: Lease, job: Any, blocked_by: int, now: float) -> set[int]:

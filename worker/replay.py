@@ -8,8 +8,11 @@ replay      a dead job goes back to pending at its branch's tail, same idempoten
             accepted (worker/effects.py unblocks them)
 edit        a dead or blocked job gets a corrected payload, validated exactly like intake
             (``schemas.validation.payload_errors``); the audit row keeps the old values
-skip        a dead or blocked job is given up, with a mandatory reason; dependents stay blocked
+skip        a dead or blocked job, or a branch's pending head (parked, or not being drained),
+            is given up with a mandatory reason; dependents become blocked; its number goes
+            to the next job only if no attempt may have reached KRA; a parked branch resumes
 set_next    KRA's next invcNo/sarNo of a branch (after KRA was found ahead), which unparks it
+unpark      a parked branch drains again once its cause is fixed (device, tax rates)
 =========== ==================================================================================
 
 Replaying an accepted job is refused: KRA signed it, and a second send would either be a
@@ -31,7 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from schemas.completion import dumps_body, loads_payload
-from schemas.jobs import JobState
+from schemas.jobs import JobKind, JobState
 from schemas.validation import EnqueueOptions, payload_errors
 from worker import metrics
 from worker.effects import block_dependents
@@ -148,19 +151,120 @@ def edit(
     return new
 
 
-def skip(engine: Engine, job_id: int, actor: Actor, *, reason: str) -> None:
-    """Give up on a dead or blocked job, with a reason; its dependents stay blocked."""
+#: States a job can be skipped in: given up (dead, blocked), or the head a branch waits on
+#: (pending, e.g. behind a park; waiting to be retried). Never in_flight or accepted.
+SKIPPABLE = (
+    JobState.DEAD.value,
+    JobState.BLOCKED.value,
+    JobState.PENDING.value,
+    JobState.RETRY_WAIT.value,
+    JobState.UNKNOWN.value,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """What a skip did with the job's KRA number (the operator is told)."""
+
+    counter: str | None
+    number: int | None
+    #: True: handed to the next job; False: kept, because an attempt may have reached KRA.
+    released: bool
+    unparked: bool
+
+    def describe(self) -> str:
+        if self.number is None:
+            return "it held no KRA number"
+        if self.released:
+            return f"its {self.counter} {self.number} goes to the next job"
+        return (
+            f"its {self.counter} {self.number} may be at KRA and is not reused; if KRA holds "
+            f"nothing under it, run etims-relay branch set-next --{_flag(self.counter)} "
+            f"{self.number}"
+        )
+
+
+def skip(engine: Engine, job_id: int, actor: Actor, *, reason: str) -> Skipped:
+    """Give up on a job, with a reason; its dependents become blocked.
+
+    A dead or blocked job, or the pending head of a branch (a parked one, or one no drain
+    holds). Its number goes to the next job only when no attempt may have reached KRA;
+    skipping the head of a parked branch unparks it.
+    """
     if not reason.strip():
         raise InvalidInput("skip needs a reason (--reason TEXT)")
     now = time.time()
     with engine.begin() as conn:
         job = _job(conn, job_id)
-        if not q.mark_skipped(conn, job_id, reason, now):
+        if job.state not in SKIPPABLE:
             raise OperatorError(
-                f"job {job_id} is {job.state}; only dead or blocked jobs can be skipped"
+                f"job {job_id} is {job.state}; only dead, blocked or pending jobs can be skipped"
             )
+        branch = q.get_branch(conn, job.tin, job.bhf_id, for_update=True)
+        parked = branch is not None and branch.parked_reason is not None
+        active = job.state not in (JobState.DEAD.value, JobState.BLOCKED.value)
+        if active and not parked and branch is not None and (branch.lease_until or 0) > now:
+            raise OperatorError(
+                f"branch {job.tin}/{job.bhf_id} is being drained; skip job {job_id} once it "
+                "parks or the drain ends"
+            )
+        if not q.mark_skipped(conn, job_id, reason, now, states=SKIPPABLE):
+            raise OperatorError(f"job {job_id} changed meanwhile; look at it again")
+        done = _skipped_number(conn, job, active, parked, now)
         block_dependents(conn, [job_id], now)
-        _audit(conn, actor, "skip", job, reason, {"previous_state": job.state})
+        details = {
+            "previous_state": job.state,
+            "number": done.number,
+            "counter": done.counter,
+            "number_released": done.released,
+            "unparked": done.unparked,
+        }
+        _audit(conn, actor, "skip", job, reason, details)
+    return done
+
+
+def _skipped_number(conn: Connection, job: Any, active: bool, parked: bool, now: float) -> Skipped:
+    """Release the skipped job's number if no attempt may have reached KRA; unpark."""
+    counter = JobKind(job.kind).numbered_by
+    number = job.invc_no if counter == "invcNo" else job.sar_no
+    released = False
+    if counter is not None and number is not None:
+        released = not job.maybe_recorded and q.give_back_number(
+            conn, int(job.branch_id), counter, int(number)
+        )
+    unparked = active and parked
+    if unparked:
+        q.unpark(conn, int(job.branch_id), now)
+    return Skipped(counter, None if number is None else int(number), released, unparked)
+
+
+def unpark(
+    engine: Engine,
+    tin: str,
+    bhf_id: str,
+    actor: Actor,
+    *,
+    reason: str,
+    waker: Waker | None = None,
+) -> None:
+    """Let a parked branch drain again once the cause is fixed (device, tax rates); its
+    head is sent again exactly as it was (a held number keeps its body if it may be at KRA)."""
+    if not reason.strip():
+        raise InvalidInput("unpark needs a reason (--reason TEXT)")
+    with engine.begin() as conn:
+        branch = q.get_branch(conn, tin, bhf_id)
+        if branch is None:
+            raise JobNotFound(f"branch {tin}/{bhf_id} has no jobs")
+        if branch.parked_reason is None:
+            raise OperatorError(f"branch {tin}/{bhf_id} is not parked")
+        q.unpark(conn, int(branch.id), time.time())
+        details = {"was_parked": branch.parked_reason}
+        _write_audit(conn, actor, "unpark", None, tin, bhf_id, reason, details)
+    (waker or NullWaker()).wake([int(branch.id)])
+
+
+def _flag(counter: str | None) -> str:
+    return "sar" if counter == "sarNo" else "invc"
 
 
 def set_next(

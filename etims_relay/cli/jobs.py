@@ -49,6 +49,7 @@ from worker.replay import (
     replay_branch,
     set_next,
     skip,
+    unpark,
 )
 
 #: Records written per transaction by ``enqueue`` is the whole file (all-or-nothing); the
@@ -168,9 +169,14 @@ def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
     console.print("jobs: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
     for b in backlogs:
         parked = f"  PARKED: {b['parked_reason']}" if b["parked"] else ""
+        expects = "".join(
+            f"  KRA expects {name} {b[key]}"
+            for name, key in (("invcNo", "kra_expects_invc_no"), ("sarNo", "kra_expects_sar_no"))
+            if b.get(key) is not None
+        )
         console.print(
             f"  {b['tin']}/{b['bhf_id']}  backlog {b['backlog']}  "
-            f"oldest {b['oldest_pending_age_s']:.1f}s{parked}",
+            f"oldest {b['oldest_pending_age_s']:.1f}s{expects}{parked}",
             markup=False,
         )
 
@@ -308,13 +314,16 @@ def replay_command(
 
 
 def skip_command(
-    job_id: int = typer.Argument(..., help="Id of a dead or blocked job."),
+    job_id: int = typer.Argument(
+        ..., help="Id of a dead or blocked job, or of a parked branch's pending head."
+    ),
     reason: str = typer.Option(..., "--reason", help="Why it is given up (audited)."),
 ) -> None:
-    """Give up on a dead or blocked job, with a reason."""
+    """Give up on a job, with a reason (a parked branch's head: the branch resumes)."""
     with opened_runtime(need_broker=False) as rt:
-        skip(rt.engine, job_id, actor(), reason=reason)
-    console.print(f"job {job_id} skipped")
+        done = skip(rt.engine, job_id, actor(), reason=reason)
+    resumed = "; the branch resumes" if done.unparked else ""
+    console.print(f"job {job_id} skipped: {done.describe()}{resumed}", markup=False)
 
 
 @branch_app.command("set-next")
@@ -333,6 +342,18 @@ def branch_set_next(
     console.print(
         f"branch {tin}/{bhf}: next invcNo {invc or '(unchanged)'}, sarNo {sar or '(unchanged)'}"
     )
+
+
+@branch_app.command("unpark")
+def branch_unpark(
+    branch: str = typer.Argument(..., help="TIN/BHF, e.g. P051234567A/00."),
+    reason: str = typer.Option(..., "--reason", help="What was fixed (audited)."),
+) -> None:
+    """Let a parked branch drain again once the cause of its park is fixed."""
+    tin, bhf = _split_branch(branch)
+    with opened_runtime() as rt:
+        unpark(rt.engine, tin, bhf, actor(), reason=reason, waker=rt.waker)
+    console.print(f"branch {tin}/{bhf} unparked")
 
 
 @audit_app.command("list")

@@ -346,8 +346,14 @@ def admin_replay(
 def admin_skip(
     job_id: ID, request: Annotated[SkipRequest, Body()], admin: AdminDep, context: ContextDep
 ) -> dict[str, Any]:
-    skip(context.engine, job_id, _actor(admin), reason=request.reason)
-    return {"id": job_id, "state": "skipped"}
+    done = skip(context.engine, job_id, _actor(admin), reason=request.reason)
+    return {
+        "id": job_id,
+        "state": "skipped",
+        "number_released": done.released,
+        "branch_unparked": done.unparked,
+        "note": done.describe(),
+    }
 
 
 @router.post(

@@ -556,9 +556,11 @@ def test_a_branch_without_a_device_waits_parked_until_device_init(pipeline_facto
     assert set(p.states().values()) == {"accepted"}
 
 
-def test_giving_up_after_a_5xx_keeps_the_number_and_parks(pipeline: Pipeline) -> None:
-    """A 503 may have reached KRA: when retries run out, the number must not go to another
-    sale (invariant 2); the branch parks for an operator instead of dead-lettering."""
+def test_giving_up_after_a_5xx_keeps_the_number_and_parks_while_kra_cannot_be_asked(
+    pipeline: Pipeline,
+) -> None:
+    """A 503 may have reached KRA: when retries run out and KRA cannot say what it holds under
+    the number, the number must not go to another sale (invariant 2); the branch parks."""
     # The last allowed attempt is the first that may have reached KRA (before it, e.g., the
     # connection was refused): max_attempts=1 makes the first attempt that last one.
     pipeline.runtime.settings.retry.give_up_after_s = 0
@@ -566,15 +568,39 @@ def test_giving_up_after_a_5xx_keeps_the_number_and_parks(pipeline: Pipeline) ->
     pipeline.enqueue(registered_stock())
     pipeline.drain()
     pipeline.sim.add_fault(endpoint="saveTrnsSalesOsdc", kind="http_error", status=503)
+    pipeline.sim.add_fault(endpoint="selectInvoiceDetails", kind="http_error", status=503)
     pipeline.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
 
     report = pipeline.drain()
 
     job = pipeline.job("s1")
     assert report.status == "parked", report
-    assert job.state != "dead" and job.invc_no == 1
-    assert job.attempts == pipeline.runtime.settings.retry.max_attempts
-    assert "may be recorded" in pipeline.branch().parked_reason
+    assert job.state == "pending" and job.invc_no == 1 and job.body is not None
+    assert pipeline.branch().next_invc_no == 2
+    assert "invcNo 1 may have reached KRA" in pipeline.branch().parked_reason
+
+
+def test_giving_up_after_a_5xx_releases_the_number_once_kra_says_it_holds_nothing(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.runtime.settings.retry.give_up_after_s = 0
+    pipeline.runtime.settings.retry.max_attempts = 1
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.sim.add_fault(endpoint="saveTrnsSalesOsdc", kind="http_error", status=503, times=1)
+    pipeline.enqueue(
+        [
+            b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW),
+            b.sale(TIN, "00", "s2", [WATER], trd_invc_no="T2", at=NOW),
+        ]
+    )
+
+    pipeline.drain()
+
+    # KRA's lookup of invcNo 1 answered 001: the job is dead, its number went to the next sale
+    job = pipeline.job("s1")
+    assert job.state == "dead" and job.invc_no is None
+    assert sales_of(pipeline) == [(1, "T2")]
 
 
 def test_a_job_waiting_on_another_branch_goes_as_soon_as_that_branch_delivers(

@@ -92,6 +92,9 @@ branches = Table(
     Column("wake_after", Float),
     Column("parked_reason", Text),
     Column("parked_at", Float),
+    # KRA's next invcNo/sarNo as its last sequence answer stated it (shown by status).
+    Column("kra_expected_invc_no", BigInteger),
+    Column("kra_expected_sar_no", BigInteger),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("tin", "bhf_id", name="uq_branches_tin_bhf_id"),
     Index("ix_branches_wake_after", "wake_after"),

@@ -13,6 +13,7 @@ The statements the drain runs for every job are plain SQL text executed through
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from schemas.jobs import ACTIVE_STATES, JobState
+from schemas.jobs import ACTIVE_STATES, JobKind, JobState
 from worker.outbox import hot
 from worker.outbox.models import (
     ACTIVE_PREDICATE,
@@ -153,10 +154,12 @@ def wake_branches(conn: Connection, branch_ids: Iterable[int], now: float) -> No
     )
 
 
-def get_branch(conn: Connection, tin: str, bhf_id: str) -> Row[Any] | None:
-    return conn.execute(
-        select(branches).where(branches.c.tin == tin, branches.c.bhf_id == bhf_id)
-    ).first()
+def get_branch(
+    conn: Connection, tin: str, bhf_id: str, *, for_update: bool = False
+) -> Row[Any] | None:
+    """``for_update``: lock the row (PostgreSQL) so no drain claims the branch meanwhile."""
+    query = select(branches).where(branches.c.tin == tin, branches.c.bhf_id == bhf_id)
+    return conn.execute(query.with_for_update() if for_update else query).first()
 
 
 def set_branch_counters(
@@ -166,8 +169,10 @@ def set_branch_counters(
     values: dict[str, Any] = {"parked_reason": None, "parked_at": None, "wake_after": now}
     if invc_no is not None:
         values["next_invc_no"] = invc_no
+        values["kra_expected_invc_no"] = None
     if sar_no is not None:
         values["next_sar_no"] = sar_no
+        values["kra_expected_sar_no"] = None
     conn.execute(update(branches).where(branches.c.id == branch_id).values(**values))
 
 
@@ -239,15 +244,78 @@ def release_lease(
     return False
 
 
-def park_branch(conn: Connection, lease: Lease, reason: str, now: float) -> None:
-    """Stop sending for this branch until an operator acts (set-next, replay)."""
+def park_branch(
+    conn: Connection,
+    lease: Lease,
+    reason: str,
+    now: float,
+    expected: tuple[str, int] | None = None,
+) -> None:
+    """Stop sending for this branch until an operator acts (set-next, skip, unpark);
+    ``expected``: (counter, number) KRA said it expects next, kept for set-next."""
+    values: dict[str, Any] = {"parked_reason": reason, "parked_at": now}
+    if expected is not None:
+        values[_EXPECTED_COLUMNS[expected[0]]] = expected[1]
     _check(
         conn.execute(
             update(branches)
             .where(branches.c.id == lease.branch_id, branches.c.fencing_token == lease.token)
-            .values(parked_reason=reason, parked_at=now)
+            .values(**values)
         ).rowcount
     )
+
+
+_EXPECTED_COLUMNS = {"invcNo": "kra_expected_invc_no", "sarNo": "kra_expected_sar_no"}
+
+
+def unpark(conn: Connection, branch_id: int, now: float) -> None:
+    """Operator action: let the branch drain again (the cause of its park is fixed)."""
+    conn.execute(
+        update(branches)
+        .where(branches.c.id == branch_id)
+        .values(parked_reason=None, parked_at=None, wake_after=now)
+    )
+
+
+def give_back_number(conn: Connection, branch_id: int, counter: str, number: int) -> bool:
+    """Operator skip of a job no attempt of which may have reached KRA: hand its number to
+    the next job, if nothing was allocated after it."""
+    column = branches.c.next_invc_no if counter == "invcNo" else branches.c.next_sar_no
+    return bool(
+        conn.execute(
+            update(branches)
+            .where(branches.c.id == branch_id, column == number + 1)
+            .values({column: number})
+        ).rowcount
+    )
+
+
+def jobs_with_trader_invoice(
+    conn: Connection, tin: str, trd_invc_no: str, *, exclude_id: int
+) -> list[Any]:
+    """Our other sales and credit notes of ``tin`` whose payload carries ``trd_invc_no``
+    (a rare path: a 994 on a first send). The LIKE narrows, the parsed payload decides."""
+    escaped = trd_invc_no.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%"
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.idempotency_key, jobs.c.state, jobs.c.payload)
+        .where(
+            jobs.c.tin == tin,
+            jobs.c.id != exclude_id,
+            jobs.c.kind.in_([JobKind.SALE.value, JobKind.CREDIT_NOTE.value]),
+            jobs.c.payload.like(pattern, escape="\\"),
+        )
+        .order_by(jobs.c.id)
+    )
+    found: list[Any] = []
+    for row in rows:
+        try:
+            payload = json.loads(row.payload)
+        except ValueError:
+            continue
+        if isinstance(payload, dict) and str(payload.get("trdInvcNo")) == trd_invc_no:
+            found.append(row)
+    return found
 
 
 def release_number(conn: Connection, lease: Lease, counter: str, number: int) -> None:
@@ -912,6 +980,8 @@ def branch_backlogs(conn: Connection, now: float) -> list[dict[str, Any]]:
             active.c.oldest,
             branches.c.next_invc_no,
             branches.c.next_sar_no,
+            branches.c.kra_expected_invc_no,
+            branches.c.kra_expected_sar_no,
         )
         .select_from(branches.outerjoin(active, active.c.branch_id == branches.c.id))
         .order_by(branches.c.tin, branches.c.bhf_id)
@@ -926,8 +996,10 @@ def branch_backlogs(conn: Connection, now: float) -> list[dict[str, Any]]:
             "parked_reason": parked,
             "next_invc_no": int(next_invc),
             "next_sar_no": int(next_sar),
+            "kra_expects_invc_no": None if kra_invc is None else int(kra_invc),
+            "kra_expects_sar_no": None if kra_sar is None else int(kra_sar),
         }
-        for tin, bhf, parked, backlog, oldest, next_invc, next_sar in rows
+        for tin, bhf, parked, backlog, oldest, next_invc, next_sar, kra_invc, kra_sar in rows
     ]
 
 
@@ -988,11 +1060,19 @@ def requeue_at_tail(
     ).rowcount
 
 
-def mark_skipped(conn: Connection, job_id: int, reason: str, now: float) -> int:
+def mark_skipped(
+    conn: Connection,
+    job_id: int,
+    reason: str,
+    now: float,
+    states: Sequence[str] = (JobState.DEAD.value, JobState.BLOCKED.value),
+) -> int:
     return conn.execute(
         update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.state.in_([JobState.DEAD.value, JobState.BLOCKED.value]))
-        .values(state=JobState.SKIPPED.value, skip_reason=reason, updated_at=now)
+        .where(jobs.c.id == job_id, jobs.c.state.in_(list(states)))
+        .values(
+            state=JobState.SKIPPED.value, skip_reason=reason, next_attempt_at=None, updated_at=now
+        )
     ).rowcount
 
 
