@@ -109,7 +109,10 @@ def _naming_holder(conn: Connection, step: Any, dead: Dead) -> Dead:
     trd = step.body.get("trdInvcNo")
     if trd is None:
         return dead
-    others = q.jobs_with_trader_invoice(conn, step.job.tin, str(trd), exclude_id=int(step.job.id))
+    with conn.begin():  # its own short read: the record step opens the next transaction
+        others = q.jobs_with_trader_invoice(
+            conn, step.job.tin, str(trd), exclude_id=int(step.job.id)
+        )
     if not others:
         return dead
     named = ", ".join(f"{row.idempotency_key} ({row.state})" for row in others[:3])
