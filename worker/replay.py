@@ -288,6 +288,9 @@ def set_next(
         branch = q.get_branch(conn, tin, bhf_id)
         if branch is None:
             raise JobNotFound(f"branch {tin}/{bhf_id} has no jobs")
+        for counter, number in (("invcNo", invc_no), ("sarNo", sar_no)):
+            if number is not None:
+                _numbers_give_way(conn, int(branch.id), counter, number)
         q.set_branch_counters(conn, int(branch.id), invc_no=invc_no, sar_no=sar_no, now=now)
         details = {
             "invc_no": invc_no,
@@ -298,6 +301,23 @@ def set_next(
         }
         _write_audit(conn, actor, "set_next", None, tin, bhf_id, reason, details)
     (waker or NullWaker()).wake([int(branch.id)])
+
+
+def _numbers_give_way(conn: Connection, branch_id: int, counter: str, number: int) -> None:
+    """Jobs still to go that hold a number: one that may be at KRA keeps it, so the branch's
+    next number must be above it (else a second job would get it); one that never reached
+    KRA with it takes a fresh number from the new counter."""
+    held = q.numbers_held(conn, branch_id, counter)
+    kept = [row for row in held if row.maybe_recorded and int(row.number) >= number]
+    if kept:
+        row = max(kept, key=lambda r: int(r.number))
+        raise OperatorError(
+            f"job {row.id} ({row.idempotency_key}) holds {counter} {row.number}, which may be "
+            f"at KRA and will be resent with it: the next number must be above it "
+            f"(--{'sar' if counter == 'sarNo' else 'invc'} {int(row.number) + 1}), or skip "
+            "that job first"
+        )
+    q.drop_unsent_numbers(conn, [int(r.id) for r in held if not r.maybe_recorded], counter)
 
 
 def job_details(engine: Engine, job_id: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
 from worker.drain import drain
 from worker.outbox import queries as q
-from worker.replay import Actor, set_next, skip, unpark
+from worker.replay import Actor, OperatorError, set_next, skip, unpark
 from worker.simulator.verify import verify_ledger
 
 NOW = datetime.now(UTC)
@@ -310,4 +310,56 @@ def test_skipping_the_head_of_a_parked_branch_hands_its_unsent_number_on(
 
     assert pipeline.job("s1").state == "skipped"
     assert signed(pipeline) == [(1, "T2")]
+    assert_kra_is_consistent(pipeline)
+
+
+def test_set_next_never_hands_on_a_number_a_parked_job_may_have_sent(pipeline: Pipeline) -> None:
+    # Given s1's answer is lost, and KRA cannot be asked what it holds (lookups fail)
+    ready(pipeline)
+    pipeline.runtime.settings.retry.max_attempts = 1
+    pipeline.runtime.settings.retry.give_up_after_s = 0
+    script(
+        pipeline,
+        {"endpoint": SALE, "kind": "lost_answer", "times": 1},
+        {"endpoint": SALE, "kind": "http_error", "status": 503},
+        {"endpoint": "selectInvoiceDetails", "kind": "http_error", "status": 503},
+    )
+    pipeline.enqueue([sale("s1", "T1"), sale("s2", "T2")])
+    assert pipeline.drain().status == "parked"
+    assert pipeline.job("s1").invc_no == 1
+
+    # When the operator tries to hand invcNo 1 on, it is refused, naming the job
+    try:
+        set_next(pipeline.runtime.engine, TIN, "00", OPS, invc_no=1, sar_no=None)
+    except OperatorError as exc:
+        assert "s1" in str(exc) and "--invc 2" in str(exc)
+    else:
+        raise AssertionError("set-next handed on a number that may be at KRA")
+
+    # Then once KRA answers again, s1 is recognised as signed and s2 follows with invcNo 2
+    httpx.delete(f"{pipeline.sim.url}/__admin/faults", timeout=5).raise_for_status()
+    unpark(pipeline.runtime.engine, TIN, "00", OPS, reason="KRA back")
+    pipeline.drain()
+    assert pipeline.job("s1").state == "accepted"
+    assert signed(pipeline) == [(1, "T1"), (2, "T2")]
+    assert_kra_is_consistent(pipeline)
+
+
+def test_set_next_gives_a_parked_job_that_never_reached_kra_the_new_number(
+    pipeline: Pipeline,
+) -> None:
+    # Given KRA refused s1's only send as systemic: s1 holds invcNo 1, never at KRA
+    ready(pipeline)
+    script(pipeline, {"endpoint": SALE, "kind": "result_code", "code": "901",
+                      "message": "It is not a valid device", "times": 1})  # fmt: skip
+    pipeline.enqueue([sale("s1", "T1"), sale("s2", "T2")])
+    assert pipeline.drain().status == "parked"
+
+    # When the operator sets the next number to 1 (what KRA expects)
+    set_next(pipeline.runtime.engine, TIN, "00", OPS, invc_no=1, sar_no=None, reason="checked")
+    pipeline.drain()
+
+    # Then s1 takes 1 afresh and s2 2: no number twice in the outbox or at KRA
+    assert (pipeline.job("s1").invc_no, pipeline.job("s2").invc_no) == (1, 2)
+    assert signed(pipeline) == [(1, "T1"), (2, "T2")]
     assert_kra_is_consistent(pipeline)

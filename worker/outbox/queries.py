@@ -290,6 +290,34 @@ def give_back_number(conn: Connection, branch_id: int, counter: str, number: int
     )
 
 
+def numbers_held(conn: Connection, branch_id: int, counter: str) -> list[Any]:
+    """Jobs of the branch still to go that already hold a KRA number of ``counter``."""
+    column = jobs.c.invc_no if counter == "invcNo" else jobs.c.sar_no
+    return list(
+        conn.execute(
+            select(
+                jobs.c.id, jobs.c.idempotency_key, jobs.c.state, jobs.c.maybe_recorded,
+                column.label("number"),
+            ).where(
+                jobs.c.branch_id == branch_id,
+                jobs.c.state.in_(ACTIVE),
+                column.is_not(None),
+            )
+        )
+    )  # fmt: skip
+
+
+def drop_unsent_numbers(conn: Connection, job_ids: Sequence[int], counter: str) -> None:
+    """These jobs never reached KRA with their number: they take a fresh one (and body)."""
+    if job_ids:
+        field = "invc_no" if counter == "invcNo" else "sar_no"
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(list(job_ids)), jobs.c.maybe_recorded.is_(False))
+            .values({field: None, "body": None})
+        )
+
+
 def jobs_with_trader_invoice(
     conn: Connection, tin: str, trd_invc_no: str, *, exclude_id: int
 ) -> list[Any]:
