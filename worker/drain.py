@@ -50,6 +50,7 @@ from worker.oscu.outcome import CallOutcome, OutcomeKind
 from worker.outbox import hot
 from worker.outbox import queries as q
 from worker.outbox.queries import HOPELESS, Lease, LeaseLost
+from worker.systemic import BRANCH
 
 log = logging.getLogger("etims_relay.drain")
 
@@ -600,6 +601,9 @@ def _send_and_record(
         receipt = effects.receipt_for(outcome, kind)
     else:  # rare: may ask KRA what it holds under the number before deciding
         receipt, decision = recovery.resolve(conn, kind, step, verdict, device, ctx)
+        if isinstance(decision, Park):  # name the branch in the command the reason gives
+            branch = f"{job.tin}/{job.bhf_id}"
+            decision = dataclasses.replace(decision, reason=decision.reason.replace(BRANCH, branch))
     return _record(conn, lease, step, device, outcome, decision, ctx, woken, receipt, started, then)
 
 
