@@ -10,9 +10,10 @@ kind            when                                                            
 =============== =============================================================== ==============
 ACCEPTED        000                                                             done
 EMPTY           001 (lookups)                                                   done, no rows
-DUPLICATE       921, 994                                                        accepted if a
-                                                                                prior attempt
-                                                                                may have landed
+DUPLICATE       921, 994                                                        resend: ask
+                                                                                KRA; first
+                                                                                send: 921 park,
+                                                                                994 dead
 SEQUENCE        922                                                             retry a few
                                                                                 times, then dead
 RATE_LIMITED    990, HTTP 429 (``retry_after_s`` from Retry-After)               back off
@@ -20,9 +21,13 @@ TRANSIENT       connect refused/timeout, DNS, pool timeout, 894/896/99x,        
                 HTTP 502/503/504 from a gateway
 UNKNOWN         read/write timeout or reset after sending, non-JSON or other     resend the same
                 5xx answer to a write                                           body
-REJECTED        910, 911, 912 and any other definitive refusal                   dead
-AUTH            900-905, HTTP 401/403                                           dead, fix device
+REJECTED        910, 911, 912 and any other definitive refusal                   dead (systemic:
+                                                                                park)
+AUTH            900-905, HTTP 401/403                                           park, fix device
 =============== =============================================================== ==============
+
+A job that may already be at KRA is never ended by an answer alone: worker/decide.py asks
+for KRA's lookup of its number first (worker/recovery.py).
 
 Not every TRANSIENT is "never reached KRA": 894/896/99x and HTTP 502/503/504 are answers from
 KRA or its gateway, so they come with ``may_have_reached_kra=True``; only a connect-level

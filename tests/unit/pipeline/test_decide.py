@@ -272,3 +272,17 @@ def test_an_outage_of_hours_is_waited_out_not_dead_lettered() -> None:
                 age_s=6 * 3600,
             )
             assert isinstance(decision, Retry), (kind, maybe_recorded, decision)
+
+
+def test_another_document_under_the_number_parks_naming_both() -> None:
+    verify = decide(
+        JobKind.SALE, outcome(OutcomeKind.REJECTED, "910"), attempt=2, maybe_recorded=True,
+        number=5, retry=RETRY,
+    )  # fmt: skip
+    assert isinstance(verify, Verify)
+    other = Holding(Held.OTHER, theirs="POS2-77", ours="T1")
+    decision = settle(verify, other, counter="invcNo", number=5, attempt=2, retry=RETRY)
+    assert isinstance(decision, Park)
+    assert (
+        "POS2-77" in decision.reason and "T1" in decision.reason and "invcNo 5" in decision.reason
+    )
