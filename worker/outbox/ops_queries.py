@@ -395,3 +395,15 @@ def _insert_ignore(
         .returning(first_key)
     ).first()
     return inserted is not None
+
+
+def numbers_held(conn: Connection, branch_id: int, column: str) -> tuple[int | None, int | None]:
+    """(highest number of an accepted job, highest number any job of the branch holds) for
+    ``invc_no`` or ``sar_no``: a job keeps its number from the first send until it is
+    accepted, or until a rejection proves KRA does not hold it."""
+    number = jobs.c[column]
+    accepted = func.max(number).filter(jobs.c.state == JobState.ACCEPTED.value)
+    row = conn.execute(
+        select(accepted, func.max(number)).where(jobs.c.branch_id == branch_id, number.is_not(None))
+    ).one()
+    return (None if row[0] is None else int(row[0])), (None if row[1] is None else int(row[1]))
