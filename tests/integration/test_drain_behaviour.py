@@ -16,9 +16,9 @@ from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
 from worker.device_init import init_device
 from worker.drain import drain
+from worker.next_number import kra_confirms_next_invoice
 from worker.outbox import queries as q
 from worker.outbox.models import result_events
-from worker.next_number import kra_confirms_next_invoice
 from worker.replay import Actor, replay, set_next, skip
 
 NOW = datetime.now(UTC)
