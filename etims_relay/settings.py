@@ -67,6 +67,10 @@ class RetrySettings(BaseModel):
     give_up_after_s: float = 72 * 3600.0
     #: 922 (sequence/dependency) is retried this many times, then the job is dead.
     sequence_max_attempts: int = 5
+    #: When KRA answers again after an outage, jobs backing off on transient failures are
+    #: pulled forward, their new due times spread over this many seconds
+    #: (``worker/pull_forward.py``).
+    recovery_spread_s: float = Field(default=10.0, gt=0)
 
 
 class DrainSettings(BaseModel):

@@ -50,6 +50,7 @@ from worker.oscu.outcome import CallOutcome, OutcomeKind
 from worker.outbox import hot
 from worker.outbox import queries as q
 from worker.outbox.queries import HOPELESS, Lease, LeaseLost
+from worker.pull_forward import pull_forward
 from worker.systemic import BRANCH
 
 log = logging.getLogger("etims_relay.drain")
@@ -264,6 +265,8 @@ def _drain(branch_id: int, ctx: DrainContext, conn: Connection) -> DrainReport:
             then = upcoming if within_budget else None
             decision, following = _send_and_record(conn, lease, step, ctx, woken, then)
             sent += 1
+            if isinstance(decision, Accept) and step.job.state in _BACKING_OFF:
+                _kra_is_back(conn, ctx)
             if isinstance(decision, Park):
                 status = "parked"
                 break
@@ -285,6 +288,19 @@ def _drain(branch_id: int, ctx: DrainContext, conn: Connection) -> DrainReport:
         status, wake_after = "more", ctx.clock()
     due_in = None if wake_after is None else max(0.0, wake_after - ctx.clock())
     return DrainReport(branch_id, status, sent, due_in, frozenset(woken))
+
+
+#: A job read in one of these states had failed before: its acceptance means KRA is back.
+_BACKING_OFF = frozenset({JobState.RETRY_WAIT.value, JobState.UNKNOWN.value})
+
+
+def _kra_is_back(conn: Connection, ctx: DrainContext) -> None:
+    """A job that had been failing was accepted: other branches backing off after the same
+    outage are due again within seconds, not at the end of their backoff."""
+    with conn.begin():
+        moved = pull_forward(conn, ctx.clock(), spread_s=ctx.settings.retry.recovery_spread_s)
+    if moved:
+        log.info("KRA answers again: %d waiting job(s) pulled forward", moved)
 
 
 def _release_quietly(lease: Lease, ctx: DrainContext) -> None:

@@ -38,6 +38,7 @@ from schemas.jobs import JobKind, JobState
 from schemas.validation import EnqueueOptions, payload_errors
 from worker import metrics
 from worker.effects import block_dependents
+from worker.next_number import CounterView, refusal
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.wake import NullWaker, Waker
@@ -267,6 +268,36 @@ def _flag(counter: str | None) -> str:
     return "sar" if counter == "sarNo" else "invc"
 
 
+def counter_views(
+    conn: Connection, branch: Any, kra_expects: Mapping[str, int] | None = None
+) -> dict[str, CounterView]:
+    """What the outbox (and KRA, where it named a number) says of both counters of ``branch``."""
+    named = {
+        "invcNo": branch.kra_expected_invc_no,
+        "sarNo": branch.kra_expected_sar_no,
+        **(kra_expects or {}),
+    }
+    views = {}
+    for name, column, current in (
+        ("invcNo", "invc_no", branch.next_invc_no),
+        ("sarNo", "sar_no", branch.next_sar_no),
+    ):
+        accepted, held = oq.highest_numbers(conn, int(branch.id), column)
+        views[name] = CounterView(name, int(current), accepted, held, named.get(name))
+    return views
+
+
+def branch_counters(
+    engine: Engine, tin: str, bhf_id: str, kra_expects: Mapping[str, int] | None = None
+) -> dict[str, CounterView]:
+    """Both counters of a branch as :func:`set_next` will judge them (shown before it acts)."""
+    with engine.connect() as conn:
+        branch = q.get_branch(conn, tin, bhf_id)
+        if branch is None:
+            raise JobNotFound(f"branch {tin}/{bhf_id} has no jobs")
+        return counter_views(conn, branch, kra_expects)
+
+
 def set_next(
     engine: Engine,
     tin: str,
@@ -277,30 +308,53 @@ def set_next(
     sar_no: int | None,
     reason: str = "",
     waker: Waker | None = None,
-) -> None:
-    """Set KRA's next invcNo/sarNo for a branch (after KRA was found ahead) and unpark it."""
+    force: bool = False,
+    kra_expects: Mapping[str, int] | None = None,
+) -> dict[str, CounterView]:
+    """Set KRA's next invcNo/sarNo for a branch (after KRA was found ahead) and unpark it.
+
+    A move backwards (onto a number a job of ours holds) or ahead of the next free number
+    needs ``force`` and a reason, unless KRA named that number itself (``kra_expects``):
+    see :mod:`worker.next_number`. Returns the counters as they were judged.
+    """
     if invc_no is None and sar_no is None:
         raise InvalidInput("give --invc and/or --sar")
     if (invc_no is not None and invc_no < 1) or (sar_no is not None and sar_no < 1):
         raise InvalidInput("numbers start at 1")
+    if force and not reason.strip():
+        raise InvalidInput("--force needs a reason (--reason TEXT): it is audited")
     now = time.time()
     with engine.begin() as conn:
         branch = q.get_branch(conn, tin, bhf_id)
         if branch is None:
             raise JobNotFound(f"branch {tin}/{bhf_id} has no jobs")
-        for counter, number in (("invcNo", invc_no), ("sarNo", sar_no)):
-            if number is not None:
+        views = counter_views(conn, branch, kra_expects)
+        proposed = {"invcNo": invc_no, "sarNo": sar_no}
+        for counter, number in proposed.items():
+            if number is not None:  # never overridden by --force: that would sign twice
                 _numbers_give_way(conn, int(branch.id), counter, number)
+        refusals = [
+            why
+            for name, number in proposed.items()
+            if number is not None and (why := refusal(views[name], number)) is not None
+        ]
+        if refusals and not force:  # the transaction rolls back what gave way above
+            raise OperatorError("; ".join(refusals) + ". Use --force with --reason to insist")
         q.set_branch_counters(conn, int(branch.id), invc_no=invc_no, sar_no=sar_no, now=now)
         details = {
             "invc_no": invc_no,
             "sar_no": sar_no,
             "previous_invc_no": branch.next_invc_no,
             "previous_sar_no": branch.next_sar_no,
+            "last_accepted_invc_no": views["invcNo"].last_accepted,
+            "last_accepted_sar_no": views["sarNo"].last_accepted,
+            "kra_expects": dict(kra_expects or {}),
+            "forced_past": refusals,
             "was_parked": branch.parked_reason,
         }
         _write_audit(conn, actor, "set_next", None, tin, bhf_id, reason, details)
     (waker or NullWaker()).wake([int(branch.id)])
+    return views
 
 
 def _numbers_give_way(conn: Connection, branch_id: int, counter: str, number: int) -> None:

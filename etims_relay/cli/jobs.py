@@ -37,11 +37,14 @@ from schemas.completion import Registrant
 from schemas.jobs import JobEnvelope
 from schemas.validation import validate_records
 from schemas.vat import VatScheme
+from worker.devices import DeviceNotInitialised
+from worker.next_number import kra_confirms_next_invoice
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.replay import (
     OperatorError,
     audit_row,
+    branch_counters,
     edit,
     job_details,
     parse_set,
@@ -51,6 +54,7 @@ from worker.replay import (
     skip,
     unpark,
 )
+from worker.runtime import Runtime
 
 #: Records written per transaction by ``enqueue`` is the whole file (all-or-nothing); the
 #: progress bar advances per validated chunk of this size.
@@ -331,16 +335,36 @@ def branch_set_next(
     branch: str = typer.Argument(..., help="TIN/BHF, e.g. P051234567A/00."),
     invc: int | None = typer.Option(None, "--invc", help="KRA's next invcNo."),
     sar: int | None = typer.Option(None, "--sar", help="KRA's next sarNo."),
-    reason: str = typer.Option("", "--reason"),
+    reason: str = typer.Option("", "--reason", help="Why (audited; required with --force)."),
+    force: bool = typer.Option(
+        False, "--force", help="Set a number that goes backwards or leaves a gap."
+    ),
 ) -> None:
-    """Set the branch's next invcNo/sarNo (KRA was ahead) and unpark it."""
+    """Set the branch's next invcNo/sarNo (KRA was ahead) and unpark it.
+
+    Shows what the outbox (and KRA, where it can be asked) says first; a number at or below
+    one our jobs hold, or past the next free one, is refused unless KRA named it or --force.
+    """
     tin, bhf = _split_branch(branch)
     with opened_runtime() as rt:
+        kra_expects = _kra_expects(rt, tin, bhf, invc)
+        for view in branch_counters(rt.engine, tin, bhf, kra_expects).values():
+            console.print(f"branch {tin}/{bhf}: {view.describe()}", markup=False)
         set_next(
-            rt.engine, tin, bhf, actor(), invc_no=invc, sar_no=sar, reason=reason, waker=rt.waker
+            rt.engine,
+            tin,
+            bhf,
+            actor(),
+            invc_no=invc,
+            sar_no=sar,
+            reason=reason,
+            waker=rt.waker,
+            force=force,
+            kra_expects=kra_expects,
         )
     console.print(
-        f"branch {tin}/{bhf}: next invcNo {invc or '(unchanged)'}, sarNo {sar or '(unchanged)'}"
+        f"branch {tin}/{bhf}: next invcNo {invc or '(unchanged)'}, sarNo {sar or '(unchanged)'}",
+        markup=False,
     )
 
 
@@ -354,6 +378,20 @@ def branch_unpark(
     with opened_runtime() as rt:
         unpark(rt.engine, tin, bhf, actor(), reason=reason, waker=rt.waker)
     console.print(f"branch {tin}/{bhf} unparked")
+
+
+def _kra_expects(rt: Runtime, tin: str, bhf: str, invc: int | None) -> dict[str, int]:
+    """``{"invcNo": invc}`` when KRA's receipt lookup confirms it is KRA's next number."""
+    if invc is None or not rt.settings.oscu.invoice_details_supported:
+        return {}
+    try:
+        device = rt.devices.get(tin, bhf)
+    except DeviceNotInitialised:
+        return {}
+    confirmed = kra_confirms_next_invoice(rt.client, device.credentials, invc)
+    verdict = {True: "confirms", False: "does not confirm", None: "could not tell"}[confirmed]
+    console.print(f"KRA's receipt lookup {verdict} invcNo {invc} as its next", markup=False)
+    return {"invcNo": invc} if confirmed else {}
 
 
 @audit_app.command("list")

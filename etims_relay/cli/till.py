@@ -7,22 +7,32 @@ from __future__ import annotations
 
 import typer
 
-from etims_relay.cli.common import console, print_json
+from etims_relay.cli.common import console, fail, print_json
 from producers.till.flusher import Forwarder
-from producers.till.spool import Spool
+from producers.till.spool import Spool, SpoolMissing
 
 app = typer.Typer(help="The till client's local spool.", no_args_is_help=True)
 
 SPOOL = typer.Option(..., "--spool", help="Path of the till's spool file.")
+CREATE = typer.Option(False, "--create", help="Start an empty spool if the path has none.")
+
+
+def _open(path: str, create: bool) -> Spool:
+    """The spool at ``path``; a path with no spool is refused unless ``--create`` is given."""
+    try:
+        return Spool(path, create=create)
+    except SpoolMissing as exc:
+        raise fail(str(exc), code=2) from None
 
 
 @app.command("status")
 def status(
     spool: str = SPOOL,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    create: bool = CREATE,
 ) -> None:
     """Records by state; refused and held ones with their error."""
-    store = Spool(spool)
+    store = _open(spool, create)
     try:
         counts = store.counts()
         kept_aside = store.rows("refused") + store.rows("held")
@@ -53,9 +63,10 @@ def flush(
     url: str = typer.Option(..., "--url", help="Base URL of the intake."),
     key: str = typer.Option(..., "--key", envvar="ETIMS_TILL_KEY", help="The till's API key."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    create: bool = CREATE,
 ) -> None:
     """Forward everything that may go now and fetch results; exit 1 if the intake failed."""
-    store = Spool(spool)
+    store = _open(spool, create)
     forwarder = Forwarder(store, url, key)
     try:
         report = forwarder.flush()

@@ -241,6 +241,8 @@ class SetNext(BaseModel):
     invc: int | None = Field(default=None, ge=1, le=MAX_ID)
     sar: int | None = Field(default=None, ge=1, le=MAX_ID)
     reason: str = _REASON
+    #: Set a number that goes backwards or leaves a gap (needs a reason; audited).
+    force: bool = False
 
 
 def _actor(principal: Principal) -> Actor:
@@ -399,6 +401,7 @@ def admin_set_next(
         sar_no=request.sar,
         reason=request.reason,
         waker=context.waker,
+        force=request.force,
     )
     return {"branch": f"{tin}/{bhf_id}", "invc": request.invc, "sar": request.sar}
 

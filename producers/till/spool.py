@@ -57,6 +57,10 @@ CREATE INDEX IF NOT EXISTS ix_records_status_seq ON records (status, seq);
 """
 
 
+class SpoolMissing(FileNotFoundError):
+    """The spool file a support tool was pointed at does not exist."""
+
+
 class SpoolConflict(ValueError):
     """An idempotency key already spooled with different content."""
 
@@ -75,8 +79,12 @@ class SpooledRecord:
 class Spool:
     """Thread-safe access to one spool file (one connection, one lock)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """``create=False`` is for tools that look into an existing till's spool: a mistyped
+        path must be an error, not a new empty spool that reports "nothing waiting"."""
         self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise SpoolMissing(f"no spool at {self.path} (pass --create to start an empty one)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(

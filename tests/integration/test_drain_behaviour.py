@@ -16,6 +16,7 @@ from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
 from worker.device_init import init_device
 from worker.drain import drain
+from worker.next_number import kra_confirms_next_invoice
 from worker.outbox import queries as q
 from worker.outbox.models import result_events
 from worker.replay import Actor, replay, set_next, skip
@@ -219,8 +220,14 @@ def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(pipeline: Pipe
     assert "set-next" in branch.parked_reason
     assert pipeline.job("s1").state == "pending" and pipeline.job("s1").invc_no is None
 
-    # When the operator sets KRA's next number, the branch resumes from there
-    set_next(pipeline.runtime.engine, TIN, "00", OPS, invc_no=2, sar_no=None, reason="KRA ahead")
+    # When the operator sets KRA's next number (KRA's receipt lookup confirms it: 1 taken,
+    # 2 free), the branch resumes from there
+    confirmed = kra_confirms_next_invoice(pipeline.runtime.client, device.credentials, 2)
+    assert confirmed is True
+    set_next(
+        pipeline.runtime.engine, TIN, "00", OPS, invc_no=2, sar_no=None, reason="KRA ahead",
+        kra_expects={"invcNo": 2},
+    )  # fmt: skip
     pipeline.drain()
     assert sales_of(pipeline) == [(1, "OTHER-SYSTEM"), (2, "T1"), (3, "T2")]
     assert pipeline.branch().parked_reason is None
@@ -256,7 +263,10 @@ def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes
         head = read_head(conn, branch_id, limit)
         if not seen and head.candidates:
             seen.append(head.next_numbers["invcNo"])
-            set_next(pipeline.runtime.engine, TIN, "00", OPS, invc_no=2, sar_no=None, reason="x")
+            set_next(
+                pipeline.runtime.engine, TIN, "00", OPS, invc_no=2, sar_no=None, reason="x",
+                force=True,
+            )  # fmt: skip
         return head
 
     monkeypatch.setattr(q, "head_candidates", read_head_then_set_next)
@@ -459,7 +469,10 @@ def test_a_counter_set_while_a_sale_is_out_is_the_number_the_next_one_goes_with(
                 **{"tin": TIN, "bhfId": "00",
                    "cmcKey": device.credentials.cmc_key.get_secret_value()},
             )  # fmt: skip
-        set_next(pipeline.runtime.engine, TIN, "00", OPS, invc_no=3, sar_no=None, reason="x")
+        set_next(
+            pipeline.runtime.engine, TIN, "00", OPS, invc_no=3, sar_no=None, reason="x",
+            kra_expects={"invcNo": 3},  # KRA named it (its answer to N2 would say so)
+        )  # fmt: skip
 
     after_kra_answers(pipeline, "N1", other_system_takes_2, monkeypatch)
     report = pipeline.drain()

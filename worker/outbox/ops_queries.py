@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, literal, select, union_all, update
+from sqlalchemy import Connection, Row, func, insert, literal, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas.jobs import JobState
@@ -395,3 +395,19 @@ def _insert_ignore(
         .returning(first_key)
     ).first()
     return inserted is not None
+
+
+def highest_numbers(conn: Connection, branch_id: int, column: str) -> tuple[int | None, int | None]:
+    """(highest number of an accepted job, highest number a job holds that KRA has or may
+    have) for ``invc_no`` or ``sar_no``. A number that never reached KRA does not count: it
+    is handed on when the counter is set (see ``replay._numbers_give_way``)."""
+    number = jobs.c[column]
+    accepted = func.max(number).filter(jobs.c.state == JobState.ACCEPTED.value)
+    row = conn.execute(
+        select(accepted, func.max(number)).where(
+            jobs.c.branch_id == branch_id,
+            number.is_not(None),
+            or_(jobs.c.state == JobState.ACCEPTED.value, jobs.c.maybe_recorded.is_(True)),
+        )
+    ).one()
+    return (None if row[0] is None else int(row[0])), (None if row[1] is None else int(row[1]))
