@@ -21,6 +21,7 @@ from producers.intake.errors import install_error_handlers
 from producers.intake.models import schema_components
 from producers.intake.ratelimit import KeyRateLimiter
 from schemas.completion import Registrant
+from schemas.jobs import TrdInvcNoScope
 from schemas.vat import VatScheme
 from worker.runtime import Runtime
 
@@ -50,6 +51,7 @@ def context_from_runtime(settings: Settings, runtime: Runtime) -> IntakeContext:
             vat_scheme=VatScheme(settings.vat_scheme),
             tax_rates=settings.tax_rates,
             registrant=Registrant(settings.registrant_id, settings.registrant_name),
+            trd_invc_no_scope=TrdInvcNoScope(settings.trd_invc_no_scope),
         ),
         limiter=KeyRateLimiter(settings.intake.rate_limit, settings.intake.rate_limit_storage),
         broker_url=runtime.broker_url,
