@@ -1,4 +1,5 @@
-"""jobs: trader invoice number per job, claimed once per scope
+"""jobs: trader invoice number per job, claimed once per scope; notices.raw_data and
+notifications.language
 
 ``trd_invc_no`` holds a sale's or credit note's ``trdInvcNo`` so enqueue can refuse a reuse
 under another idempotency key (KRA would answer 994). ``trd_invc_scope`` is where the number
@@ -7,6 +8,9 @@ unique partial index on (scope, number) makes two concurrent enqueues of one num
 one of them. Existing jobs get ``trd_invc_no`` from their payload but no scope: an outbox
 may already hold reused numbers, which the unique index must not refuse; enqueue's lookup
 by (tin, trd_invc_no) still sees them.
+
+``notices.raw_data`` keeps KRA's notice row as received (``GET /api/v1/notices/{id}`` shows
+it); ``notifications.language`` the ``Accept-Language`` of an authority's push.
 
 Revision ID: 0006
 Revises: 0004
@@ -48,6 +52,10 @@ def upgrade() -> None:
         postgresql_where=sa.text("trd_invc_no IS NOT NULL"),
         sqlite_where=sa.text("trd_invc_no IS NOT NULL"),
     )
+    with op.batch_alter_table("notices") as batch:
+        batch.add_column(sa.Column("raw_data", sa.Text(), nullable=True))
+    with op.batch_alter_table("notifications") as batch:
+        batch.add_column(sa.Column("language", sa.String(8), nullable=True))
 
 
 def _backfill() -> None:
@@ -86,6 +94,10 @@ def _backfill() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("notifications") as batch:
+        batch.drop_column("language")
+    with op.batch_alter_table("notices") as batch:
+        batch.drop_column("raw_data")
     op.drop_index("ix_jobs_tin_trd_invc_no", table_name="jobs")
     op.drop_index("uq_jobs_trd_invc_scope_trd_invc_no", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
