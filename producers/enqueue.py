@@ -80,12 +80,12 @@ class TrdInvcNoConflict(EnqueueError):
     """A sale or credit note reuses a ``trdInvcNo`` that another job of its scope carries."""
 
     def __init__(self, index: int, trd_invc_no: str, other_key: str, scope: str) -> None:
-        self.index, self.trd_invc_no, self.other_key, self.scope = (
-            index,
-            trd_invc_no,
-            other_key,
-            scope,
-        )
+        self.index = index
+        self.trd_invc_no = trd_invc_no
+        #: the idempotency key of the job that already carries the number
+        self.other_key = other_key
+        #: where the number must be unique, e.g. "branch P051234567A/00"
+        self.scope = scope
         super().__init__(
             f"record {index}: trdInvcNo {trd_invc_no!r} is already used by idempotency_key "
             f"{other_key!r} in {scope} (KRA would refuse it with 994)"
