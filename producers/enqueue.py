@@ -272,14 +272,14 @@ def _claim_trader_invoices(
         e = envelopes[index]
         number = e.payload.get("trdInvcNo") if e.kind in TRADER_INVOICE_KINDS else None
         if number is not None:
-            claims[index] = (str(number), _claim_scope(scope, e.tin, e.bhf_id))
+            claims[index] = (str(number), scope.claim(e.tin, e.bhf_id))
     if scope is TrdInvcNoScope.OFF:
         return claims
     taken: dict[tuple[str | None, str], str] = {}
     for tin in sorted({envelopes[i].tin for i in claims}):
         numbers = [number for i, (number, _) in claims.items() if envelopes[i].tin == tin]
         for row in iq.jobs_with_trader_invoices(conn, tin, numbers):
-            where = _claim_scope(scope, tin, row.bhf_id)
+            where = scope.claim(tin, row.bhf_id)
             taken.setdefault((where, row.trd_invc_no), row.idempotency_key)
     for index, (number, where) in claims.items():  # record order: the first one keeps it
         key = envelopes[index].idempotency_key
@@ -287,12 +287,6 @@ def _claim_trader_invoices(
         if other != key:
             raise TrdInvcNoConflict(index, number, other, f"{scope.value} {where}")
     return claims
-
-
-def _claim_scope(scope: TrdInvcNoScope, tin: str, bhf_id: str) -> str | None:
-    if scope is TrdInvcNoScope.BRANCH:
-        return f"{tin}/{bhf_id}"
-    return tin if scope is TrdInvcNoScope.TIN else None
 
 
 def _job_row(

@@ -77,6 +77,12 @@ class TrdInvcNoScope(StrEnum):
     #: not checked
     OFF = "off"
 
+    def claim(self, tin: str, bhf_id: str) -> str | None:
+        """Where a number is claimed: "tin/bhf_id", "tin", or None when the check is off."""
+        if self is TrdInvcNoScope.BRANCH:
+            return f"{tin}/{bhf_id}"
+        return tin if self is TrdInvcNoScope.TIN else None
+
 
 #: Kinds that carry a ``trdInvcNo`` and share one number space at KRA (saveTrnsSalesOsdc).
 TRADER_INVOICE_KINDS = frozenset({JobKind.SALE, JobKind.CREDIT_NOTE})

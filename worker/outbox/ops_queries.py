@@ -166,6 +166,15 @@ def set_job_payload(
     ).rowcount
 
 
+def set_trader_invoice(
+    conn: Connection, job_id: int, number: str | None, scope: str | None
+) -> None:
+    """Operator edit: the job's trdInvcNo and where it is claimed (see producers/enqueue.py)."""
+    conn.execute(
+        update(jobs).where(jobs.c.id == job_id).values(trd_invc_no=number, trd_invc_scope=scope)
+    )
+
+
 def dead_job_ids(conn: Connection, branch_id: int, code: str | None) -> list[int]:
     """Dead jobs of a branch in their original order (optionally only KRA code ``code``)."""
     query = select(jobs.c.id).where(

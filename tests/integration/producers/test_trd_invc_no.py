@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from producers import builders as b
 from producers.enqueue import EnqueueOptions, TrdInvcNoConflict, enqueue
@@ -27,6 +27,7 @@ from tests.integration.producers.intake_fixtures import IntakeServer, start_inta
 from tests.workload import TIN
 from worker.outbox import intake_queries
 from worker.outbox.models import jobs
+from worker.replay import Actor, OperatorError, edit
 
 NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
 SOAP = b.SaleLine("KE2NTNO0000001", "Soap", Decimal("1"), Decimal("116"))
@@ -107,6 +108,28 @@ def test_off_allows_a_reused_number(engine: Engine) -> None:
     again = enqueue(engine, [sale("b", "INV-1"), sale("c", "INV-1")], options=scoped(OFF))
     assert all(r.created for r in again)
     assert job_keys(engine) == ["a", "b", "c"]
+
+
+def test_an_operator_edit_moves_the_claim_and_is_refused_on_a_taken_number(
+    engine: Engine,
+) -> None:
+    enqueue(engine, [sale("a", "INV-1"), sale("b", "INV-2")])
+    with engine.begin() as conn:  # b was refused by KRA (say 994: INV-2 came from elsewhere)
+        b_id = conn.scalar(
+            update(jobs)
+            .where(jobs.c.idempotency_key == "b")
+            .values(state="dead")
+            .returning(jobs.c.id)
+        )
+    assert b_id is not None
+    with pytest.raises(OperatorError, match="already used by idempotency_key 'a'"):
+        edit(engine, b_id, Actor("ops:test"), sets=[("trdInvcNo", "INV-1")])
+    edit(engine, b_id, Actor("ops:test"), sets=[("trdInvcNo", "INV-3")])
+    # Then INV-3 belongs to b, and INV-2 is free again
+    with pytest.raises(TrdInvcNoConflict) as caught:
+        enqueue(engine, [sale("c", "INV-3")])
+    assert caught.value.other_key == "b"
+    assert enqueue(engine, [sale("d", "INV-2")])[0].created
 
 
 # --------------------------------------------------------------------------- HTTP intake
