@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 import pytest
+from typer.testing import CliRunner
 
+from etims_relay.cli import app
 from worker.simulator import Simulator, SimulatorOptions, verify_records
 from worker.simulator.answers import Answer
 from worker.simulator.ledger import read_records
@@ -119,3 +121,12 @@ def test_verify_judges_by_the_scope_of_the_run(tmp_path: Path) -> None:
 def test_an_unknown_scope_is_refused() -> None:
     with pytest.raises(ValueError, match="trd_invc_no_scope"):
         SimulatorOptions(trd_invc_no_scope="company")
+
+
+def test_the_cli_refuses_an_unknown_scope(tmp_path: Path) -> None:
+    ledger = str(tmp_path / "ledger.jsonl")
+    result = CliRunner().invoke(
+        app, ["simulator", "--ledger", ledger, "--trd-invc-no-scope", "company"]
+    )
+    assert result.exit_code == 2
+    assert "trd_invc_no_scope must be one of" in result.output
