@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     registrant_name: str = "etims-relay"
     #: Sweeper period (beat).
     sweep_interval_s: float = 2.0
+    #: Where a sale's or credit note's ``trdInvcNo`` must be unique: ``branch``, ``tin`` or
+    #: ``off``. Enqueue refuses a reuse under another idempotency key (KRA would answer 994).
+    trd_invc_no_scope: Literal["branch", "tin", "off"] = "branch"
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

@@ -6,6 +6,10 @@ Contract (invariants 4 and 7):
   :class:`InvalidRecords` naming each bad record's index and field path, and nothing is written;
 - idempotent per tin: same key + same content -> the existing job, nothing new; same key +
   different content -> :class:`IdempotencyConflict` naming the key, nothing written;
+- one trader invoice number per scope: a sale or credit note whose ``trdInvcNo`` another job
+  of its branch (or tin, per ``EnqueueOptions.trd_invc_no_scope``) already carries under a
+  different key -> :class:`TrdInvcNoConflict` naming that key, nothing written (KRA would
+  answer 994 and the branch would stall on it);
 - ordered: the jobs of one call are written in one transaction in the order given, each
   branch's jobs taking consecutive ``seq`` numbers; dependencies must already exist or come
   earlier in the same call, so causal order is also enqueue order;
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -23,10 +28,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from schemas.completion import dumps_body
-from schemas.jobs import JobEnvelope, JobKind, JobState
+from schemas.jobs import TRADER_INVOICE_KINDS, JobEnvelope, JobKind, JobState, TrdInvcNoScope
 from schemas.validation import (
     EnqueueOptions,
     InvalidRecords,
@@ -34,6 +41,7 @@ from schemas.validation import (
     payload_errors,
     validate_records,
 )
+from worker.outbox import intake_queries as iq
 from worker.outbox import queries as q
 from worker.wake import NullWaker, Waker
 
@@ -44,6 +52,7 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidRecords",
     "RecordError",
+    "TrdInvcNoConflict",
     "content_hash",
     "enqueue",
     "parse_envelopes",
@@ -67,6 +76,22 @@ class IdempotencyConflict(EnqueueError):
         )
 
 
+class TrdInvcNoConflict(EnqueueError):
+    """A sale or credit note reuses a ``trdInvcNo`` that another job of its scope carries."""
+
+    def __init__(self, index: int, trd_invc_no: str, other_key: str, scope: str) -> None:
+        self.index = index
+        self.trd_invc_no = trd_invc_no
+        #: the idempotency key of the job that already carries the number
+        self.other_key = other_key
+        #: where the number must be unique, e.g. "branch P051234567A/00"
+        self.scope = scope
+        super().__init__(
+            f"record {index}: trdInvcNo {trd_invc_no!r} is already used by idempotency_key "
+            f"{other_key!r} in {scope} (KRA would refuse it with 994)"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Enqueued:
     index: int
@@ -75,6 +100,11 @@ class Enqueued:
     state: str
     created: bool
     branch_id: int
+
+
+#: A unique violation as SQLAlchemy raises it, or as a driver raises it from the multi-row
+#: insert, which runs on the driver's cursor (worker/outbox/hot.py).
+_UNIQUE_VIOLATIONS = (IntegrityError, psycopg.IntegrityError, sqlite3.IntegrityError)
 
 
 def parse_envelopes(records: Sequence[Mapping[str, Any]]) -> list[JobEnvelope]:
@@ -94,8 +124,18 @@ def enqueue(
     options = options or EnqueueOptions()
     envelopes = validate_records(records, options)
     now = time.time()
-    with engine.begin() as conn:
-        results = _write(conn, envelopes, now, request_id)
+    for attempt in (1, 2):
+        try:
+            with engine.begin() as conn:
+                results = _write(conn, envelopes, now, request_id, options.trd_invc_no_scope)
+            break
+        except _UNIQUE_VIOLATIONS as exc:
+            # A concurrent enqueue committed the same key or trdInvcNo between our lookup and
+            # our insert: once retried, the lookup sees it (same job, or a conflict naming it).
+            if attempt == 2:
+                if isinstance(exc, IntegrityError):
+                    raise
+                raise IntegrityError("INSERT INTO jobs", None, exc) from exc
     (waker or NullWaker()).wake({r.branch_id for r in results if r.created})
     return results
 
@@ -137,7 +177,11 @@ def _canonical(value: Any) -> Any:
 
 
 def _write(
-    conn: Connection, envelopes: list[JobEnvelope], now: float, request_id: str | None
+    conn: Connection,
+    envelopes: list[JobEnvelope],
+    now: float,
+    request_id: str | None,
+    scope: TrdInvcNoScope,
 ) -> list[Enqueued]:
     hashes = [content_hash(e) for e in envelopes]
     existing: dict[tuple[str, str], Any] = {}
@@ -161,8 +205,12 @@ def _write(
         for offset, index in enumerate(per_branch[branch_id]):
             seqs[index] = first + offset
 
+    # After reserve_seq: under branch scope the branch row lock serialises this check.
+    claims = _claim_trader_invoices(conn, envelopes, fresh, scope)
     ids_by_key: dict[tuple[str, str], int] = {k: int(r.id) for k, r in existing.items()}
     rows = [_job_row(envelopes[i], hashes[i], branch_ids, seqs[i], now, request_id) for i in fresh]
+    for job_row, index in zip(rows, fresh, strict=True):
+        job_row["trd_invc_no"], job_row["trd_invc_scope"] = claims.get(index, (None, None))
     new_ids = q.insert_jobs(conn, rows)
     pairs: list[tuple[int, int]] = []
     for index, job_id in zip(fresh, new_ids, strict=True):
@@ -208,6 +256,37 @@ def _dedupe(
             seen_in_call[scoped] = index
             fresh.append(index)
     return results, fresh, seen_in_call
+
+
+def _claim_trader_invoices(
+    conn: Connection, envelopes: list[JobEnvelope], fresh: list[int], scope: TrdInvcNoScope
+) -> dict[int, tuple[str, str | None]]:
+    """(trdInvcNo, claim scope) of each new sale and credit note; raise on a reuse.
+
+    Earlier jobs are looked up by (tin, trd_invc_no) whatever scope they were claimed under,
+    so a scope widened later (branch -> tin) still sees them; the unique index on
+    (trd_invc_scope, trd_invc_no) is what stops two concurrent enqueues of one number.
+    """
+    claims: dict[int, tuple[str, str | None]] = {}
+    for index in fresh:
+        e = envelopes[index]
+        number = e.payload.get("trdInvcNo") if e.kind in TRADER_INVOICE_KINDS else None
+        if number is not None:
+            claims[index] = (str(number), scope.claim(e.tin, e.bhf_id))
+    if scope is TrdInvcNoScope.OFF:
+        return claims
+    taken: dict[tuple[str | None, str], str] = {}
+    for tin in sorted({envelopes[i].tin for i in claims}):
+        numbers = [number for i, (number, _) in claims.items() if envelopes[i].tin == tin]
+        for row in iq.jobs_with_trader_invoices(conn, tin, numbers):
+            where = scope.claim(tin, row.bhf_id)
+            taken.setdefault((where, row.trd_invc_no), row.idempotency_key)
+    for index, (number, where) in claims.items():  # record order: the first one keeps it
+        key = envelopes[index].idempotency_key
+        other = taken.setdefault((where, number), key)
+        if other != key:
+            raise TrdInvcNoConflict(index, number, other, f"{scope.value} {where}")
+    return claims
 
 
 def _job_row(

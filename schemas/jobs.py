@@ -66,6 +66,31 @@ _ENDPOINTS = {
 }
 
 
+class TrdInvcNoScope(StrEnum):
+    """Where a trader invoice number (``trdInvcNo``) must be unique among sales and credit notes.
+
+    KRA answers 994 ("overlapped data") for a ``trdInvcNo`` it already holds; no source says
+    whether it compares per branch or per taxpayer, so the scope is configured.
+    """
+
+    #: unique per (tin, bhf_id): the default
+    BRANCH = "branch"
+    #: unique across every branch of a tin
+    TIN = "tin"
+    #: not checked
+    OFF = "off"
+
+    def claim(self, tin: str, bhf_id: str) -> str | None:
+        """Where a number is claimed: "tin/bhf_id", "tin", or None when the check is off."""
+        if self is TrdInvcNoScope.BRANCH:
+            return f"{tin}/{bhf_id}"
+        return tin if self is TrdInvcNoScope.TIN else None
+
+
+#: Kinds that carry a ``trdInvcNo`` and share one number space at KRA (saveTrnsSalesOsdc).
+TRADER_INVOICE_KINDS = frozenset({JobKind.SALE, JobKind.CREDIT_NOTE})
+
+
 class JobState(StrEnum):
     """Where a job is in its life; terminal states are accepted, dead and skipped."""
 

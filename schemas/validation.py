@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from schemas.base import format_errors
 from schemas.codes import DEFAULT_TAX_RATES
 from schemas.completion import AmountMismatch, Registrant, complete_body
-from schemas.jobs import JobEnvelope, JobKind
+from schemas.jobs import JobEnvelope, JobKind, TrdInvcNoScope
 from schemas.requests import REQUEST_MODELS
 from schemas.vat import VatScheme
 
@@ -58,6 +58,8 @@ class EnqueueOptions:
     vat_scheme: VatScheme = VatScheme.SPLIT
     tax_rates: Mapping[str, Decimal] | None = None
     registrant: Registrant = field(default_factory=Registrant)
+    #: Where a sale's ``trdInvcNo`` must be unique (enqueue refuses a reuse under another key).
+    trd_invc_no_scope: TrdInvcNoScope = TrdInvcNoScope.BRANCH
 
 
 def validate_records(

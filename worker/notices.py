@@ -11,6 +11,7 @@ Runs from the beat task ``sync_notices`` (worker/tasks.py) and ``etims-relay not
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -48,11 +49,19 @@ def sync_all(engine: Engine, client: OscuClient, devices: DeviceDirectory) -> li
 
 
 def sync_device(
-    engine: Engine, client: OscuClient, devices: DeviceDirectory, tin: str, bhf_id: str
+    engine: Engine,
+    client: OscuClient,
+    devices: DeviceDirectory,
+    tin: str,
+    bhf_id: str,
+    *,
+    since: str | None = None,
 ) -> SyncResult:
-    """Ask KRA for the device's notices since its stored ``lastReqDt``; store the new ones."""
-    with engine.connect() as conn:
-        since = oq.notice_last_req_dt(conn, tin, bhf_id) or FIRST_LAST_REQ_DT
+    """Ask KRA for the device's notices since its stored ``lastReqDt`` (or ``since``, e.g. to
+    fetch again from an earlier date); store the new ones."""
+    if since is None:
+        with engine.connect() as conn:
+            since = oq.notice_last_req_dt(conn, tin, bhf_id) or FIRST_LAST_REQ_DT
     try:
         device = devices.get(tin, bhf_id)
     except DeviceNotInitialised as exc:
@@ -107,13 +116,14 @@ def _values(tin: str, bhf_id: str, row: dict[str, Any], now: float) -> dict[str,
         "dtl_url": row.get("dtlUrl"),
         "regr_nm": row.get("regrNm"),
         "reg_dt": None if row.get("regDt") is None else str(row["regDt"])[:14],
+        "raw_data": json.dumps(row, sort_keys=True, default=str),
         "fetched_at": now,
     }
 
 
-def notice_view(row: Any) -> dict[str, Any]:
-    """A stored notice as the API and the CLI show it."""
-    return {
+def notice_view(row: Any, *, raw: bool = False) -> dict[str, Any]:
+    """A stored notice as the API and the CLI show it; ``raw`` adds KRA's row as received."""
+    view = {
         "id": row.id,
         "tin": row.tin,
         "bhf_id": row.bhf_id,
@@ -128,6 +138,9 @@ def notice_view(row: Any) -> dict[str, Any]:
         "read_at": row.read_at,
         "read_by": row.read_by,
     }
+    if raw:
+        view["raw_data"] = None if row.raw_data is None else json.loads(row.raw_data)
+    return view
 
 
 def mark_read(engine: Engine, notice_id: int, actor: str) -> dict[str, Any] | None:

@@ -1,10 +1,14 @@
 """Inbound authority notifications: device events pushed to ``PUT /v1/notifications``.
 
 A sender is registered once (``etims-relay notifications register NAME``) and gets a
-pre-shared key it sends as the ``ApiKey`` header; we keep only its SHA-256 (the key carries
-256 random bits, so a plain hash is enough and a lookup by hash is safe).
+pre-shared key it sends as ``Authorization: ApiKey <key>`` (or as a bare ``ApiKey`` header);
+we keep only its SHA-256 (the key carries 256 random bits, so a plain hash is enough and a
+lookup by hash is safe).
 
-One event, as JSON (unknown extra fields are kept in ``body``)::
+Two body formats are accepted. The authority's documented one (``{"Id": serial, "Type":
+"PosDeactivated", "Message": {...}}``, see :mod:`worker.authority_notifications`) carries no
+delivery id, so a delivery is recognised by its content: the same event twice is stored once.
+Our own format, as JSON (unknown extra fields are kept in ``body``)::
 
     {"id": "evt-123",                       # the sender's delivery id: the idempotency key
      "event": "device_deactivated",         # see NotificationEvent
@@ -31,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import Engine
 
 from schemas.base import format_errors
+from worker import authority_notifications as authority
 from worker import metrics
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
@@ -48,6 +53,16 @@ class NotificationEvent(StrEnum):
     DEVICE_DEACTIVATED = "device_deactivated"
     DEVICE_UNUSED = "device_unused"
     ISSUE_RECEIVED = "issue_received"
+
+
+#: The authority's ``Type`` -> our event name (the one metrics, alerts and the CLI use).
+EVENT_OF_TYPE = {
+    authority.AuthorityEventType.POS_CREDENTIAL_EXPIRATION: NotificationEvent.CREDENTIALS_EXPIRING,
+    authority.AuthorityEventType.POS_DATES_EXPIRATION: NotificationEvent.DEVICE_DATES_EXPIRING,
+    authority.AuthorityEventType.POS_DEACTIVATED: NotificationEvent.DEVICE_DEACTIVATED,
+    authority.AuthorityEventType.POS_DEVICE_UNUSED: NotificationEvent.DEVICE_UNUSED,
+    authority.AuthorityEventType.ISSUE_RECEIVED: NotificationEvent.ISSUE_RECEIVED,
+}
 
 
 class InboundNotification(BaseModel):
@@ -103,23 +118,63 @@ def register(engine: Engine, name: str) -> str:
     return key
 
 
-def receive(engine: Engine, api_key: str | None, raw: Any) -> Received:
-    """Authenticate, validate and store one pushed event (idempotent per delivery id)."""
+def authenticate(engine: Engine, api_key: str | None) -> Any:
+    """The live registration of this key; 401 (as :class:`NotificationRejected`) otherwise."""
     if not api_key:
-        raise NotificationRejected(401, [("", "missing ApiKey header")])
+        raise NotificationRejected(401, [("", "missing key: send Authorization: ApiKey <key>")])
     with engine.connect() as conn:
         sender = oq.registration_by_key_hash(conn, _hash(api_key))
     if sender is None:
         raise NotificationRejected(401, [("", "unknown or revoked ApiKey")])
+    return sender
+
+
+def receive(
+    engine: Engine, api_key: str | None, raw: Any, *, accept_language: str | None = None
+) -> Received:
+    """Authenticate, validate and store one pushed event (idempotent per delivery)."""
+    sender = authenticate(engine, api_key)
     if not isinstance(raw, dict):
         raise NotificationRejected(422, [("", "the body must be a JSON object")])
+    if authority.is_authority_format(raw):
+        values = _authority_values(engine, raw)
+    else:
+        values = _own_values(raw)
+    values.update(
+        registration_id=int(sender.id),
+        language=authority.language(accept_language),
+        received_at=time.time(),
+    )
+    delivery_id, body, event = values["delivery_id"], values["body"], values["event"]
+    with engine.begin() as conn:
+        created = oq.insert_notification(conn, values)
+        row = oq.get_notification(conn, int(sender.id), delivery_id)
+    assert row is not None
+    if not created and row.body != body:
+        raise NotificationRejected(
+            409, [("id", f"delivery {delivery_id!r} was already received with different content")]
+        )
+    result = "stored" if created else "duplicate"
+    metrics.NOTIFICATIONS_RECEIVED.labels(event, result).inc()
+    log.info(
+        "notification %s from %s: %s %s/%s (%s)",
+        delivery_id,
+        sender.name,
+        event,
+        values["tin"],
+        values["bhf_id"],
+        result,
+        extra={"event": "notification", "notification_event": event},
+    )
+    return Received(int(row.id), result, event)
+
+
+def _own_values(raw: dict[str, Any]) -> dict[str, Any]:
     try:
         event = InboundNotification.model_validate(raw)
     except ValidationError as exc:
         raise NotificationRejected(422, format_errors(exc)) from exc
-    body = json.dumps(event.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    values = {
-        "registration_id": int(sender.id),
+    return {
         "delivery_id": event.id,
         "event": event.event.value,
         "tin": event.tin,
@@ -127,30 +182,45 @@ def receive(engine: Engine, api_key: str | None, raw: Any) -> Received:
         "serial": event.serial,
         "message": event.message,
         "occurred_at": event.occurred_at,
-        "body": body,
-        "received_at": time.time(),
+        "body": json.dumps(event.model_dump(mode="json"), sort_keys=True, separators=(",", ":")),
     }
-    with engine.begin() as conn:
-        created = oq.insert_notification(conn, values)
-        row = oq.get_notification(conn, int(sender.id), event.id)
-    assert row is not None
-    if not created and row.body != body:
-        raise NotificationRejected(
-            409, [("id", f"delivery {event.id!r} was already received with different content")]
-        )
-    result = "stored" if created else "duplicate"
-    metrics.NOTIFICATIONS_RECEIVED.labels(event.event.value, result).inc()
-    log.info(
-        "notification %s from %s: %s %s/%s (%s)",
-        event.id,
-        sender.name,
-        event.event.value,
-        event.tin,
-        event.bhf_id,
-        result,
-        extra={"event": "notification", "notification_event": event.event.value},
-    )
-    return Received(int(row.id), result, event.event.value)
+
+
+def _authority_values(engine: Engine, raw: dict[str, Any]) -> dict[str, Any]:
+    """The authority's format: the device is named by serial; the delivery by its content."""
+    kind = raw.get("Type")
+    types = [t.value for t in authority.AuthorityEventType]
+    if kind not in types:
+        raise NotificationRejected(422, [("Type", f"must be one of {', '.join(types)}")])
+    try:
+        event = authority.AUTHORITY_EVENT.validate_python(raw)
+    except ValidationError as exc:  # paths start with the tag: drop it
+        errors = [(path.removeprefix(f"{kind}.").removeprefix(kind), message)
+                  for path, message in format_errors(exc)]  # fmt: skip
+        raise NotificationRejected(422, errors) from exc
+    body = authority.canonical_body(event)
+    with engine.connect() as conn:
+        device = oq.device_by_serial(conn, event.Id)
+    message = event.Message.model_dump(mode="json", exclude_none=True)
+    return {
+        "delivery_id": authority.delivery_key(body),
+        "event": EVENT_OF_TYPE[event.Type].value,
+        "tin": None if device is None else device.tin,
+        "bhf_id": None if device is None else device.bhf_id,
+        "serial": event.Id,
+        "message": json.dumps(message, sort_keys=True, ensure_ascii=False) if message else None,
+        "occurred_at": None,
+        "body": body,
+    }
+
+
+def ping(engine: Engine, api_key: str | None, raw: Any) -> dict[str, str]:
+    """The sender's visibility check: authenticate, then echo the registration number."""
+    authenticate(engine, api_key)
+    rin = raw.get("rin") if isinstance(raw, dict) else None
+    if not isinstance(rin, str) or not rin.strip() or len(rin) > 100 or "\x00" in rin:
+        raise NotificationRejected(422, [("rin", "required: the registration number to echo")])
+    return {"rin": rin}
 
 
 def acknowledge(engine: Engine, notification_id: int, actor: str, reason: str = "") -> bool:
@@ -184,6 +254,7 @@ def notification_view(row: Any) -> dict[str, Any]:
         "serial": row.serial,
         "message": row.message,
         "occurred_at": row.occurred_at,
+        "language": row.language,
         "received_at": row.received_at,
         "acknowledged_at": row.acknowledged_at,
         "acknowledged_by": row.acknowledged_by,

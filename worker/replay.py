@@ -34,11 +34,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from schemas.completion import dumps_body, loads_payload
-from schemas.jobs import JobKind, JobState
+from schemas.jobs import TRADER_INVOICE_KINDS, JobKind, JobState, TrdInvcNoScope
 from schemas.validation import EnqueueOptions, payload_errors
 from worker import metrics
 from worker.effects import block_dependents
 from worker.next_number import CounterView, refusal
+from worker.outbox import intake_queries as iq
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.wake import NullWaker, Waker
@@ -147,6 +148,9 @@ def edit(
                 "the edited payload is invalid: "
                 + "; ".join(f"{p.path}: {p.message}" for p in problems)
             )
+        if JobKind(job.kind) in TRADER_INVOICE_KINDS:
+            scope = (options or EnqueueOptions()).trd_invc_no_scope
+            _reclaim_trader_invoice(conn, job, new.get("trdInvcNo"), scope)
         oq.set_job_payload(conn, job_id, dumps_body(new), EDITABLE, time.time())
         _audit(conn, actor, "edit", job, reason, details)
     return new
@@ -183,6 +187,25 @@ class Skipped:
             f"nothing under it, run etims-relay branch set-next --{_flag(self.counter)} "
             f"{self.number}"
         )
+
+
+def _reclaim_trader_invoice(conn: Connection, job: Any, number: Any, scope: TrdInvcNoScope) -> None:
+    """An edited trdInvcNo moves the job's claim, refused (as enqueue would) if another job of
+    the scope carries the new number: the fix for a 994 must not cause the next one."""
+    number = None if number is None else str(number)
+    if number == job.trd_invc_no:
+        return
+    where = scope.claim(job.tin, job.bhf_id) if number is not None else None
+    if number is not None and where is not None:
+        for row in iq.jobs_with_trader_invoices(conn, job.tin, [number]):
+            if row.idempotency_key != job.idempotency_key and (
+                scope.claim(job.tin, row.bhf_id) == where
+            ):
+                raise OperatorError(
+                    f"trdInvcNo {number!r} is already used by idempotency_key "
+                    f"{row.idempotency_key!r} ({scope.value} {where})"
+                )
+    oq.set_trader_invoice(conn, int(job.id), number, where)
 
 
 def skip(engine: Engine, job_id: int, actor: Actor, *, reason: str) -> Skipped:

@@ -31,10 +31,11 @@ from producers.enqueue import (
     IdempotencyConflict,
     InvalidRecords,
     RecordError,
+    TrdInvcNoConflict,
     enqueue,
 )
 from schemas.completion import Registrant
-from schemas.jobs import JobEnvelope
+from schemas.jobs import JobEnvelope, TrdInvcNoScope
 from schemas.validation import validate_records
 from schemas.vat import VatScheme
 from worker.devices import DeviceNotInitialised
@@ -99,6 +100,15 @@ def enqueue_command(
                 f"line {line_numbers[exc.index]}: idempotency_key: {exc.key!r} was already "
                 "used with a different payload",
                 markup=False,
+            )
+            raise typer.Exit(1) from exc
+        except TrdInvcNoConflict as exc:
+            console.print(
+                f"line {line_numbers[exc.index]}: {field('payload.trdInvcNo')}: "
+                f"{exc.trd_invc_no!r} is already used by idempotency_key {exc.other_key!r} "
+                f"({exc.scope}); nothing was enqueued",
+                markup=False,
+                soft_wrap=True,
             )
             raise typer.Exit(1) from exc
     created = sum(1 for r in results if r.created)
@@ -463,6 +473,7 @@ def _enqueue_options() -> EnqueueOptions:
         vat_scheme=VatScheme(cfg.vat_scheme),
         tax_rates=cfg.tax_rates,
         registrant=Registrant(cfg.registrant_id, cfg.registrant_name),
+        trd_invc_no_scope=TrdInvcNoScope(cfg.trd_invc_no_scope),
     )
 
 

@@ -46,6 +46,10 @@ def serve(
         list[str] | None, typer.Option(help="Tax rate override like B=16 (repeatable).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the fault/jitter RNG.")] = None,
+    trd_invc_no_scope: Annotated[
+        str,
+        typer.Option(help="994 for a trdInvcNo reused within: branch | tin | off (assumed)."),
+    ] = "branch",
 ) -> None:
     """Serve the simulator (when no subcommand is given)."""
     if ctx.invoked_subcommand is not None:
@@ -65,6 +69,7 @@ def serve(
             jitter_ms=jitter_ms,
             invoice_details=invoice_details,
             seed=seed,
+            trd_invc_no_scope=trd_invc_no_scope,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -14,14 +14,16 @@ from fastapi.openapi.utils import get_openapi
 
 from etims_relay.settings import Settings
 from producers.enqueue import EnqueueOptions
-from producers.intake import ops_routes, routes_jobs, routes_ops
+from producers.intake import notice_routes, ops_routes, routes_jobs, routes_ops
 from producers.intake.bodylimit import BodySizeLimit
 from producers.intake.deps import IntakeContext
 from producers.intake.errors import install_error_handlers
 from producers.intake.models import schema_components
 from producers.intake.ratelimit import KeyRateLimiter
 from schemas.completion import Registrant
+from schemas.jobs import TrdInvcNoScope
 from schemas.vat import VatScheme
+from worker.notices import sync_device
 from worker.runtime import Runtime
 
 TITLE = "etims-relay intake"
@@ -36,6 +38,7 @@ def create_app(context: IntakeContext, *, max_body_bytes: int = 2_000_000) -> Fa
     app.include_router(routes_jobs.router)
     app.include_router(routes_ops.router)
     app.include_router(ops_routes.router)
+    app.include_router(notice_routes.router)
     # Operations routes (e.g. GET /metrics) are mounted here, next to /healthz and /readyz.
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -50,10 +53,14 @@ def context_from_runtime(settings: Settings, runtime: Runtime) -> IntakeContext:
             vat_scheme=VatScheme(settings.vat_scheme),
             tax_rates=settings.tax_rates,
             registrant=Registrant(settings.registrant_id, settings.registrant_name),
+            trd_invc_no_scope=TrdInvcNoScope(settings.trd_invc_no_scope),
         ),
         limiter=KeyRateLimiter(settings.intake.rate_limit, settings.intake.rate_limit_storage),
         broker_url=runtime.broker_url,
         ready_timeout_s=settings.intake.ready_timeout_s,
+        notice_sync=lambda tin, bhf_id, since: sync_device(
+            runtime.engine, runtime.client, runtime.devices, tin, bhf_id, since=since
+        ),
     )
 
 

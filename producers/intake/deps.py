@@ -7,6 +7,7 @@ Scope checks (403) happen in the routes, where the tin and branch are known.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -18,7 +19,11 @@ from producers.apikeys import Principal, authenticate
 from producers.enqueue import EnqueueOptions
 from producers.intake.errors import ApiError
 from producers.intake.ratelimit import KeyRateLimiter
+from worker.notices import SyncResult
 from worker.wake import Waker
+
+#: Ask KRA for one branch's notices now: (tin, bhf_id, lastReqDt or None for the stored one).
+NoticeSync = Callable[[str, str, str | None], SyncResult]
 
 
 @dataclass
@@ -31,6 +36,8 @@ class IntakeContext:
     limiter: KeyRateLimiter
     broker_url: str
     ready_timeout_s: float = 2.0
+    #: ``POST /api/v1/notices/sync``; None answers 503 (no OSCU client in this process)
+    notice_sync: NoticeSync | None = None
 
 
 def get_context(request: Request) -> IntakeContext:

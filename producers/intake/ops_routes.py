@@ -9,7 +9,9 @@ GET      /v1/notices?tin&bhf_id&is_read              API key (its tin/branches)
 GET      /v1/notices/unread/count?tin&bhf_id         API key
 GET      /v1/notices/{id}                            API key
 POST     /v1/notices/{id}/read                       API key
-PUT      /v1/notifications                           ``ApiKey`` header of a registered sender
+PUT      /v1/notifications                           ``Authorization: ApiKey <key>`` (or a bare
+                                                     ``ApiKey`` header) of a registered sender
+PUT      /v1/ping                                    the same key: the sender's visibility check
 GET      /v1/admin/dead?branch&kind&code&since       admin API key
 GET      /v1/admin/jobs/{id}                         admin (payload, attempts, audit)
 POST     /v1/admin/jobs/{id}/edit|replay|skip        admin, audited as ``api:<key_id>``
@@ -178,28 +180,70 @@ def _scoped_tin(principal: Principal, tin: str | None, bhf_id: str | None) -> st
 # --------------------------------------------------------------------------- notifications
 
 
+def _sender_key(
+    authorization: Annotated[str | None, Header()] = None,
+    api_key: Annotated[str | None, Header(alias="ApiKey")] = None,
+) -> str | None:
+    """The sender's key: ``Authorization: ApiKey <key>`` (the authority's form) or ``ApiKey``."""
+    if authorization:
+        scheme, _, key = authorization.strip().partition(" ")
+        if scheme.lower() == "apikey" and key.strip():
+            return key.strip()
+    return api_key
+
+
+SenderKeyDep = Annotated[str | None, Depends(_sender_key)]
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not JSON: {exc}") from exc
+
+
+def _rejected(exc: notifications.NotificationRejected) -> ApiError:
+    items = [ErrorItem(path=path or None, message=message) for path, message in exc.errors]
+    return ApiError(exc.status, items)
+
+
 @router.put(
     "/v1/notifications",
     tags=["notifications"],
-    summary="A device event pushed by an authority (idempotent per delivery id)",
+    summary="A device event pushed by an authority (idempotent per delivery)",
     responses=_errors(400, 401, 409, 422),
 )
 async def put_notification(
     request: Request,
     context: ContextDep,
-    api_key: Annotated[str | None, Header(alias="ApiKey")] = None,
+    api_key: SenderKeyDep,
+    accept_language: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    raw = await request.body()
+    document = await _json_body(request)
     try:
-        document = json.loads(raw) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the body is not JSON: {exc}") from exc
-    try:
-        received = await run_in_threadpool(notifications.receive, context.engine, api_key, document)
+        received = await run_in_threadpool(
+            lambda: notifications.receive(
+                context.engine, api_key, document, accept_language=accept_language
+            )
+        )
     except notifications.NotificationRejected as exc:
-        items = [ErrorItem(path=path or None, message=message) for path, message in exc.errors]
-        raise ApiError(exc.status, items) from exc
+        raise _rejected(exc) from exc
     return {"id": received.id, "result": received.result, "event": received.event}
+
+
+@router.put(
+    "/v1/ping",
+    tags=["notifications"],
+    summary="The sender's visibility check: echoes the registration number it sends",
+    responses=_errors(400, 401, 422),
+)
+async def put_ping(request: Request, context: ContextDep, api_key: SenderKeyDep) -> dict[str, str]:
+    document = await _json_body(request)
+    try:
+        return await run_in_threadpool(notifications.ping, context.engine, api_key, document)
+    except notifications.NotificationRejected as exc:
+        raise _rejected(exc) from exc
 
 
 # --------------------------------------------------------------------------- replay tooling

@@ -16,7 +16,13 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from producers.apikeys import Principal
-from producers.enqueue import Enqueued, IdempotencyConflict, InvalidRecords, enqueue
+from producers.enqueue import (
+    Enqueued,
+    IdempotencyConflict,
+    InvalidRecords,
+    TrdInvcNoConflict,
+    enqueue,
+)
 from producers.intake.body import parse_jobs
 from producers.intake.deps import ContextDep, IntakeContext, PrincipalDep
 from producers.intake.errors import ApiError
@@ -64,7 +70,11 @@ _POST_BODY: dict[str, Any] = {
     openapi_extra=_POST_BODY,
     responses={
         **_AUTH,
-        409: {"model": ErrorBody, "description": "Idempotency key reused with another payload."},
+        409: {
+            "model": ErrorBody,
+            "description": "Idempotency key reused with another payload, or a sale's trdInvcNo "
+            "already carried by another key of its branch (or tin).",
+        },
         413: {"model": ErrorBody, "description": "Request body over the size limit."},
         503: {"model": ErrorBody, "description": "Outbox unavailable; retry (Retry-After)."},
     },
@@ -136,6 +146,13 @@ def _enqueue(context: IntakeContext, records: list[Any], request_id: str) -> lis
         except IdempotencyConflict as exc:
             message = "idempotency_key already used with a different payload"
             item = ErrorItem(index=exc.index, path="idempotency_key", message=message)
+            raise ApiError(409, [item]) from None
+        except TrdInvcNoConflict as exc:
+            message = (
+                f"trdInvcNo {exc.trd_invc_no!r} is already used by idempotency_key "
+                f"{exc.other_key!r} ({exc.scope}); KRA would refuse it (994)"
+            )
+            item = ErrorItem(index=exc.index, path="payload.trdInvcNo", message=message)
             raise ApiError(409, [item]) from None
         except IntegrityError:
             if attempt == 2:

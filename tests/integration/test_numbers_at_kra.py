@@ -160,7 +160,7 @@ def test_a_refusal_after_a_maybe_sent_attempt_that_kra_never_recorded_releases_t
 def test_a_duplicate_whose_lookup_finds_nothing_parks_holding_the_number(
     pipeline_factory: Any,
 ) -> None:
-    p = pipeline_factory(branches=("00", "01"))
+    p = pipeline_factory(branches=("00", "01"), trd_invc_no_scope="tin")  # KRA: per tin
     p.enqueue(registered_stock("00") + registered_stock("01"))
     p.drain("00")
     p.drain("01")
@@ -242,7 +242,7 @@ def test_994_on_a_first_send_is_a_double_submission_naming_our_other_job(
     pipeline_factory: Any,
 ) -> None:
     # Given branch 01 already sold trader invoice T1, and a till sends T1 again on branch 00
-    p = pipeline_factory(branches=("00", "01"))
+    p = pipeline_factory(branches=("00", "01"), trd_invc_no_scope="tin")  # KRA: per tin
     p.enqueue(registered_stock("00") + registered_stock("01"))
     p.drain("00")
     p.drain("01")

@@ -71,6 +71,21 @@ def find_job_by_key(conn: Connection, tin: str, key: str) -> Row[Any] | None:
     ).first()
 
 
+def jobs_with_trader_invoices(conn: Connection, tin: str, numbers: Sequence[str]) -> list[Row[Any]]:
+    """Jobs of ``tin`` (any branch, any state) carrying one of these trdInvcNo values."""
+    found: list[Row[Any]] = []
+    unique = sorted(set(numbers))
+    for start in range(0, len(unique), 500):
+        found.extend(
+            conn.execute(
+                select(jobs.c.idempotency_key, jobs.c.bhf_id, jobs.c.trd_invc_no)
+                .where(jobs.c.tin == tin, jobs.c.trd_invc_no.in_(unique[start : start + 500]))
+                .order_by(jobs.c.id)
+            )
+        )
+    return found
+
+
 def jobs_of_request(conn: Connection, request_id: str, limit: int) -> list[Row[Any]]:
     """Jobs first written by one intake request, in write order."""
     return list(

@@ -20,7 +20,8 @@ and PostgreSQL, and cheap to index. States are the strings of :class:`schemas.jo
 
 Indexes that carry the hot paths: ``ix_jobs_branch_active_seq`` (pick the head of a branch;
 partial: active jobs only),
-``uq_jobs_tin_key`` (idempotent intake), ``ix_branches_wake_after`` (the sweeper),
+``uq_jobs_tin_key`` (idempotent intake), ``uq_jobs_trd_invc_scope_trd_invc_no`` (a trader
+invoice number claimed once per scope), ``ix_branches_wake_after`` (the sweeper),
 ``ix_job_dependencies_depends_on`` (unblock dependents).
 """
 
@@ -152,6 +153,10 @@ jobs = Table(
     Column("blocked_by", Id),
     Column("skip_reason", Text),
     Column("request_id", String(64)),
+    #: a sale's or credit note's trdInvcNo (0006), for enqueue's reuse check
+    Column("trd_invc_no", String(50)),
+    #: where that trdInvcNo is claimed ("tin" or "tin/bhf_id"; NULL when the check is off)
+    Column("trd_invc_scope", String(20)),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("accepted_at", Float),
@@ -166,6 +171,23 @@ jobs = Table(
         sqlite_where=text(ACTIVE_PREDICATE),
     ),
     Index("ix_jobs_state_kind", "state", "kind"),
+    # A trdInvcNo is claimed once per scope: two concurrent enqueues cannot both take it (0006).
+    Index(
+        "uq_jobs_trd_invc_scope_trd_invc_no",
+        "trd_invc_scope",
+        "trd_invc_no",
+        unique=True,
+        postgresql_where=text("trd_invc_scope IS NOT NULL"),
+        sqlite_where=text("trd_invc_scope IS NOT NULL"),
+    ),
+    # Finds every earlier job of a tin with a trdInvcNo, whatever scope it was claimed under.
+    Index(
+        "ix_jobs_tin_trd_invc_no",
+        "tin",
+        "trd_invc_no",
+        postgresql_where=text("trd_invc_no IS NOT NULL"),
+        sqlite_where=text("trd_invc_no IS NOT NULL"),
+    ),
 )
 
 job_dependencies = Table(

@@ -3,7 +3,8 @@
 Tables
 ------
 ``notices``                    KRA notices (``selectNoticeList``) per device, one row per
-                               (tin, bhf_id, noticeNo): a re-sync never stores a notice twice.
+                               (tin, bhf_id, noticeNo): a re-sync never stores a notice twice;
+                               ``raw_data`` is KRA's row as received (JSON, 0006).
                                ``read_at``/``read_by`` are set by an operator.
 ``notice_syncs``               per device, the ``lastReqDt`` to send next (KRA's ``resultDt``
                                of the last successful sync), so each sync is incremental.
@@ -11,7 +12,8 @@ Tables
                                name and the SHA-256 of its pre-shared ``ApiKey`` (the key itself
                                is shown once, never stored).
 ``notifications``              device events pushed by an authority, one row per
-                               (registration, delivery id): a redelivery is stored once.
+                               (registration, delivery id): a redelivery is stored once;
+                               ``language`` is the sender's ``Accept-Language`` (ar/en, 0006).
                                ``acknowledged_at`` clears it from the "device flagged" gauges.
 
 Also declared here (it serves the scrape-time gauges of :mod:`worker.metrics`):
@@ -49,6 +51,8 @@ notices = Table(
     Column("regr_nm", String(120)),
     #: KRA's regDt (yyyyMMddHHmmss, Kenya time), as received
     Column("reg_dt", String(14)),
+    #: KRA's notice row as received (JSON); NULL for notices synced before 0006
+    Column("raw_data", Text),
     Column("fetched_at", Float, nullable=False),
     Column("read_at", Float),
     Column("read_by", String(120)),
@@ -89,6 +93,8 @@ notifications = Table(
     Column("serial", String(100)),
     Column("message", Text),
     Column("occurred_at", String(40)),
+    #: ``Accept-Language`` of the delivery ("ar" or "en"), when the sender gave one
+    Column("language", String(8)),
     #: the event as received (JSON), minus nothing: an authority push carries no secret of ours
     Column("body", Text, nullable=False),
     Column("received_at", Float, nullable=False),

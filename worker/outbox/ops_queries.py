@@ -166,6 +166,15 @@ def set_job_payload(
     ).rowcount
 
 
+def set_trader_invoice(
+    conn: Connection, job_id: int, number: str | None, scope: str | None
+) -> None:
+    """Operator edit: the job's trdInvcNo and where it is claimed (see producers/enqueue.py)."""
+    conn.execute(
+        update(jobs).where(jobs.c.id == job_id).values(trd_invc_no=number, trd_invc_scope=scope)
+    )
+
+
 def dead_job_ids(conn: Connection, branch_id: int, code: str | None) -> list[int]:
     """Dead jobs of a branch in their original order (optionally only KRA code ``code``)."""
     query = select(jobs.c.id).where(
@@ -273,6 +282,47 @@ def list_notices(
     return list(conn.execute(query.order_by(notices.c.id.desc()).limit(limit)))
 
 
+def _notice_filter(
+    query: Any, tin: str | None, bhf_ids: Sequence[str] | None, is_read: bool | None
+) -> Any:
+    if tin:
+        query = query.where(notices.c.tin == tin)
+    if bhf_ids is not None:
+        query = query.where(notices.c.bhf_id.in_(list(bhf_ids)))
+    if is_read is True:
+        query = query.where(notices.c.read_at.is_not(None))
+    elif is_read is False:
+        query = query.where(notices.c.read_at.is_(None))
+    return query
+
+
+def page_notices(
+    conn: Connection,
+    *,
+    tin: str | None,
+    bhf_ids: Sequence[str] | None,
+    is_read: bool | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Row[Any]], int]:
+    """One page of notices, newest first, and how many match in all."""
+    rows = conn.execute(
+        _notice_filter(select(notices), tin, bhf_ids, is_read)
+        .order_by(notices.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), count_notices(conn, tin=tin, bhf_ids=bhf_ids, is_read=is_read)
+
+
+def count_notices(
+    conn: Connection, *, tin: str | None, bhf_ids: Sequence[str] | None, is_read: bool | None
+) -> int:
+    """How many notices match (of a tin, of some branches, read or not)."""
+    query = _notice_filter(select(func.count()).select_from(notices), tin, bhf_ids, is_read)
+    return int(conn.execute(query).scalar_one())
+
+
 def get_notice(conn: Connection, notice_id: int) -> Row[Any] | None:
     """One notice by our id."""
     return conn.execute(select(notices).where(notices.c.id == notice_id)).first()
@@ -328,6 +378,13 @@ def revoke_registration(conn: Connection, name: str, now: float) -> int:
         )
         .values(revoked_at=now)
     ).rowcount
+
+
+def device_by_serial(conn: Connection, serial: str) -> Row[Any] | None:
+    """The (tin, bhf_id) whose device has this serial (an authority names devices by serial)."""
+    return conn.execute(
+        select(devices).where(devices.c.serial == serial).order_by(devices.c.tin, devices.c.bhf_id)
+    ).first()
 
 
 def insert_notification(conn: Connection, values: Mapping[str, Any]) -> bool:

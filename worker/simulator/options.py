@@ -24,6 +24,9 @@ DEFAULT_TAX_RATES: Mapping[str, Decimal] = {
 #: server-side evidence and the reference's recommendation.
 VAT_SCHEMES = ("inclusive", "split", "exclusive")
 DEFAULT_VAT_SCHEME = "split"
+#: Where a sale's trdInvcNo must be unique for the 994 answer (no source says; an assumption
+#: that follows the relay's ``ETIMS_TRD_INVC_NO_SCOPE``, whose default is ``branch``).
+TRD_INVC_NO_SCOPES = ("branch", "tin", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +48,18 @@ class SimulatorOptions:
     invoice_details: bool = True
     #: Seed for the fault and jitter RNG, for reproducible chaos runs.
     seed: int | None = None
+    #: 994 for a sale or credit note whose trdInvcNo an accepted one of the same branch
+    #: (``branch``) or of any branch of the tin (``tin``) already used; ``off``: never.
+    trd_invc_no_scope: str = "branch"
 
     def __post_init__(self) -> None:
         if self.vat_scheme not in VAT_SCHEMES:
             raise ValueError(f"vat_scheme must be one of {VAT_SCHEMES}, not {self.vat_scheme!r}")
+        if self.trd_invc_no_scope not in TRD_INVC_NO_SCOPES:
+            raise ValueError(
+                f"trd_invc_no_scope must be one of {TRD_INVC_NO_SCOPES}, "
+                f"not {self.trd_invc_no_scope!r}"
+            )
         if self.latency_ms < 0 or self.jitter_ms < 0:
             raise ValueError("latency_ms and jitter_ms must be >= 0")
         missing = set(DEFAULT_TAX_RATES) - set(self.tax_rates)
@@ -72,6 +83,7 @@ class SimulatorOptions:
             "jitter_ms": self.jitter_ms,
             "invoice_details": self.invoice_details,
             "seed": self.seed,
+            "trd_invc_no_scope": self.trd_invc_no_scope,
         }
 
 

@@ -210,7 +210,7 @@ class Rules:
         if problem is not None:
             return problem
         trd = str(body["trdInvcNo"])
-        previous = self.state.trader_invoices.get((branch.tin, trd))
+        previous = self._trader_invoice_holder(branch, trd)
         if previous is not None:
             return fail(
                 "994",
@@ -231,6 +231,17 @@ class Rules:
         answer = ok(data)
         answer.record = self._record(SALE, branch, body, data)
         return answer
+
+    def _trader_invoice_holder(self, branch: Branch, trd: str) -> tuple[str, int] | None:
+        """(bhfId, invcNo) of an accepted sale that already used ``trd`` in the rule's scope."""
+        scope = self.options.trd_invc_no_scope
+        holders = self.state.trader_invoices.get((branch.tin, trd), {})
+        if scope == "branch" and branch.bhf_id in holders:
+            return branch.bhf_id, holders[branch.bhf_id]
+        if scope == "tin" and holders:
+            bhf_id = min(holders)
+            return bhf_id, holders[bhf_id]
+        return None
 
     def _unregistered_item(self, branch: Branch, body: dict[str, Any]) -> Answer | None:
         for index, line in enumerate(body.get("itemList") or ()):

@@ -108,8 +108,9 @@ class SimulatorState:
     def __init__(self) -> None:
         self.devices: dict[BranchKey, Device] = {}
         self.branches: dict[BranchKey, Branch] = {}
-        #: (tin, trdInvcNo) -> (bhfId, invcNo) of the accepted sale that used it
-        self.trader_invoices: dict[tuple[str, str], tuple[str, int]] = {}
+        #: (tin, trdInvcNo) -> {bhfId: invcNo} of the accepted sales that used it (one per
+        #: branch under the ``branch`` rule; a ledger may hold more under ``off``)
+        self.trader_invoices: dict[tuple[str, str], dict[str, int]] = {}
         self.records = 0
         self.devices_issued = 0
 
@@ -167,7 +168,8 @@ class SimulatorState:
                 branch.unreleased[item_cd] += amount
         trd = body.get("trdInvcNo")
         if trd is not None:
-            self.trader_invoices[(branch.tin, str(trd))] = (branch.bhf_id, invc_no)
+            holders = self.trader_invoices.setdefault((branch.tin, str(trd)), {})
+            holders.setdefault(branch.bhf_id, invc_no)
 
     def _apply_stock_io(self, branch: Branch, body: dict[str, Any]) -> None:
         sar_no = int(body["sarNo"])

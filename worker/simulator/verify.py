@@ -8,7 +8,8 @@ branch (tin, bhfId), in record order:
   the same for ``sarNo``;
 - every write comes from an initialised device;
 - a credit note's ``orgInvcNo`` is a sale accepted earlier on the branch;
-- no two accepted sales share (tin, ``trdInvcNo``);
+- no two accepted sales share a ``trdInvcNo`` within the run's ``trd_invc_no_scope``
+  (branch, or every branch of a tin; ledgers written before the option existed: tin);
 - a type-11 stock-out releases only quantities that earlier accepted sales sold and no
   earlier type-11 movement released;
 - every ``saveStockMaster.rsdQty`` equals the item's running balance at that point.
@@ -79,6 +80,7 @@ class _Verifier:
         self.devices: set[tuple[str, str]] = set()
         self.trader_invoices: dict[tuple[str, str], str] = {}
         self.tolerate_gaps = False
+        self.trd_invc_no_scope = "tin"
 
     def violation(self, record: dict[str, Any], text: str) -> None:
         where = f"seq {record.get('seq', '?')} {record.get('tin')}/{record.get('bhfId')}"
@@ -87,7 +89,9 @@ class _Verifier:
     def feed(self, record: dict[str, Any]) -> None:
         self.report.records += 1
         if record.get("kind") == "start":
-            self.tolerate_gaps = bool((record.get("options") or {}).get("tolerate_gaps"))
+            options = record.get("options") or {}
+            self.tolerate_gaps = bool(options.get("tolerate_gaps"))
+            self.trd_invc_no_scope = str(options.get("trd_invc_no_scope", "tin"))
             return
         key = (str(record.get("tin")), str(record.get("bhfId")))
         endpoint = record.get("endpoint")
@@ -127,11 +131,12 @@ class _Verifier:
         branch.last_invc = max(branch.last_invc, invc_no)
         branch.invc_nos.add(invc_no)
         trd = str(body.get("trdInvcNo"))
-        first = self.trader_invoices.get((key[0], trd))
-        if first is not None:
+        scope = key[0] if self.trd_invc_no_scope == "tin" else f"{key[0]}/{key[1]}"
+        first = self.trader_invoices.get((scope, trd))
+        if first is not None and self.trd_invc_no_scope != "off":
             self.violation(record, f"trdInvcNo {trd} already accepted ({first})")
-        else:
-            self.trader_invoices[(key[0], trd)] = f"{key[0]}/{key[1]} invcNo {invc_no}"
+        elif first is None:
+            self.trader_invoices[(scope, trd)] = f"{key[0]}/{key[1]} invcNo {invc_no}"
         if body.get("rcptTyCd") == "R":
             branch.counts["credit_notes"] += 1
             org = int(body.get("orgInvcNo") or 0)

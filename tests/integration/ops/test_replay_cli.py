@@ -32,7 +32,9 @@ TYPO = "KE2NTNO0000010"  # never registered at KRA
 def mistyped_sale(key: str) -> list[dict[str, Any]]:
     """A sale of item 1 whose sale record (only) names an unregistered item code."""
     line = b.SaleLine(item_code(1), "Item 1", Decimal(2), Decimal("116"))
-    records = b.sale_with_stock(TIN, "00", key, [line], trd_invc_no="00-TYPO", at=datetime.now(UTC))
+    records = b.sale_with_stock(
+        TIN, "00", key, [line], trd_invc_no=f"{key}-TYPO", at=datetime.now(UTC)
+    )
     records[0]["payload"]["itemList"][0]["itemCd"] = TYPO
     return records
 

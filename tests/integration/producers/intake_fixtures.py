@@ -21,6 +21,7 @@ from sqlalchemy import Engine, func, select
 from producers.apikeys import create_api_key
 from producers.enqueue import EnqueueOptions
 from producers.intake import IntakeContext, create_app
+from producers.intake.deps import NoticeSync
 from producers.intake.ratelimit import KeyRateLimiter
 from tests.workload import TIN
 from worker.outbox.db import make_engine
@@ -66,15 +67,18 @@ def start_intake(
     max_body_bytes: int = 2_000_000,
     broker_url: str = "",
     ready_timeout_s: float = 2.0,
+    options: EnqueueOptions | None = None,
+    notice_sync: NoticeSync | None = None,
 ) -> IntakeServer:
     engine = make_engine(database_url)
     context = IntakeContext(
         engine=engine,
         waker=NullWaker(),
-        options=EnqueueOptions(),
+        options=options or EnqueueOptions(),
         limiter=KeyRateLimiter(rate_limit),
         broker_url=broker_url,
         ready_timeout_s=ready_timeout_s,
+        notice_sync=notice_sync,
     )
     app = create_app(context, max_body_bytes=max_body_bytes)
     sock = socket.socket()
