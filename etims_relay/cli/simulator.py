@@ -46,6 +46,10 @@ def serve(
         list[str] | None, typer.Option(help="Tax rate override like B=16 (repeatable).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the fault/jitter RNG.")] = None,
+    init_key_at_root: Annotated[
+        bool,
+        typer.Option(help="Answer init with cmcKey at the envelope root (KRA's sandbox)."),
+    ] = False,
 ) -> None:
     """Serve the simulator (when no subcommand is given)."""
     if ctx.invoked_subcommand is not None:
@@ -65,6 +69,7 @@ def serve(
             jitter_ms=jitter_ms,
             invoice_details=invoice_details,
             seed=seed,
+            init_key_at_root=init_key_at_root,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -45,6 +45,9 @@ class SimulatorOptions:
     invoice_details: bool = True
     #: Seed for the fault and jitter RNG, for reproducible chaos runs.
     seed: int | None = None
+    #: Answer init with ``cmcKey`` at the envelope's root instead of in ``data.info`` (KRA's
+    #: sandbox does, per the published SDK; the spec puts it in ``data.info``).
+    init_key_at_root: bool = False
 
     def __post_init__(self) -> None:
         if self.vat_scheme not in VAT_SCHEMES:
@@ -72,6 +75,7 @@ class SimulatorOptions:
             "jitter_ms": self.jitter_ms,
             "invoice_details": self.invoice_details,
             "seed": self.seed,
+            "init_key_at_root": self.init_key_at_root,
         }
 
 
