@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import SecretStr
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from worker.oscu.client import DeviceCredentials
 from worker.outbox import queries as q
@@ -107,17 +107,24 @@ class DeviceDirectory:
     def __repr__(self) -> str:
         return f"DeviceDirectory(cached={len(self._cache)})"
 
-    def get(self, tin: str, bhf_id: str, *, need_rates: bool = False) -> Device:
+    def get(
+        self, tin: str, bhf_id: str, *, need_rates: bool = False, conn: Connection | None = None
+    ) -> Device:
         """The device, cached; ``need_rates``: a cached copy without rates is read again
-        (a ``codes sync`` in another process may have stored them since)."""
+        (a ``codes sync`` in another process may have stored them since). ``conn``: read on
+        the caller's connection (the drain inside its step: on SQLite a second connection
+        would wait for the step's own write lock)."""
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get((tin, bhf_id))
             if hit and now - hit[0] < self._ttl_s:
                 if not need_rates or hit[1].tax_rates is not None:
                     return hit[1]
-        with self._engine.connect() as conn:
+        if conn is not None:
             row = q.get_device(conn, tin, bhf_id)
+        else:
+            with self._engine.connect() as own:
+                row = q.get_device(own, tin, bhf_id)
         if row is None:
             raise DeviceNotInitialised(
                 f"{NO_DEVICE_PREFIX} {tin}/{bhf_id}: run etims-relay device init --tin {tin} "
@@ -140,13 +147,17 @@ class DeviceDirectory:
         return device
 
     def tax_rates(
-        self, tin: str, bhf_id: str, override: Mapping[str, Decimal] | None
+        self,
+        tin: str,
+        bhf_id: str,
+        override: Mapping[str, Decimal] | None,
+        conn: Connection | None = None,
     ) -> Mapping[str, Decimal]:
         """The rates a body of this branch is computed with: the configured override if any,
         else KRA's for the branch. Raises DeviceNotInitialised or NoTaxRates (park reasons)."""
         if override is not None:
             return override
-        rates = self.get(tin, bhf_id, need_rates=True).tax_rates
+        rates = self.get(tin, bhf_id, need_rates=True, conn=conn).tax_rates
         if rates is None:
             raise NoTaxRates(
                 f"{NO_RATES_PREFIX} for {tin}/{bhf_id}: run etims-relay codes sync "

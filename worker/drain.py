@@ -462,7 +462,7 @@ def _plan_start(
             values["invc_no" if counter == "invcNo" else "sar_no"] = number
         inputs = _BodyInputs.read(conn, lease, job, kind, upcoming.balances, stock_plus)
         try:
-            rates = _rates(job, kind, ctx)
+            rates = _rates(conn, job, kind, ctx)
         except (DeviceNotInitialised, NoTaxRates) as exc:
             # No rates to compute with: the branch waits (parked) for a device or a codes
             # sync, which unpark it; nothing was taken or written for this job.
@@ -536,12 +536,14 @@ class _BodyInputs:
 _RATED_KINDS = frozenset({JobKind.SALE, JobKind.CREDIT_NOTE, JobKind.STOCK_IO})
 
 
-def _rates(job: Any, kind: JobKind, ctx: DrainContext) -> Mapping[str, Decimal] | None:
+def _rates(
+    conn: Connection, job: Any, kind: JobKind, ctx: DrainContext
+) -> Mapping[str, Decimal] | None:
     """The rates the body is frozen with: ETIMS_TAX_RATES if set, else KRA's for the branch
     (cached with the device). Raises DeviceNotInitialised or NoTaxRates."""
     if kind not in _RATED_KINDS:
         return None
-    return ctx.devices.tax_rates(job.tin, job.bhf_id, ctx.settings.tax_rates)
+    return ctx.devices.tax_rates(job.tin, job.bhf_id, ctx.settings.tax_rates, conn)
 
 
 def _build_body(
