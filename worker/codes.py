@@ -69,7 +69,8 @@ def rates_from_code_list(data: Mapping[str, Any] | None) -> dict[str, Decimal]:
         if not isinstance(row, dict) or str(row.get("cd") or "").strip() not in TAX_TYPES:
             continue
         code = str(row["cd"]).strip()
-        raw = str(row.get("userDfnCd1") or "").strip().rstrip("%").strip()
+        value = row.get("userDfnCd1")
+        raw = ("" if value is None else str(value)).strip().rstrip("%").strip()
         try:
             rate = Decimal(raw)
         except InvalidOperation as exc:
