@@ -138,8 +138,6 @@ def _show(info: DeviceInfo, state: str, as_json: bool) -> None:
             console.print(f"  {key} {info.info[key]}", markup=False)
     if rates is not None:
         console.print("  tax rates " + " ".join(f"{k}={v}" for k, v in rates.items()))
-    elif not info.already_registered:
-        console.print(
-            f"  no tax rates from KRA yet ({info.codes_problem}): run etims-relay codes sync",
-            markup=False,
-        )
+    else:
+        why = f" ({info.codes_problem})" if info.codes_problem else ""
+        console.print(f"  no tax rates from KRA yet{why}: run etims-relay codes sync", markup=False)
