@@ -236,3 +236,32 @@ def test_enqueue_checks_producer_amounts_with_the_branch_rates(pipeline_factory:
     p.enqueue([*diesel_stock(), right])
     p.drain()
     assert p.job("s1").state == "accepted"
+
+
+def test_the_daily_beat_task_syncs_codes_and_resumes_a_branch(pipeline_factory: Any) -> None:
+    from worker.celery_app import create_app
+    from worker.runtime import install_runtime, reset_runtime
+    from worker.tasks import sync_codes_task
+    from worker.wake import SYNC_CODES_TASK
+
+    # Given a branch parked for want of rates (KRA's code list failed at init)
+    p = pipeline_factory(branches=())
+    p.sim.add_fault(endpoint="selectCodeList", kind="result_code", code="896", times=1)
+    init_device(p.runtime.engine, p.runtime.client, p.runtime.devices, tin=TIN,
+                bhf_id="00", serial="SER-00")  # fmt: skip
+    p.enqueue(diesel_stock())
+    assert p.drain().status == "parked"
+
+    # When the beat's task runs (it is scheduled daily by default)
+    schedule = create_app(p.runtime.settings, "memory://").conf.beat_schedule["sync-codes"]
+    assert (schedule["task"], schedule["schedule"]) == (SYNC_CODES_TASK, 86400.0)
+    install_runtime(p.runtime)
+    try:
+        assert sync_codes_task() == 1
+    finally:
+        reset_runtime()
+
+    # Then the branch is unparked and drains
+    assert p.branch().parked_reason is None
+    p.drain()
+    assert set(p.states().values()) == {"accepted"}
