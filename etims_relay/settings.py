@@ -128,6 +128,13 @@ class MetricsSettings(BaseModel):
     db_cache_s: float = Field(default=5.0, ge=0)
 
 
+class CodesSettings(BaseModel):
+    """KRA code list sync (beat task ``sync_codes``: selectCodeList per device, tax rates)."""
+
+    #: Beat period; KRA changes a rate by law, rarely. ``etims-relay codes sync`` runs it now.
+    sync_interval_s: float = Field(default=86400.0, gt=0)
+
+
 class NoticesSettings(BaseModel):
     """KRA notices sync (beat task ``sync_notices``: selectNoticeList per device)."""
 
@@ -151,16 +158,10 @@ class Settings(BaseSettings):
     broker_url: str = ""
     oscu_url: str = DEFAULT_OSCU_URL
     vat_scheme: VatSchemeName = "split"
-    #: Tax rates per tax type in percent (class 04); B 16 and E 8 per spec §4.1.
-    tax_rates: dict[str, Decimal] = Field(
-        default_factory=lambda: {
-            "A": Decimal("0"),
-            "B": Decimal("16"),
-            "C": Decimal("0"),
-            "D": Decimal("0"),
-            "E": Decimal("8"),
-        }
-    )
+    #: An explicit override of KRA's tax rates (percent per tax type A-E, JSON). Unset (the
+    #: default), each branch uses the rates KRA's code list gives its device (class 04,
+    #: fetched at device init/import and by ``codes sync``); see worker/codes.py.
+    tax_rates: dict[str, Decimal] | None = None
     #: Key that encrypts cmcKeys at rest (Fernet, urlsafe base64 of 32 bytes). When empty,
     #: a key file beside the SQLite database is created on first use (embedded mode only).
     secret_key: SecretStr | None = None
@@ -184,6 +185,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     notices: NoticesSettings = Field(default_factory=NoticesSettings)
+    codes: CodesSettings = Field(default_factory=CodesSettings)
 
     @model_validator(mode="after")
     def _lease_outlives_a_round_trip(self) -> Settings:
@@ -194,7 +196,7 @@ class Settings(BaseSettings):
                 f"drain.lease_ttl_s ({self.drain.lease_ttl_s}) must be at least twice "
                 f"oscu connect+read timeout ({round_trip}): one write in flight per branch"
             )
-        if set(self.tax_rates) != {"A", "B", "C", "D", "E"}:
+        if self.tax_rates is not None and set(self.tax_rates) != {"A", "B", "C", "D", "E"}:
             raise ValueError("tax_rates must give a rate for each of A, B, C, D, E")
         return self
 

@@ -43,6 +43,7 @@ from schemas.validation import (
 )
 from worker.outbox import intake_queries as iq
 from worker.outbox import queries as q
+from worker.tax_rates import with_branch_rates
 from worker.wake import NullWaker, Waker
 
 __all__ = [
@@ -122,6 +123,9 @@ def enqueue(
 ) -> list[Enqueued]:
     """Validate, dedupe and write ``records`` in one transaction; wake their branches."""
     options = options or EnqueueOptions()
+    if options.tax_rates is None:
+        with engine.connect() as conn:
+            options = with_branch_rates(conn, options, _branch_keys(records))
     envelopes = validate_records(records, options)
     now = time.time()
     for attempt in (1, 2):
@@ -138,6 +142,17 @@ def enqueue(
                 raise IntegrityError("INSERT INTO jobs", None, exc) from exc
     (waker or NullWaker()).wake({r.branch_id for r in results if r.created})
     return results
+
+
+def _branch_keys(records: Sequence[Mapping[str, Any] | JobEnvelope]) -> set[tuple[str, str]]:
+    """The (tin, bhf_id) the records name, before validation (a bad one matches nothing)."""
+    keys = set()
+    for record in records:
+        if isinstance(record, JobEnvelope):
+            keys.add((record.tin, record.bhf_id))
+        elif isinstance(record, Mapping):
+            keys.add((str(record.get("tin")), str(record.get("bhf_id"))))
+    return keys
 
 
 # --------------------------------------------------------------------------- validation

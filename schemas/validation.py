@@ -56,10 +56,21 @@ class EnqueueOptions:
     """How payloads are completed and checked (from Settings, passed by the entry point)."""
 
     vat_scheme: VatScheme = VatScheme.SPLIT
+    #: ``ETIMS_TAX_RATES``: when set, the rates of every branch (as in the drain).
     tax_rates: Mapping[str, Decimal] | None = None
     registrant: Registrant = field(default_factory=Registrant)
     #: Where a sale's ``trdInvcNo`` must be unique (enqueue refuses a reuse under another key).
     trd_invc_no_scope: TrdInvcNoScope = TrdInvcNoScope.BRANCH
+    #: KRA's rates of the branches concerned, (tin, bhf_id) -> rates, read by the caller.
+    branch_rates: Mapping[tuple[str, str], Mapping[str, Decimal]] = field(default_factory=dict)
+
+    def rates_for(self, tin: str, bhf_id: str) -> Mapping[str, Decimal]:
+        """The rates present amounts are checked with: the override, else the branch's rates
+        from KRA, else (no device or no code sync yet) the spec's table. The drain freezes
+        the body with the branch's rates later and checks present amounts again then."""
+        if self.tax_rates is not None:
+            return self.tax_rates
+        return self.branch_rates.get((tin, bhf_id)) or DEFAULT_TAX_RATES
 
 
 def validate_records(
@@ -121,7 +132,7 @@ def _payload_errors(
             bhf_id=envelope.bhf_id,
             registrant=options.registrant,
             scheme=options.vat_scheme,
-            rates=options.tax_rates or DEFAULT_TAX_RATES,
+            rates=options.rates_for(envelope.tin, envelope.bhf_id),
         )
     except AmountMismatch as exc:
         return [

@@ -12,7 +12,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from etims_relay.settings import Settings
-from worker.wake import QUEUE, SWEEP_TASK, SYNC_NOTICES_TASK, WEBHOOK_TASK
+from worker.wake import QUEUE, SWEEP_TASK, SYNC_CODES_TASK, SYNC_NOTICES_TASK, WEBHOOK_TASK
 
 #: Above the longest drain (max_seconds + one OSCU round trip), so Redis does not redeliver
 #: a message whose task is still running.
@@ -48,6 +48,8 @@ def create_app(settings: Settings, broker_url: str) -> Celery:
                 "task": SYNC_NOTICES_TASK,
                 "schedule": settings.notices.sync_interval_s,
             },
+            # KRA's code list per device: each branch's tax rates (worker/codes.py).
+            "sync-codes": {"task": SYNC_CODES_TASK, "schedule": settings.codes.sync_interval_s},
         },
     )
     return app

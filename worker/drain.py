@@ -43,7 +43,7 @@ from schemas.jobs import JobKind, JobState
 from schemas.vat import VatScheme
 from worker import effects, recovery
 from worker.decide import Accept, Dead, Decision, Park, Retry, decide
-from worker.devices import Device, DeviceDirectory, DeviceNotInitialised
+from worker.devices import Device, DeviceDirectory, DeviceNotInitialised, NoTaxRates
 from worker.observe import DrainObserver
 from worker.oscu.client import OscuClient
 from worker.oscu.outcome import CallOutcome, OutcomeKind
@@ -479,7 +479,13 @@ def _plan_start(
             values["invc_no" if counter == "invcNo" else "sar_no"] = number
         inputs = _BodyInputs.read(conn, lease, job, kind, upcoming.balances, stock_plus)
         try:
-            body_text = dumps_body(_build_body(job, kind, number, inputs, ctx))
+            rates = _rates(conn, job, kind, ctx)
+        except (DeviceNotInitialised, NoTaxRates) as exc:
+            # No rates to compute with: the branch waits (parked) for a device or a codes
+            # sync, which unpark it; nothing was taken or written for this job.
+            return _LocalFailure(job, None, str(exc), park=True)
+        try:
+            body_text = dumps_body(_build_body(job, kind, number, inputs, ctx, rates))
         except Exception as exc:
             # The job's own data cannot make a body (a rate or scheme changed since enqueue, a
             # stock master with no balance, a bug): dead with the reason, never an exception
@@ -510,6 +516,8 @@ class _LocalFailure:
     job: Any
     number: int | None
     message: str
+    #: the branch waits for an operator (no device, no tax rates) instead of the job dying
+    park: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,8 +549,27 @@ class _BodyInputs:
         return cls(payload, org_invc_no, rsd_qty)
 
 
+#: Kinds whose amounts are computed with the branch's tax rates.
+_RATED_KINDS = frozenset({JobKind.SALE, JobKind.CREDIT_NOTE, JobKind.STOCK_IO})
+
+
+def _rates(
+    conn: Connection, job: Any, kind: JobKind, ctx: DrainContext
+) -> Mapping[str, Decimal] | None:
+    """The rates the body is frozen with: ETIMS_TAX_RATES if set, else KRA's for the branch
+    (cached with the device). Raises DeviceNotInitialised or NoTaxRates."""
+    if kind not in _RATED_KINDS:
+        return None
+    return ctx.devices.tax_rates(job.tin, job.bhf_id, ctx.settings.tax_rates, conn)
+
+
 def _build_body(
-    job: Any, kind: JobKind, number: int | None, inputs: _BodyInputs, ctx: DrainContext
+    job: Any,
+    kind: JobKind,
+    number: int | None,
+    inputs: _BodyInputs,
+    ctx: DrainContext,
+    rates: Mapping[str, Decimal] | None,
 ) -> dict[str, Any]:
     return complete_body(
         kind,
@@ -554,7 +581,7 @@ def _build_body(
         rsd_qty=inputs.rsd_qty,
         registrant=ctx.registrant,
         scheme=VatScheme(ctx.settings.vat_scheme),
-        rates=ctx.settings.tax_rates,
+        rates=rates,
     )
 
 
@@ -573,6 +600,12 @@ def _send_and_record(
     job = step.job
     kind = JobKind(job.kind)
     if isinstance(step, _LocalFailure):
+        if step.park:
+            outcome = CallOutcome(
+                OutcomeKind.AUTH, kind.endpoint, "DEVICE", step.message, may_have_reached_kra=False
+            )
+            parked = Park(step.message, release_number=True)
+            return _record(conn, lease, step, None, outcome, parked, ctx, woken, then=then)
         outcome = CallOutcome(
             OutcomeKind.REJECTED, kind.endpoint, "LOCAL", step.message, may_have_reached_kra=False
         )
@@ -597,6 +630,8 @@ def _send_and_record(
     ctx.observer.call_finished(kind, outcome, job, step.attempt)
     if outcome.kind is OutcomeKind.AUTH:
         ctx.devices.forget(job.tin, job.bhf_id)
+    elif outcome.ok:
+        ctx.devices.key_worked(job.tin, job.bhf_id)  # a write at most once a minute
     maybe_recorded = step.maybe_recorded or (
         outcome.may_have_reached_kra and outcome.kind in _INCONCLUSIVE
     )

@@ -9,7 +9,8 @@ Two kinds of metric live here (docs/operations-metrics.md lists each with its me
   updates the same (thread-safe) objects: nothing is lost between threads, and nothing needs
   prometheus-client's multiprocess mode.
 - **Database gauges**, computed at scrape time by :class:`DbCollector` (jobs by state and
-  kind, oldest pending age, stuck branches, unread notices, flagged devices). Every target
+  kind, oldest pending age, stuck branches, unread notices, flagged devices, branches whose
+  KRA tax rates disagree with ``ETIMS_TAX_RATES``). Every target
   reports the same values, so dashboards and alerts aggregate them with ``max``, never ``sum``.
   The queries are bounded (see :mod:`worker.outbox.ops_queries`) and cached for a few seconds
   per process, so a scrape stays cheap with a million pending jobs.
@@ -25,7 +26,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import (
@@ -45,6 +47,8 @@ from schemas.jobs import ACTIVE_STATES, JobKind, JobState
 from worker.oscu.endpoints import ENDPOINTS
 from worker.oscu.outcome import CallOutcome
 from worker.outbox import ops_queries as oq
+from worker.outbox import queries as q
+from worker.tax_rates import override_mismatches
 
 log = logging.getLogger("etims_relay.metrics")
 
@@ -181,6 +185,8 @@ FLAG_EVENTS = (
     "device_deactivated",
     "device_unused",
 )
+#: Tax types of class 04, one sample each of ``etims_tax_rate_override_mismatches``.
+TAX_TYPES = ("A", "B", "C", "D", "E")
 #: Defaults of :class:`DbCollector` (overridable through ``Settings.metrics``).
 DEFAULT_WORST_BRANCHES = 10
 DEFAULT_COUNT_CAP = 100_000
@@ -206,8 +212,11 @@ class DbCollector(Collector):
         count_cap: int = DEFAULT_COUNT_CAP,
         cache_s: float = DEFAULT_CACHE_S,
         clock: Callable[[], float] = time.time,
+        tax_override: Mapping[str, Decimal] | None = None,
     ) -> None:
         self.engine = engine
+        #: ETIMS_TAX_RATES, compared with each branch's KRA rates at scrape time
+        self.tax_override = tax_override
         self.worst_branches = worst_branches
         self.count_cap = count_cap
         self.cache_s = cache_s
@@ -240,6 +249,9 @@ class DbCollector(Collector):
                     "blocked": oq.blocked_branches(conn, BLOCKED_CAP),
                     "unread": oq.unread_notice_count(conn),
                     "flagged": oq.flagged_device_counts(conn, FLAG_EVENTS),
+                    "rates": override_mismatches(q.device_tax_rates(conn), self.tax_override)
+                    if self.tax_override is not None
+                    else [],
                 }
         except Exception as exc:  # any driver error: report the DB down, keep the scrape
             log.warning("metrics: database gauges unavailable: %s", type(exc).__name__)
@@ -286,7 +298,13 @@ def _families(values: dict[str, Any], *, now: float, describe: bool = False) -> 
         "Devices with an unacknowledged pushed event (credentials expiring, deactivated, ...).",
         labels=["event"],
     )
-    families = [up, took, jobs, oldest, worst, stuck, stuck_age, unread, flagged]
+    mismatch = GaugeMetricFamily(
+        "etims_tax_rate_override_mismatches",
+        "Branches whose KRA rate (code list class 04) for a tax type differs from "
+        "ETIMS_TAX_RATES (0 without an override).",
+        labels=["tax_type"],
+    )
+    families = [up, took, jobs, oldest, worst, stuck, stuck_age, unread, flagged, mismatch]
     if describe:
         yield from families
         return
@@ -303,6 +321,9 @@ def _families(values: dict[str, Any], *, now: float, describe: bool = False) -> 
     unread.add_metric([], float(values["unread"]))
     for event, count in values["flagged"].items():
         flagged.add_metric([event], float(count))
+    for tax_type in TAX_TYPES:
+        differing = sum(tax_type in m.differences for m in values["rates"])
+        mismatch.add_metric([tax_type], float(differing))
     yield from families
 
 
@@ -360,13 +381,19 @@ def exported_names() -> frozenset[str]:
     return frozenset(names)
 
 
-def install_for(engine: Engine, settings: MetricsSettings) -> DbCollector:
+def install_for(
+    engine: Engine,
+    settings: MetricsSettings,
+    *,
+    tax_override: Mapping[str, Decimal] | None = None,
+) -> DbCollector:
     """The DB gauges with the configured bounds (entry points call this once)."""
     return install_db_collector(
         engine,
         worst_branches=settings.worst_branches,
         count_cap=settings.count_cap,
         cache_s=settings.db_cache_s,
+        tax_override=tax_override,
     )
 
 

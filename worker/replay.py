@@ -42,6 +42,7 @@ from worker.next_number import CounterView, refusal
 from worker.outbox import intake_queries as iq
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
+from worker.tax_rates import with_branch_rates
 from worker.wake import NullWaker, Waker
 
 log = logging.getLogger("etims_relay.operator")
@@ -142,6 +143,7 @@ def edit(
         else:
             new, changes = apply_sets(old, sets)
             details = {"changes": changes}
+        options = with_branch_rates(conn, options or EnqueueOptions(), [(job.tin, job.bhf_id)])
         problems = payload_errors(job.kind, job.tin, job.bhf_id, new, options)
         if problems:
             raise InvalidInput(

@@ -6,11 +6,18 @@ from typing import Any
 
 from celery import shared_task
 
+from worker import codes
 from worker.drain import drain
 from worker.notices import sync_all
 from worker.runtime import current_runtime
 from worker.sweep import sweep
-from worker.wake import DRAIN_TASK, SWEEP_TASK, SYNC_NOTICES_TASK, WEBHOOK_TASK
+from worker.wake import (
+    DRAIN_TASK,
+    SWEEP_TASK,
+    SYNC_CODES_TASK,
+    SYNC_NOTICES_TASK,
+    WEBHOOK_TASK,
+)
 from worker.webhooks import deliver_webhooks, webhook_fernet
 
 #: A branch due within this many seconds gets a delayed message; later ones wait for the
@@ -42,6 +49,15 @@ def sweep_task() -> int:
 def sync_notices_task() -> int:
     runtime = current_runtime()
     return sum(r.stored for r in sync_all(runtime.engine, runtime.client, runtime.devices))
+
+
+@shared_task(name=SYNC_CODES_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def sync_codes_task() -> int:
+    """Beat (daily): each device's tax rates from KRA; a branch that gets its first rates is
+    unparked, and the sweeper wakes it."""
+    runtime = current_runtime()
+    results = codes.sync_all(runtime.engine, runtime.client, runtime.devices)
+    return sum(r.outcome == "accepted" for r in results)
 
 
 @shared_task(name=WEBHOOK_TASK, ignore_result=True)  # type: ignore[untyped-decorator]

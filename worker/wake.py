@@ -23,6 +23,7 @@ SWEEP_TASK = "etims_relay.sweep"
 WEBHOOK_TASK = "etims_relay.deliver_webhooks"
 #: Beat task syncing KRA notices (worker/notices.py).
 SYNC_NOTICES_TASK = "etims_relay.sync_notices"
+SYNC_CODES_TASK = "etims_relay.sync_codes"
 QUEUE = "etims"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from etims_relay.cli import apikey, db, device, jobs, worker_cmd
+from etims_relay.cli import apikey, codes, db, device, jobs, worker_cmd
 from etims_relay.cli import demo as demo_cli
 from etims_relay.cli import intake as intake_cli
 from etims_relay.cli import notices as notices_cli
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.add_typer(simulator_cli.app, name="simulator")
 app.add_typer(db.app, name="db")
 app.add_typer(device.app, name="device")
+app.add_typer(codes.app, name="codes")
 app.add_typer(jobs.dead_app, name="dead")
 app.add_typer(jobs.branch_app, name="branch")
 app.add_typer(jobs.audit_app, name="audit")

@@ -56,6 +56,7 @@ from worker.replay import (
     unpark,
 )
 from worker.runtime import Runtime
+from worker.tax_rates import override_mismatches
 
 #: Records written per transaction by ``enqueue`` is the whole file (all-or-nothing); the
 #: progress bar advances per validated chunk of this size.
@@ -174,13 +175,34 @@ def _parse_jsonl(lines: list[str]) -> tuple[list[dict[str, Any]], list[int], lis
 
 
 def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Jobs by state and each branch's backlog."""
+    """Jobs by state, each branch's backlog, and whether ETIMS_TAX_RATES disagrees with KRA."""
+    override = settings().tax_rates
     with database() as conn:
         counts, backlogs = q.job_counts(conn), q.branch_backlogs(conn, time.time())
+        mismatches = override_mismatches(q.device_tax_rates(conn), override)
+    rates = {
+        "override": None if override is None else {k: str(v) for k, v in override.items()},
+        "mismatches": [
+            {
+                "branch": f"{m.tin}/{m.bhf_id}",
+                "differences": {
+                    code: {"kra": str(kra), "override": str(mine)}
+                    for code, (kra, mine) in m.differences.items()
+                },
+            }
+            for m in mismatches
+        ],
+    }
     if as_json:
-        print_json({"jobs": counts, "branches": backlogs})
+        print_json({"jobs": counts, "branches": backlogs, "tax_rates": rates})
         return
     console.print("jobs: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    for m in mismatches:
+        console.print(
+            f"TAX RATES: ETIMS_TAX_RATES disagrees with KRA's code list for "
+            f"{m.tin}/{m.bhf_id} ({m.describe()}); the override is what is sent",
+            markup=False,
+        )
     for b in backlogs:
         parked = f"  PARKED: {b['parked_reason']}" if b["parked"] else ""
         expects = "".join(

@@ -50,6 +50,10 @@ def serve(
         str,
         typer.Option(help="994 for a trdInvcNo reused within: branch | tin | off (assumed)."),
     ] = "branch",
+    init_key_at_root: Annotated[
+        bool,
+        typer.Option(help="Answer init with cmcKey at the envelope root (KRA's sandbox)."),
+    ] = False,
 ) -> None:
     """Serve the simulator (when no subcommand is given)."""
     if ctx.invoked_subcommand is not None:
@@ -70,6 +74,7 @@ def serve(
             invoice_details=invoice_details,
             seed=seed,
             trd_invc_no_scope=trd_invc_no_scope,
+            init_key_at_root=init_key_at_root,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

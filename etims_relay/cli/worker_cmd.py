@@ -45,7 +45,7 @@ def worker_command(
     runtime_module.install_runtime(rt)
     port = metrics_port if metrics_port is not None else cfg.metrics.port
     if port is not None:
-        metrics.install_for(rt.engine, cfg.metrics)
+        metrics.install_for(rt.engine, cfg.metrics, tax_override=cfg.tax_rates)
         bound = metrics.serve(port, cfg.metrics.bind)
         log.info(
             "metrics on http://%s:%s/metrics",

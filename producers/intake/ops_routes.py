@@ -92,7 +92,7 @@ _KEYED = (401, 403, 422, 429)
 @router.get("/metrics", include_in_schema=False)
 def get_metrics(context: ContextDep) -> Response:
     """This process's counters plus the scrape-time database gauges."""
-    metrics.ensure_db_collector(context.engine)
+    metrics.ensure_db_collector(context.engine, tax_override=context.options.tax_rates)
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
 

@@ -7,7 +7,9 @@ Tables
                      (when the sweeper must wake it; NULL = idle) and ``parked_reason``.
 ``stock_balances``   (branch, itemCd) -> quantity: KRA's running balance of *accepted* stock
                      movements, which ``saveStockMaster.rsdQty`` must equal.
-``devices``          (tin, bhf_id): serial, cmcKey encrypted at rest (Fernet), sdcId, mrcNo.
+``devices``          (tin, bhf_id): serial, cmcKey encrypted at rest (Fernet), sdcId, mrcNo;
+                     the branch's tax rates from KRA's code list (class 04, JSON), when they
+                     were fetched, and when the key last worked (throttled, not per job).
 ``jobs``             one row per enqueued record; ``seq`` orders a branch; ``body`` is the exact
                      request sent (frozen at first send, resent unchanged).
 ``job_dependencies`` (job, depends_on): the job may only go once depends_on is accepted.
@@ -120,6 +122,11 @@ devices = Table(
     Column("mrc_no", String(40)),
     Column("info", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    #: KRA's rates per tax type for this branch (class 04 ``userDfnCd1``), JSON of strings.
+    Column("tax_rates", Text),
+    Column("codes_synced_at", Float),
+    #: Last time an authenticated call with this key was accepted (at most once a minute).
+    Column("key_ok_at", Float),
 )
 
 jobs = Table(

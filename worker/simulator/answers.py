@@ -19,6 +19,8 @@ class Answer:
     record: dict[str, Any] | None = None
     #: 200 for every OSCU answer; 404 for a path (or feature) this host does not serve.
     http_status: int = 200
+    #: Keys beside resultCd/data at the envelope's root (an init's cmcKey, as KRA's sandbox).
+    root: dict[str, Any] | None = None
 
 
 def ok(data: dict[str, Any] | None = None) -> Answer:

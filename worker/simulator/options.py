@@ -51,6 +51,9 @@ class SimulatorOptions:
     #: 994 for a sale or credit note whose trdInvcNo an accepted one of the same branch
     #: (``branch``) or of any branch of the tin (``tin``) already used; ``off``: never.
     trd_invc_no_scope: str = "branch"
+    #: Answer init with ``cmcKey`` at the envelope's root instead of in ``data.info`` (KRA's
+    #: sandbox does, per the published SDK; the spec puts it in ``data.info``).
+    init_key_at_root: bool = False
 
     def __post_init__(self) -> None:
         if self.vat_scheme not in VAT_SCHEMES:
@@ -84,6 +87,7 @@ class SimulatorOptions:
             "invoice_details": self.invoice_details,
             "seed": self.seed,
             "trd_invc_no_scope": self.trd_invc_no_scope,
+            "init_key_at_root": self.init_key_at_root,
         }
 
 

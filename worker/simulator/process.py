@@ -55,6 +55,7 @@ class SimulatorProcess:
         jitter_ms: float = 0.0,
         invoice_details: bool = True,
         seed: int | None = None,
+        init_key_at_root: bool = False,
         extra_args: Iterable[str] = (),
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout: float = 20.0,
@@ -81,6 +82,8 @@ class SimulatorProcess:
             args.append("--no-invoice-details")
         if seed is not None:
             args += ["--seed", str(seed)]
+        if init_key_at_root:
+            args.append("--init-key-at-root")
         self.args = args + list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -169,9 +169,14 @@ class Rules:
             "mrcNo": f"WIS01{number:06d}",
             "cmcKey": secrets.token_hex(32),
         }
-        answer = ok({"info": info})
         branch = self.state.branch(tin, bhf_id)
-        answer.record = self._record(INIT, branch, body, answer.data)
+        if self.options.init_key_at_root:
+            # KRA's sandbox (per the published SDK): the key beside resultCd, not in info
+            answer = ok({"info": {k: v for k, v in info.items() if k != "cmcKey"}})
+            answer.root = {"cmcKey": info["cmcKey"]}
+        else:
+            answer = ok({"info": info})
+        answer.record = self._record(INIT, branch, body, {"info": info})  # the ledger keeps it
         return answer
 
     # -- writes --------------------------------------------------------------------------

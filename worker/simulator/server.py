@@ -218,7 +218,12 @@ class SimulatorApp:
             self.simulator.events["lost_answers"] += 1
             return None
         return self._envelope(
-            request, answer.result_cd, answer.message, answer.data, status=answer.http_status
+            request,
+            answer.result_cd,
+            answer.message,
+            answer.data,
+            status=answer.http_status,
+            root=answer.root,
         )
 
     def _fault_answer(self, request: Request, plan: FaultPlan) -> bytes | None:
@@ -241,10 +246,16 @@ class SimulatorApp:
 
     @staticmethod
     def _envelope(
-        request: Request, code: str, message: str, data: Any, *, status: int = 200
+        request: Request,
+        code: str,
+        message: str,
+        data: Any,
+        *,
+        status: int = 200,
+        root: dict[str, Any] | None = None,
     ) -> bytes:
         body = orjson.dumps({"resultCd": code, "resultMsg": message, "resultDt": d14(),
-                             "data": data})  # fmt: skip
+                             "data": data, **(root or {})})  # fmt: skip
         return http_response(status, body, keep_alive=request.keep_alive)
 
 

@@ -39,7 +39,7 @@ class SimClient:
         if answer["resultCd"] != "000":
             raise AssertionError(f"init failed: {answer}")
         info = answer["data"]["info"]
-        return SimDevice(tin, bhf_id, info["cmcKey"], info)
+        return SimDevice(tin, bhf_id, info.get("cmcKey") or answer["cmcKey"], info)
 
     def post(
         self, endpoint: str, body: Any, device: SimDevice | None = None, **headers: str

@@ -53,4 +53,13 @@ def amount_problem(endpoint: str, body: dict[str, Any], options: SimulatorOption
         issues = check_stock_io_amounts(body, options.vat_scheme, rates)
     else:
         return None
+    # A wrong rate is reported first, in KRA's words (live host, oscu-reference §5.1): its
+    # line amounts are wrong too, but the rate is what the sender has to fix.
+    for issue in issues:
+        if issue.path.startswith("taxRt"):
+            found = format(issue.found.normalize(), "f")
+            return (
+                f"Rule {issue.path} failed: Tax rate mismatch. "
+                f"Expected: {issue.expected:.2f}, Found: {found}"
+            )
     return str(issues[0]) if issues else None

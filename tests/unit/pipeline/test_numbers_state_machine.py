@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,6 +28,7 @@ from sqlalchemy import select
 
 from producers import builders as b
 from producers.enqueue import enqueue
+from schemas.codes import DEFAULT_TAX_RATES
 from tests.integration.pipeline_fixtures import make_settings
 from tests.workload import TIN, item_code
 from worker.drain import DrainContext, drain
@@ -115,6 +117,15 @@ class _Devices:
         return _Device()
 
     def forget(self, tin: str, bhf_id: str) -> None:
+        pass
+
+    def tax_rates(
+        self, tin: str, bhf_id: str, override: Mapping[str, Decimal] | None, conn: Any = None
+    ) -> Mapping[str, Decimal]:
+        """KRA's class-04 rates as the spec tables them (this KRA is in memory)."""
+        return override or DEFAULT_TAX_RATES
+
+    def key_worked(self, tin: str, bhf_id: str, at: float | None = None) -> None:
         pass
 
 
