@@ -25,6 +25,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from producers.enqueue_rules import apply_outbox_rules, record_items
+from schemas.body_rules import BodyRules
 from schemas.completion import dumps_body
 from schemas.jobs import JobEnvelope, JobKind, JobState
 from schemas.validation import (
@@ -95,7 +97,7 @@ def enqueue(
     envelopes = validate_records(records, options)
     now = time.time()
     with engine.begin() as conn:
-        results = _write(conn, envelopes, now, request_id)
+        results = _write(conn, envelopes, now, request_id, options.rules)
     (waker or NullWaker()).wake({r.branch_id for r in results if r.created})
     return results
 
@@ -137,9 +139,14 @@ def _canonical(value: Any) -> Any:
 
 
 def _write(
-    conn: Connection, envelopes: list[JobEnvelope], now: float, request_id: str | None
+    conn: Connection,
+    envelopes: list[JobEnvelope],
+    now: float,
+    request_id: str | None,
+    rules: BodyRules,
 ) -> list[Enqueued]:
-    hashes = [content_hash(e) for e in envelopes]
+    hashes = [content_hash(e) for e in envelopes]  # what the producer sent, before completion
+    envelopes = apply_outbox_rules(conn, envelopes, rules)
     existing: dict[tuple[str, str], Any] = {}
     for tin in {e.tin for e in envelopes}:
         keys = [e.idempotency_key for e in envelopes if e.tin == tin]
@@ -164,6 +171,7 @@ def _write(
     ids_by_key: dict[tuple[str, str], int] = {k: int(r.id) for k, r in existing.items()}
     rows = [_job_row(envelopes[i], hashes[i], branch_ids, seqs[i], now, request_id) for i in fresh]
     new_ids = q.insert_jobs(conn, rows)
+    record_items(conn, [envelopes[i] for i in fresh])
     pairs: list[tuple[int, int]] = []
     for index, job_id in zip(fresh, new_ids, strict=True):
         e = envelopes[index]

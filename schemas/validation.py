@@ -8,6 +8,7 @@ these functions, so a record refused at one door is refused at every door, with 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -16,6 +17,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.base import format_errors
+from schemas.body_rules import (
+    BodyRules,
+    item_code_errors,
+    item_types_in,
+    pkg_errors,
+    service_stock_errors,
+)
 from schemas.codes import DEFAULT_TAX_RATES
 from schemas.completion import AmountMismatch, Registrant, complete_body
 from schemas.jobs import JobEnvelope, JobKind
@@ -26,6 +34,7 @@ __all__ = [
     "EnqueueOptions",
     "InvalidRecords",
     "RecordError",
+    "body_rule_errors",
     "payload_errors",
     "validate_records",
 ]
@@ -58,6 +67,8 @@ class EnqueueOptions:
     vat_scheme: VatScheme = VatScheme.SPLIT
     tax_rates: Mapping[str, Decimal] | None = None
     registrant: Registrant = field(default_factory=Registrant)
+    #: Host-specific body rules (schemas.body_rules); defaults are the etims-api host's.
+    rules: BodyRules = field(default_factory=BodyRules)
 
 
 def validate_records(
@@ -75,9 +86,33 @@ def validate_records(
             continue
         errors.extend(_payload_errors(index, envelope, options))
         envelopes.append(envelope)
+    if not errors:
+        errors = body_rule_errors(envelopes, options.rules)
     if errors:
         raise InvalidRecords(errors)
     return envelopes
+
+
+def body_rule_errors(envelopes: Sequence[JobEnvelope], rules: BodyRules) -> list[RecordError]:
+    """The host-specific rules of :mod:`schemas.body_rules` over well-formed envelopes.
+
+    Also run alone by the till before it spools (it cannot know the relay's VAT scheme, but
+    it knows its host's rules). A service in a stock job is found as far as this call tells:
+    its own item records (the latest per tin wins, as KRA upserts items), else the itemCd
+    prefix; ``enqueue`` consults the items of earlier calls for the codes left open.
+    """
+    types: dict[str, dict[str, str]] = defaultdict(dict)
+    for envelope in envelopes:
+        types[envelope.tin].update(item_types_in(envelope.kind.value, envelope.payload))
+    errors: list[RecordError] = []
+    for index, envelope in enumerate(envelopes):
+        kind, payload = envelope.kind.value, envelope.payload
+        problems = item_code_errors(kind, payload, rules) + pkg_errors(kind, payload, rules)
+        problems += service_stock_errors(
+            kind, payload, rules, types[envelope.tin], "its item record in this batch"
+        )
+        errors += [RecordError(index, f"payload.{path}", message) for path, message in problems]
+    return errors
 
 
 def payload_errors(
@@ -105,7 +140,8 @@ def payload_errors(
         envelope = JobEnvelope.model_validate(record)
     except ValidationError as exc:
         return [RecordError(0, path, msg) for path, msg in format_errors(exc)]
-    return _payload_errors(0, envelope, options or EnqueueOptions())
+    options = options or EnqueueOptions()
+    return _payload_errors(0, envelope, options) or body_rule_errors([envelope], options.rules)
 
 
 def _payload_errors(
@@ -132,7 +168,11 @@ def _payload_errors(
         REQUEST_MODELS[envelope.kind.endpoint].model_validate(body)
     except ValidationError as exc:
         return [RecordError(index, f"payload.{path}", msg) for path, msg in format_errors(exc)]
-    return []
+    kind = envelope.kind.value
+    rule_errors = item_code_errors(kind, body, options.rules) + pkg_errors(
+        kind, body, options.rules
+    )
+    return [RecordError(index, f"payload.{path}", message) for path, message in rule_errors]
 
 
 _LOCATED = re.compile(r"^(?P<path>[A-Za-z_][\w.]*): (?P<message>.+)$", re.DOTALL)

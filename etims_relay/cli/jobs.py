@@ -70,7 +70,7 @@ def enqueue_command(
     lines = _read_lines(file)
     field: Callable[[str], str] = str
     if csv_format or file.lower().endswith(".csv"):
-        batch = parse_csv("\n".join(lines) + "\n")
+        batch = parse_csv("\n".join(lines) + "\n", pkg_rule=settings().body_rules().pkg_rule)
         records, line_numbers = batch.records, batch.lines
         parse_errors, field = [str(e) for e in batch.errors], batch.column_for
     else:
@@ -404,6 +404,7 @@ def _enqueue_options() -> EnqueueOptions:
         vat_scheme=VatScheme(cfg.vat_scheme),
         tax_rates=cfg.tax_rates,
         registrant=Registrant(cfg.registrant_id, cfg.registrant_name),
+        rules=cfg.body_rules(),
     )
 
 

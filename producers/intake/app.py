@@ -50,6 +50,7 @@ def context_from_runtime(settings: Settings, runtime: Runtime) -> IntakeContext:
             vat_scheme=VatScheme(settings.vat_scheme),
             tax_rates=settings.tax_rates,
             registrant=Registrant(settings.registrant_id, settings.registrant_name),
+            rules=settings.body_rules(),
         ),
         limiter=KeyRateLimiter(settings.intake.rate_limit, settings.intake.rate_limit_storage),
         broker_url=runtime.broker_url,
