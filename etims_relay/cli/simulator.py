@@ -46,6 +46,38 @@ def serve(
         list[str] | None, typer.Option(help="Tax rate override like B=16 (repeatable).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the fault/jitter RNG.")] = None,
+    flavour: Annotated[
+        str, typer.Option(help="Host flavour whose body rules apply: etims-api | gavaconnect.")
+    ] = "etims-api",
+    item_code_structure: Annotated[
+        bool | None,
+        typer.Option(
+            "--item-code-structure/--no-item-code-structure",
+            help="saveItem checks itemCd structure and sequence (default: by flavour).",
+        ),
+    ] = None,
+    pkg_rule: Annotated[
+        str | None,
+        typer.Option(help="pkg of NT sale lines: qty | one_for_unpackaged (default: by flavour)."),
+    ] = None,
+    service_stock: Annotated[
+        bool | None,
+        typer.Option(
+            "--service-stock/--no-service-stock",
+            help="Accept service items (itemTyCd 3) in stock IO/master (default: refused).",
+        ),
+    ] = None,
+    credit_note_buyer: Annotated[
+        bool | None,
+        typer.Option(
+            "--credit-note-buyer/--no-credit-note-buyer",
+            help="Credit notes must carry the original's buyer PIN (default: on).",
+        ),
+    ] = None,
+    stock_before_sale: Annotated[
+        bool,
+        typer.Option(help="Goods must have accepted stock at the branch before a sale."),
+    ] = False,
 ) -> None:
     """Serve the simulator (when no subcommand is given)."""
     if ctx.invoked_subcommand is not None:
@@ -65,6 +97,12 @@ def serve(
             jitter_ms=jitter_ms,
             invoice_details=invoice_details,
             seed=seed,
+            flavour=flavour,
+            item_code_structure=item_code_structure,
+            pkg_rule=pkg_rule,
+            no_service_stock=None if service_stock is None else not service_stock,
+            credit_note_buyer=credit_note_buyer,
+            stock_before_sale=stock_before_sale,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

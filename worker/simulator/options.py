@@ -24,6 +24,25 @@ DEFAULT_TAX_RATES: Mapping[str, Decimal] = {
 #: server-side evidence and the reference's recommendation.
 VAT_SCHEMES = ("inclusive", "split", "exclusive")
 DEFAULT_VAT_SCHEME = "split"
+#: Host flavours: they differ in the body rules below (oscu-reference §5.8, §7.5).
+FLAVOURS = ("etims-api", "gavaconnect")
+PKG_RULES = ("qty", "one_for_unpackaged")
+#: Body rules per flavour; ``stock_before_sale`` is off unless asked for (live GavaConnect
+#: enforces it, but most tests sell without a stock-in first).
+_FLAVOUR_RULES: dict[str, dict[str, Any]] = {
+    "etims-api": {
+        "item_code_structure": False,
+        "pkg_rule": "qty",
+        "no_service_stock": True,
+        "credit_note_buyer": True,
+    },
+    "gavaconnect": {
+        "item_code_structure": True,
+        "pkg_rule": "one_for_unpackaged",
+        "no_service_stock": True,
+        "credit_note_buyer": True,
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +64,27 @@ class SimulatorOptions:
     invoice_details: bool = True
     #: Seed for the fault and jitter RNG, for reproducible chaos runs.
     seed: int | None = None
+    #: Host flavour; the four rules below default to its behaviour when left ``None``.
+    flavour: str = "etims-api"
+    #: saveItem: itemCd structure, prefix agreement and next running number per PIN.
+    item_code_structure: bool | None = None
+    #: pkg of unpackaged (NT) sale lines: ``qty`` or ``one_for_unpackaged`` (1).
+    pkg_rule: str | None = None
+    #: Refuse service items (itemTyCd 3) in stock IO and stock master.
+    no_service_stock: bool | None = None
+    #: A credit note's buyer PIN must equal its original sale's.
+    credit_note_buyer: bool | None = None
+    #: A sale of goods needs accepted stock of the item at the branch first.
+    stock_before_sale: bool = False
 
     def __post_init__(self) -> None:
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {FLAVOURS}, not {self.flavour!r}")
+        for name, default in _FLAVOUR_RULES[self.flavour].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)  # frozen: resolve once, here
+        if self.pkg_rule not in PKG_RULES:
+            raise ValueError(f"pkg_rule must be one of {PKG_RULES}, not {self.pkg_rule!r}")
         if self.vat_scheme not in VAT_SCHEMES:
             raise ValueError(f"vat_scheme must be one of {VAT_SCHEMES}, not {self.vat_scheme!r}")
         if self.latency_ms < 0 or self.jitter_ms < 0:
@@ -72,6 +110,12 @@ class SimulatorOptions:
             "jitter_ms": self.jitter_ms,
             "invoice_details": self.invoice_details,
             "seed": self.seed,
+            "flavour": self.flavour,
+            "item_code_structure": self.item_code_structure,
+            "pkg_rule": self.pkg_rule,
+            "no_service_stock": self.no_service_stock,
+            "credit_note_buyer": self.credit_note_buyer,
+            "stock_before_sale": self.stock_before_sale,
         }
 
 

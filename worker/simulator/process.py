@@ -55,6 +55,8 @@ class SimulatorProcess:
         jitter_ms: float = 0.0,
         invoice_details: bool = True,
         seed: int | None = None,
+        flavour: str | None = None,
+        stock_before_sale: bool = False,
         extra_args: Iterable[str] = (),
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout: float = 20.0,
@@ -81,6 +83,10 @@ class SimulatorProcess:
             args.append("--no-invoice-details")
         if seed is not None:
             args += ["--seed", str(seed)]
+        if flavour:
+            args += ["--flavour", flavour]
+        if stock_before_sale:
+            args.append("--stock-before-sale")
         self.args = args + list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
