@@ -66,12 +66,13 @@ def start_intake(
     max_body_bytes: int = 2_000_000,
     broker_url: str = "",
     ready_timeout_s: float = 2.0,
+    options: EnqueueOptions | None = None,
 ) -> IntakeServer:
     engine = make_engine(database_url)
     context = IntakeContext(
         engine=engine,
         waker=NullWaker(),
-        options=EnqueueOptions(),
+        options=options or EnqueueOptions(),
         limiter=KeyRateLimiter(rate_limit),
         broker_url=broker_url,
         ready_timeout_s=ready_timeout_s,

@@ -167,8 +167,15 @@ def test_with_the_structure_rule_on_the_prefix_tells_a_service() -> None:
 
 
 def test_the_till_refuses_what_its_host_refuses_and_spools_nothing(tmp_path: Path) -> None:
-    till = Till(tmp_path / "spool.db", "http://127.0.0.1:9", "k", tin=TIN, bhf_id="00",
-                start=False, body_rules=GAVA)  # fmt: skip
+    till = Till(
+        tmp_path / "spool.db",
+        "http://127.0.0.1:9",
+        "k",
+        tin=TIN,
+        bhf_id="00",
+        start=False,
+        body_rules=GAVA,
+    )
     try:
         with pytest.raises(InvalidRecords) as refused:
             till.enqueue_item("i1", item_cd="SOAP-1", item_nm="Soap", price=Decimal(116))
