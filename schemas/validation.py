@@ -76,6 +76,7 @@ def validate_records(
 ) -> list[JobEnvelope]:
     envelopes: list[JobEnvelope] = []
     errors: list[RecordError] = []
+    positions: list[int] = []  # the record index of each envelope
     for index, record in enumerate(records):
         try:
             envelope = (
@@ -86,8 +87,16 @@ def validate_records(
             continue
         errors.extend(_payload_errors(index, envelope, options))
         envelopes.append(envelope)
-    if not errors:
-        errors = body_rule_errors(envelopes, options.rules)
+        positions.append(index)
+    # Host rules judge the records whose shape is right (a malformed line is reported once,
+    # by the request model); all errors come back in one answer.
+    refused = {e.index for e in errors}
+    errors += [
+        RecordError(positions[e.index], e.path, e.message)
+        for e in body_rule_errors(envelopes, options.rules)
+        if positions[e.index] not in refused
+    ]
+    errors.sort(key=lambda e: e.index)
     if errors:
         raise InvalidRecords(errors)
     return envelopes
@@ -168,11 +177,7 @@ def _payload_errors(
         REQUEST_MODELS[envelope.kind.endpoint].model_validate(body)
     except ValidationError as exc:
         return [RecordError(index, f"payload.{path}", msg) for path, msg in format_errors(exc)]
-    kind = envelope.kind.value
-    rule_errors = item_code_errors(kind, body, options.rules) + pkg_errors(
-        kind, body, options.rules
-    )
-    return [RecordError(index, f"payload.{path}", message) for path, message in rule_errors]
+    return []
 
 
 _LOCATED = re.compile(r"^(?P<path>[A-Za-z_][\w.]*): (?P<message>.+)$", re.DOTALL)

@@ -94,7 +94,10 @@ class SimulatorOptions:
             raise ValueError(f"tax_rates lacks tax types {sorted(missing)}")
 
     def with_changes(self, **changes: Any) -> SimulatorOptions:
-        """A copy with some fields replaced (keyword names as in the dataclass)."""
+        """A copy with some fields replaced (keyword names as in the dataclass). A new
+        ``flavour`` brings its own rule defaults unless the rules are given too."""
+        if "flavour" in changes:
+            changes = {name: None for name in _FLAVOUR_RULES[self.flavour]} | changes
         return replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:

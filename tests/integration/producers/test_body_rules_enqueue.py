@@ -82,18 +82,21 @@ def db(db_url: str) -> Any:
 # --------------------------------------------------------------------------- intake
 
 
-def test_intake_refuses_an_item_code_off_the_structure_on_gavaconnect(
+def test_intake_refuses_item_codes_and_pkg_the_way_gavaconnect_does(
     intake_factory: Callable[..., IntakeServer],
 ) -> None:
-    records = (item("i1", "KE2NTNO0000001"), item("i2", "SOAP-42"))
+    # pkg = qty = 2 on an unpackaged line: the spec's way, not GavaConnect's
+    records = (item("i1", "KE2NTNO0000001"), item("i2", "SOAP-42"), sale("s1"))
     gava = intake_factory(options=GAVA)
     response = gava.client(gava.key()).post(
         "/v1/jobs", content=as_json(*records), headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 422
-    [error] = response.json()["errors"]
-    assert (error["index"], error["path"]) == (1, "payload.itemCd")
-    assert "must be country (2 letters) + item type (1-3)" in error["message"]
+    item_error, pkg_error = response.json()["errors"]
+    assert (item_error["index"], item_error["path"]) == (1, "payload.itemCd")
+    assert "must be country (2 letters) + item type (1-3)" in item_error["message"]
+    assert (pkg_error["index"], pkg_error["path"]) == (2, "payload.itemList.0.pkg")
+    assert pkg_error["message"].startswith("expected 1 (1 package for pkgUnitCd NT")
     assert gava.job_count() == 0
     etims = intake_factory(options=ETIMS)
     accepted = etims.client(etims.key()).post(

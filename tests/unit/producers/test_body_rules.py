@@ -192,3 +192,10 @@ def test_the_till_refuses_what_its_host_refuses_and_spools_nothing(tmp_path: Pat
         assert json.loads(row["envelope"])["payload"]["itemList"][0]["pkg"] == 1
     finally:
         till.close()
+
+
+def test_rule_errors_come_back_with_the_other_errors_of_the_call() -> None:
+    malformed = item("KE2NTNO0000001", taxTyCd="Z", qtyUnitCd="U")
+    errors = errors_of([malformed, item("SOAP-1")], GAVA)
+    # the malformed record is reported by its shape only; the other by the host rule
+    assert [(e.index, e.path) for e in errors] == [(0, "payload.taxTyCd"), (1, "payload.itemCd")]

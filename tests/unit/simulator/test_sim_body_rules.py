@@ -189,3 +189,12 @@ RULE_KEYS = (
     "credit_note_buyer",
     "stock_before_sale",
 )
+
+
+def test_changing_the_flavour_brings_its_rule_defaults() -> None:
+    gava = SimulatorOptions().with_changes(flavour="gavaconnect")
+    assert (gava.item_code_structure, gava.pkg_rule) == (True, "one_for_unpackaged")
+    kept = SimulatorOptions().with_changes(flavour="gavaconnect", pkg_rule="qty")
+    assert (kept.item_code_structure, kept.pkg_rule) == (True, "qty")
+    with pytest.raises(ValueError, match="flavour must be one of"):
+        SimulatorOptions(flavour="kra")
