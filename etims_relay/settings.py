@@ -19,6 +19,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.body_rules import BodyRules, Flavour, PkgRule
+
 #: KRA's sandbox base URL on the etims-api host (oscu-reference §1.1). Production is
 #: ``https://etims-api.kra.go.ke/etims-api``.
 DEFAULT_OSCU_URL = "https://etims-api-sbx.kra.go.ke/etims-api"
@@ -52,6 +54,24 @@ class OscuSettings(BaseModel):
     apigee_app_id: str | None = None
     #: Whether the host answers ``selectInvoiceDetails`` (receipt recovery after a duplicate).
     invoice_details_supported: bool = True
+    flavour: Literal["etims-api", "gavaconnect"] = "etims-api"
+
+
+class BodyRulesSettings(BaseModel):
+    """Body rules that differ by host (``schemas.body_rules``, docs/oscu.md). Unset: as the
+    host flavour (``ETIMS_OSCU__FLAVOUR``) says; set: that value on any host."""
+
+    #: itemCd follows country+type+units+7-digit number and agrees with the record (gavaconnect).
+    item_code_structure: bool | None = None
+    #: pkg of an unpackaged (NT) line: ``qty`` (etims-api) or ``one_for_unpackaged`` (gavaconnect).
+    pkg_rule: PkgRule | None = None
+    #: Refuse service items (itemTyCd 3) in stock_io / stock_master jobs (both hosts).
+    no_service_stock: bool | None = None
+    #: Credit notes take their original's buyer PIN/name; another PIN is refused (both hosts).
+    credit_note_buyer: bool | None = None
+
+    def resolve(self, flavour: Flavour) -> BodyRules:
+        return BodyRules.for_flavour(flavour, **self.model_dump())
 
 
 class RetrySettings(BaseModel):
@@ -186,6 +206,11 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     notices: NoticesSettings = Field(default_factory=NoticesSettings)
     codes: CodesSettings = Field(default_factory=CodesSettings)
+    rules: BodyRulesSettings = Field(default_factory=BodyRulesSettings)
+
+    def body_rules(self) -> BodyRules:
+        """The body rules in force: the host flavour's defaults with any override applied."""
+        return self.rules.resolve(self.oscu.flavour)
 
     @model_validator(mode="after")
     def _lease_outlives_a_round_trip(self) -> Settings:

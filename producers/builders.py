@@ -6,6 +6,10 @@ remaining quantity. :func:`sale_with_stock` builds all three from one call, so a
 forget the dependency that keeps a stock movement from reaching KRA before its sale.
 
 Amounts are left out on purpose: the service computes them with the configured VAT scheme.
+``pkg`` is filled by the host's ``pkg_rule`` (``Settings.body_rules().pkg_rule``): hosts
+disagree on it for unpackaged lines, and enqueue refuses a ``pkg`` the rule does not expect.
+:class:`ItemCodeAllocator` hands out item codes that follow the spec's structure, with a
+running number per taxpayer kept in the outbox database.
 """
 
 from __future__ import annotations
@@ -16,12 +20,27 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from producers.item_codes import ItemCodeAllocator
+from schemas.body_rules import PkgRule, expected_pkg
 from schemas.types import to_d8, to_d14
+
+__all__ = [
+    "ItemCodeAllocator",
+    "SaleLine",
+    "credit_note",
+    "envelope",
+    "item",
+    "sale",
+    "sale_with_stock",
+    "stock_io",
+    "stock_master",
+]
 
 #: Defaults for a finished good counted in units, without packaging.
 DEFAULT_ITEM_CLASS = "5020230100"
 DEFAULT_PKG_UNIT = "NT"
 DEFAULT_QTY_UNIT = "NO"
+DEFAULT_COUNTRY = "KE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +54,11 @@ class SaleLine:
     pkg_unit_cd: str = DEFAULT_PKG_UNIT
     qty_unit_cd: str = DEFAULT_QTY_UNIT
     dc_rt: Decimal = Decimal("0")
+    #: Number of packages; None: as the host's ``pkg_rule`` says.
+    pkg: Decimal | None = None
+
+    def packages(self, rule: PkgRule) -> Decimal:
+        return self.pkg if self.pkg is not None else expected_pkg(rule, self.pkg_unit_cd, self.qty)
 
 
 def envelope(
@@ -72,15 +96,18 @@ def item(
     tax_ty_cd: str = "B",
     item_ty_cd: str = "2",
     item_cls_cd: str = DEFAULT_ITEM_CLASS,
+    pkg_unit_cd: str = DEFAULT_PKG_UNIT,
+    qty_unit_cd: str = DEFAULT_QTY_UNIT,
+    orgn_nat_cd: str = DEFAULT_COUNTRY,
 ) -> dict[str, Any]:
     payload = {
         "itemCd": item_cd,
         "itemClsCd": item_cls_cd,
         "itemTyCd": item_ty_cd,
         "itemNm": item_nm,
-        "orgnNatCd": "KE",
-        "pkgUnitCd": DEFAULT_PKG_UNIT,
-        "qtyUnitCd": DEFAULT_QTY_UNIT,
+        "orgnNatCd": orgn_nat_cd,
+        "pkgUnitCd": pkg_unit_cd,
+        "qtyUnitCd": qty_unit_cd,
         "taxTyCd": tax_ty_cd,
         "dftPrc": price,
         "isrcAplcbYn": "N",
@@ -89,7 +116,7 @@ def item(
     return envelope("item", tin, bhf_id, key, payload)
 
 
-def _sale_lines(lines: Sequence[SaleLine]) -> list[dict[str, Any]]:
+def _sale_lines(lines: Sequence[SaleLine], pkg_rule: PkgRule) -> list[dict[str, Any]]:
     return [
         {
             "itemSeq": seq,
@@ -97,7 +124,7 @@ def _sale_lines(lines: Sequence[SaleLine]) -> list[dict[str, Any]]:
             "itemCd": line.item_cd,
             "itemNm": line.item_nm,
             "pkgUnitCd": line.pkg_unit_cd,
-            "pkg": line.qty,
+            "pkg": line.packages(pkg_rule),
             "qtyUnitCd": line.qty_unit_cd,
             "qty": line.qty,
             "prc": line.prc,
@@ -109,6 +136,8 @@ def _sale_lines(lines: Sequence[SaleLine]) -> list[dict[str, Any]]:
 
 
 def _stock_lines(lines: Sequence[SaleLine]) -> list[dict[str, Any]]:
+    """Stock lines keep pkg = qty unless given: GavaConnect accepted it on stock IO, and
+    ``pkg_rule`` is only known to apply to sales."""
     return [
         {
             "itemSeq": seq,
@@ -116,7 +145,7 @@ def _stock_lines(lines: Sequence[SaleLine]) -> list[dict[str, Any]]:
             "itemCd": line.item_cd,
             "itemNm": line.item_nm,
             "pkgUnitCd": line.pkg_unit_cd,
-            "pkg": line.qty,
+            "pkg": line.pkg if line.pkg is not None else line.qty,
             "qtyUnitCd": line.qty_unit_cd,
             "qty": line.qty,
             "prc": line.prc,
@@ -139,6 +168,7 @@ def sale(
     cust_tin: str | None = None,
     cust_nm: str | None = None,
     depends_on: Sequence[str] = (),
+    pkg_rule: PkgRule = "qty",
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "trdInvcNo": trd_invc_no,
@@ -150,7 +180,7 @@ def sale(
         "salesDt": to_d8(at),
         "prchrAcptcYn": "N",
         "receipt": {"rcptPbctDt": to_d14(at), "prchrAcptcYn": "N"},
-        "itemList": _sale_lines(lines),
+        "itemList": _sale_lines(lines, pkg_rule),
     }
     if cust_tin:
         payload["custTin"] = cust_tin
@@ -171,8 +201,19 @@ def credit_note(
     at: datetime,
     reason: str = "06",
     cust_tin: str | None = None,
+    pkg_rule: PkgRule = "qty",
 ) -> dict[str, Any]:
-    record = sale(tin, bhf_id, key, lines, trd_invc_no=trd_invc_no, at=at, cust_tin=cust_tin)
+    """A credit note of ``original_key``; without ``cust_tin`` enqueue copies the sale's buyer."""
+    record = sale(
+        tin,
+        bhf_id,
+        key,
+        lines,
+        trd_invc_no=trd_invc_no,
+        at=at,
+        cust_tin=cust_tin,
+        pkg_rule=pkg_rule,
+    )
     record["kind"] = "credit_note"
     record["original_key"] = original_key
     record["payload"].update(rcptTyCd="R", rfdRsnCd=reason, rfdDt=to_d14(at))
@@ -226,6 +267,7 @@ def sale_with_stock(
     at: datetime,
     depends_on: Sequence[str] = (),
     cust_tin: str | None = None,
+    pkg_rule: PkgRule = "qty",
 ) -> list[dict[str, Any]]:
     """The sale, its stock-out (type 11) after it, and a stock master per item after that.
 
@@ -242,6 +284,7 @@ def sale_with_stock(
             at=at,
             depends_on=depends_on,
             cust_tin=cust_tin,
+            pkg_rule=pkg_rule,
         )
     ]
     goods = [line for line in lines]

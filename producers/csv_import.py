@@ -22,6 +22,7 @@ the header).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from producers import builders as b
+from schemas.body_rules import PkgRule
 
 __all__ = ["CsvBatch", "CsvError", "parse_csv"]
 
@@ -114,12 +116,13 @@ class CsvBatch:
         return _COLUMNS.get(path, path)
 
 
-def parse_csv(text: str) -> CsvBatch:
-    """Build envelopes from CSV text; problems are collected, not raised."""
+def parse_csv(text: str, *, pkg_rule: PkgRule = "qty") -> CsvBatch:
+    """Build envelopes from CSV text; problems are collected, not raised. Sale lines get
+    ``pkg`` by the host's ``pkg_rule`` (the CSV has no pkg column)."""
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
-    build, required, optional = _kind(header)
+    build, required, optional = _kind(header, pkg_rule)
     errors = [
         CsvError(1, "header", message) for message in _header_errors(header, required, optional)
     ]
@@ -159,9 +162,11 @@ class _CellError(ValueError):
 Builder = Callable[[dict[str, str]], list[dict[str, Any]]]
 
 
-def _kind(header: list[str]) -> tuple[Builder | None, tuple[str, ...], tuple[str, ...]]:
+def _kind(
+    header: list[str], pkg_rule: PkgRule
+) -> tuple[Builder | None, tuple[str, ...], tuple[str, ...]]:
     if "trd_invc_no" in header:
-        return _sale, SALE_REQUIRED, SALE_OPTIONAL
+        return functools.partial(_sale, pkg_rule=pkg_rule), SALE_REQUIRED, SALE_OPTIONAL
     if {"item_cd", "item_nm", "price"} <= set(header):
         return _item, ITEM_REQUIRED, ITEM_OPTIONAL
     return None, (), ()
@@ -207,7 +212,7 @@ def _item(cells: dict[str, str]) -> list[dict[str, Any]]:
     return [record]
 
 
-def _sale(cells: dict[str, str]) -> list[dict[str, Any]]:
+def _sale(cells: dict[str, str], *, pkg_rule: PkgRule) -> list[dict[str, Any]]:
     line = b.SaleLine(
         cells["item_cd"],
         cells["item_nm"],
@@ -226,6 +231,7 @@ def _sale(cells: dict[str, str]) -> list[dict[str, Any]]:
         "at": at,
         "depends_on": depends_on,
         "cust_tin": cells.get("cust_tin") or None,
+        "pkg_rule": pkg_rule,
     }
     tin, bhf, key = cells["tin"], cells["bhf_id"], cells["idempotency_key"]
     if with_stock == "Y":

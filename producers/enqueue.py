@@ -32,6 +32,7 @@ import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from producers.enqueue_rules import apply_outbox_rules, record_items
 from schemas.completion import dumps_body
 from schemas.jobs import TRADER_INVOICE_KINDS, JobEnvelope, JobKind, JobState, TrdInvcNoScope
 from schemas.validation import (
@@ -131,7 +132,7 @@ def enqueue(
     for attempt in (1, 2):
         try:
             with engine.begin() as conn:
-                results = _write(conn, envelopes, now, request_id, options.trd_invc_no_scope)
+                results = _write(conn, envelopes, now, request_id, options)
             break
         except _UNIQUE_VIOLATIONS as exc:
             # A concurrent enqueue committed the same key or trdInvcNo between our lookup and
@@ -196,9 +197,11 @@ def _write(
     envelopes: list[JobEnvelope],
     now: float,
     request_id: str | None,
-    scope: TrdInvcNoScope,
+    options: EnqueueOptions,
 ) -> list[Enqueued]:
-    hashes = [content_hash(e) for e in envelopes]
+    scope = options.trd_invc_no_scope
+    hashes = [content_hash(e) for e in envelopes]  # what the producer sent, before completion
+    envelopes = apply_outbox_rules(conn, envelopes, options.rules)
     existing: dict[tuple[str, str], Any] = {}
     for tin in {e.tin for e in envelopes}:
         keys = [e.idempotency_key for e in envelopes if e.tin == tin]
@@ -227,6 +230,7 @@ def _write(
     for job_row, index in zip(rows, fresh, strict=True):
         job_row["trd_invc_no"], job_row["trd_invc_scope"] = claims.get(index, (None, None))
     new_ids = q.insert_jobs(conn, rows)
+    record_items(conn, [envelopes[i] for i in fresh])
     pairs: list[tuple[int, int]] = []
     for index, job_id in zip(fresh, new_ids, strict=True):
         e = envelopes[index]

@@ -8,6 +8,7 @@ these functions, so a record refused at one door is refused at every door, with 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -16,6 +17,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.base import format_errors
+from schemas.body_rules import (
+    BodyRules,
+    item_code_errors,
+    item_types_in,
+    pkg_errors,
+    service_stock_errors,
+)
 from schemas.codes import DEFAULT_TAX_RATES
 from schemas.completion import AmountMismatch, Registrant, complete_body
 from schemas.jobs import JobEnvelope, JobKind, TrdInvcNoScope
@@ -26,6 +34,7 @@ __all__ = [
     "EnqueueOptions",
     "InvalidRecords",
     "RecordError",
+    "body_rule_errors",
     "payload_errors",
     "validate_records",
 ]
@@ -72,12 +81,16 @@ class EnqueueOptions:
             return self.tax_rates
         return self.branch_rates.get((tin, bhf_id)) or DEFAULT_TAX_RATES
 
+    #: Host-specific body rules (schemas.body_rules); defaults are the etims-api host's.
+    rules: BodyRules = field(default_factory=BodyRules)
+
 
 def validate_records(
     records: Sequence[Mapping[str, Any] | JobEnvelope], options: EnqueueOptions
 ) -> list[JobEnvelope]:
     envelopes: list[JobEnvelope] = []
     errors: list[RecordError] = []
+    positions: list[int] = []  # the record index of each envelope
     for index, record in enumerate(records):
         try:
             envelope = (
@@ -88,9 +101,41 @@ def validate_records(
             continue
         errors.extend(_payload_errors(index, envelope, options))
         envelopes.append(envelope)
+        positions.append(index)
+    # Host rules judge the records whose shape is right (a malformed line is reported once,
+    # by the request model); all errors come back in one answer.
+    refused = {e.index for e in errors}
+    errors += [
+        RecordError(positions[e.index], e.path, e.message)
+        for e in body_rule_errors(envelopes, options.rules)
+        if positions[e.index] not in refused
+    ]
+    errors.sort(key=lambda e: e.index)
     if errors:
         raise InvalidRecords(errors)
     return envelopes
+
+
+def body_rule_errors(envelopes: Sequence[JobEnvelope], rules: BodyRules) -> list[RecordError]:
+    """The host-specific rules of :mod:`schemas.body_rules` over well-formed envelopes.
+
+    Also run alone by the till before it spools (it cannot know the relay's VAT scheme, but
+    it knows its host's rules). A service in a stock job is found as far as this call tells:
+    its own item records (the latest per tin wins, as KRA upserts items), else the itemCd
+    prefix; ``enqueue`` consults the items of earlier calls for the codes left open.
+    """
+    types: dict[str, dict[str, str]] = defaultdict(dict)
+    for envelope in envelopes:
+        types[envelope.tin].update(item_types_in(envelope.kind.value, envelope.payload))
+    errors: list[RecordError] = []
+    for index, envelope in enumerate(envelopes):
+        kind, payload = envelope.kind.value, envelope.payload
+        problems = item_code_errors(kind, payload, rules) + pkg_errors(kind, payload, rules)
+        problems += service_stock_errors(
+            kind, payload, rules, types[envelope.tin], "its item record in this batch"
+        )
+        errors += [RecordError(index, f"payload.{path}", message) for path, message in problems]
+    return errors
 
 
 def payload_errors(
@@ -118,7 +163,8 @@ def payload_errors(
         envelope = JobEnvelope.model_validate(record)
     except ValidationError as exc:
         return [RecordError(0, path, msg) for path, msg in format_errors(exc)]
-    return _payload_errors(0, envelope, options or EnqueueOptions())
+    options = options or EnqueueOptions()
+    return _payload_errors(0, envelope, options) or body_rule_errors([envelope], options.rules)
 
 
 def _payload_errors(

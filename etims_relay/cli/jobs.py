@@ -77,7 +77,7 @@ def enqueue_command(
     lines = _read_lines(file)
     field: Callable[[str], str] = str
     if csv_format or file.lower().endswith(".csv"):
-        batch = parse_csv("\n".join(lines) + "\n")
+        batch = parse_csv("\n".join(lines) + "\n", pkg_rule=settings().body_rules().pkg_rule)
         records, line_numbers = batch.records, batch.lines
         parse_errors, field = [str(e) for e in batch.errors], batch.column_for
     else:
@@ -496,6 +496,7 @@ def _enqueue_options() -> EnqueueOptions:
         tax_rates=cfg.tax_rates,
         registrant=Registrant(cfg.registrant_id, cfg.registrant_name),
         trd_invc_no_scope=TrdInvcNoScope(cfg.trd_invc_no_scope),
+        rules=cfg.body_rules(),
     )
 
 

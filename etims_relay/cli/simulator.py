@@ -54,6 +54,38 @@ def serve(
         bool,
         typer.Option(help="Answer init with cmcKey at the envelope root (KRA's sandbox)."),
     ] = False,
+    flavour: Annotated[
+        str, typer.Option(help="Host flavour whose body rules apply: etims-api | gavaconnect.")
+    ] = "etims-api",
+    item_code_structure: Annotated[
+        bool | None,
+        typer.Option(
+            "--item-code-structure/--no-item-code-structure",
+            help="saveItem checks itemCd structure and sequence (default: by flavour).",
+        ),
+    ] = None,
+    pkg_rule: Annotated[
+        str | None,
+        typer.Option(help="pkg of NT sale lines: qty | one_for_unpackaged (default: by flavour)."),
+    ] = None,
+    service_stock: Annotated[
+        bool | None,
+        typer.Option(
+            "--service-stock/--no-service-stock",
+            help="Accept service items (itemTyCd 3) in stock IO/master (default: refused).",
+        ),
+    ] = None,
+    credit_note_buyer: Annotated[
+        bool | None,
+        typer.Option(
+            "--credit-note-buyer/--no-credit-note-buyer",
+            help="Credit notes must carry the original's buyer PIN (default: on).",
+        ),
+    ] = None,
+    stock_before_sale: Annotated[
+        bool,
+        typer.Option(help="Goods must have accepted stock at the branch before a sale."),
+    ] = False,
 ) -> None:
     """Serve the simulator (when no subcommand is given)."""
     if ctx.invoked_subcommand is not None:
@@ -75,6 +107,12 @@ def serve(
             seed=seed,
             trd_invc_no_scope=trd_invc_no_scope,
             init_key_at_root=init_key_at_root,
+            flavour=flavour,
+            item_code_structure=item_code_structure,
+            pkg_rule=pkg_rule,
+            no_service_stock=None if service_stock is None else not service_stock,
+            credit_note_buyer=credit_note_buyer,
+            stock_before_sale=stock_before_sale,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -54,6 +54,7 @@ def context_from_runtime(settings: Settings, runtime: Runtime) -> IntakeContext:
             tax_rates=settings.tax_rates,
             registrant=Registrant(settings.registrant_id, settings.registrant_name),
             trd_invc_no_scope=TrdInvcNoScope(settings.trd_invc_no_scope),
+            rules=settings.body_rules(),
         ),
         limiter=KeyRateLimiter(settings.intake.rate_limit, settings.intake.rate_limit_storage),
         broker_url=runtime.broker_url,

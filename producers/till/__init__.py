@@ -35,7 +35,9 @@ from producers import builders as b
 from producers.builders import SaleLine
 from producers.till.flusher import DEFAULT_BATCH_SIZE, FlushReport, Forwarder
 from producers.till.spool import Spool, SpoolConflict
+from schemas.body_rules import BodyRules
 from schemas.jobs import JobEnvelope
+from schemas.validation import InvalidRecords, body_rule_errors
 
 log = logging.getLogger("etims_relay.till")
 
@@ -77,8 +79,12 @@ class Till:
         interval_s: float = DEFAULT_INTERVAL_S,
         start: bool = True,
         transport: httpx.BaseTransport | None = None,
+        body_rules: BodyRules | None = None,
     ) -> None:
         self.tin, self.bhf_id = tin, bhf_id
+        #: The relay host's body rules (``Settings.body_rules()`` / ``BodyRules.for_flavour``):
+        #: a record the relay would refuse is refused here, before it is spooled.
+        self.body_rules = body_rules or BodyRules()
         self.spool = Spool(spool_path)
         self._forwarder = Forwarder(
             self.spool, url, api_key, batch_size=batch_size, transport=transport
@@ -97,9 +103,12 @@ class Till:
     # ------------------------------------------------------------------ spooling
 
     def enqueue(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Spool envelopes (checked for shape first) in one transaction; return their keys."""
-        for record in records:
-            JobEnvelope.model_validate(record)
+        """Spool envelopes (checked for shape and the host's body rules first) in one
+        transaction; return their keys. Raises InvalidRecords naming record and field."""
+        envelopes = [JobEnvelope.model_validate(record) for record in records]
+        errors = body_rule_errors(envelopes, self.body_rules)
+        if errors:
+            raise InvalidRecords(errors)
         self.spool.add(records)
         self._wake.set()
         return [str(r["idempotency_key"]) for r in records]
@@ -127,6 +136,7 @@ class Till:
                 at=at,
                 depends_on=depends_on,
                 cust_tin=cust_tin,
+                pkg_rule=self.body_rules.pkg_rule,
             )
         else:
             records = [
@@ -139,6 +149,7 @@ class Till:
                     at=at,
                     depends_on=depends_on,
                     cust_tin=cust_tin,
+                    pkg_rule=self.body_rules.pkg_rule,
                 )
             ]
         self.enqueue(records)
@@ -163,6 +174,7 @@ class Till:
             trd_invc_no=trd_invc_no,
             at=at or datetime.now(UTC),
             reason=reason,
+            pkg_rule=self.body_rules.pkg_rule,
         )
         self.enqueue([record])
         return key

@@ -254,5 +254,6 @@ audit_log = Table(
 
 # Tables owned by other areas live in their own modules on the same MetaData; importing them
 # here makes ``metadata`` complete for Alembic and for ``create_all`` in tests.
+from worker.outbox import catalog_models as _catalog_models  # noqa: E402, F401
 from worker.outbox import intake_models as _intake_models  # noqa: E402, F401
 from worker.outbox import ops_models as _ops_models  # noqa: E402, F401

@@ -27,6 +27,25 @@ DEFAULT_VAT_SCHEME = "split"
 #: Where a sale's trdInvcNo must be unique for the 994 answer (no source says; an assumption
 #: that follows the relay's ``ETIMS_TRD_INVC_NO_SCOPE``, whose default is ``branch``).
 TRD_INVC_NO_SCOPES = ("branch", "tin", "off")
+#: Host flavours: they differ in the body rules below (oscu-reference §5.8, §7.5).
+FLAVOURS = ("etims-api", "gavaconnect")
+PKG_RULES = ("qty", "one_for_unpackaged")
+#: Body rules per flavour; ``stock_before_sale`` is off unless asked for (live GavaConnect
+#: enforces it, but most tests sell without a stock-in first).
+_FLAVOUR_RULES: dict[str, dict[str, Any]] = {
+    "etims-api": {
+        "item_code_structure": False,
+        "pkg_rule": "qty",
+        "no_service_stock": True,
+        "credit_note_buyer": True,
+    },
+    "gavaconnect": {
+        "item_code_structure": True,
+        "pkg_rule": "one_for_unpackaged",
+        "no_service_stock": True,
+        "credit_note_buyer": True,
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +73,27 @@ class SimulatorOptions:
     #: Answer init with ``cmcKey`` at the envelope's root instead of in ``data.info`` (KRA's
     #: sandbox does, per the published SDK; the spec puts it in ``data.info``).
     init_key_at_root: bool = False
+    #: Host flavour; the four rules below default to its behaviour when left ``None``.
+    flavour: str = "etims-api"
+    #: saveItem: itemCd structure, prefix agreement and next running number per PIN.
+    item_code_structure: bool | None = None
+    #: pkg of unpackaged (NT) sale lines: ``qty`` or ``one_for_unpackaged`` (1).
+    pkg_rule: str | None = None
+    #: Refuse service items (itemTyCd 3) in stock IO and stock master.
+    no_service_stock: bool | None = None
+    #: A credit note's buyer PIN must equal its original sale's.
+    credit_note_buyer: bool | None = None
+    #: A sale of goods needs accepted stock of the item at the branch first.
+    stock_before_sale: bool = False
 
     def __post_init__(self) -> None:
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {FLAVOURS}, not {self.flavour!r}")
+        for name, default in _FLAVOUR_RULES[self.flavour].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)  # frozen: resolve once, here
+        if self.pkg_rule not in PKG_RULES:
+            raise ValueError(f"pkg_rule must be one of {PKG_RULES}, not {self.pkg_rule!r}")
         if self.vat_scheme not in VAT_SCHEMES:
             raise ValueError(f"vat_scheme must be one of {VAT_SCHEMES}, not {self.vat_scheme!r}")
         if self.trd_invc_no_scope not in TRD_INVC_NO_SCOPES:
@@ -70,7 +108,10 @@ class SimulatorOptions:
             raise ValueError(f"tax_rates lacks tax types {sorted(missing)}")
 
     def with_changes(self, **changes: Any) -> SimulatorOptions:
-        """A copy with some fields replaced (keyword names as in the dataclass)."""
+        """A copy with some fields replaced (keyword names as in the dataclass). A new
+        ``flavour`` brings its own rule defaults unless the rules are given too."""
+        if "flavour" in changes:
+            changes = {name: None for name in _FLAVOUR_RULES[self.flavour]} | changes
         return replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
@@ -88,6 +129,12 @@ class SimulatorOptions:
             "seed": self.seed,
             "trd_invc_no_scope": self.trd_invc_no_scope,
             "init_key_at_root": self.init_key_at_root,
+            "flavour": self.flavour,
+            "item_code_structure": self.item_code_structure,
+            "pkg_rule": self.pkg_rule,
+            "no_service_stock": self.no_service_stock,
+            "credit_note_buyer": self.credit_note_buyer,
+            "stock_before_sale": self.stock_before_sale,
         }
 
 

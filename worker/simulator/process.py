@@ -56,6 +56,8 @@ class SimulatorProcess:
         invoice_details: bool = True,
         seed: int | None = None,
         init_key_at_root: bool = False,
+        flavour: str | None = None,
+        stock_before_sale: bool = False,
         extra_args: Iterable[str] = (),
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout: float = 20.0,
@@ -84,6 +86,10 @@ class SimulatorProcess:
             args += ["--seed", str(seed)]
         if init_key_at_root:
             args.append("--init-key-at-root")
+        if flavour:
+            args += ["--flavour", flavour]
+        if stock_before_sale:
+            args.append("--stock-before-sale")
         self.args = args + list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -10,8 +10,10 @@ originals, the stock ledger and the configured tax rates.
 
 Order of checks on a write (the first failure answers): headers (900/901) -> JSON (911/910)
 -> body tin/bhfId match the headers -> field shapes (910) -> numbering (921 repeat, 910 gap)
--> references (items, credit-note original) -> amounts and taxRtX (910) -> stock (922/910) ->
-trader invoice reuse (994).
+-> references (items, credit-note original and its buyer PIN) -> host body rules (itemCd,
+pkg, services in stock: :mod:`worker.simulator.body_rules`) -> amounts and taxRtX (910) ->
+stock (922/910, and "not in your stock master" when ``stock_before_sale``) -> trader invoice
+reuse (994).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from worker.simulator import validate
+from worker.simulator import body_rules, validate
 from worker.simulator.answers import Answer, fail, invalid, ok
 from worker.simulator.clock import d14
 from worker.simulator.lookups import Lookups
@@ -189,6 +191,9 @@ class Rules:
 
     def save_item(self, branch: Branch, body: dict[str, Any]) -> Answer:
         """Upsert by itemCd on this branch (selectItemList serves it back)."""
+        problem = body_rules.item_code_problem(self.options, self.state, branch.tin, body)
+        if problem is not None:
+            return invalid(problem)
         answer = ok()
         answer.record = self._record("saveItem", branch, body, None)
         return answer
@@ -209,8 +214,10 @@ class Rules:
             )
         problem = (
             self._unregistered_item(branch, body)
+            or self._body_rule(body_rules.pkg_problem(self.options, body))
             or self._amount_problem(SALE, body)
             or self._credit_note_problem(branch, body)
+            or self._body_rule(body_rules.stock_before_sale_problem(self.options, branch, body))
         )
         if problem is not None:
             return problem
@@ -258,6 +265,10 @@ class Rules:
                 )
         return None
 
+    @staticmethod
+    def _body_rule(problem: str | None) -> Answer | None:
+        return None if problem is None else invalid(problem)
+
     def _amount_problem(self, endpoint: str, body: dict[str, Any]) -> Answer | None:
         problem = validate.amount_problem(endpoint, body, self.options)
         return None if problem is None else invalid(problem)
@@ -274,7 +285,7 @@ class Rules:
         for field in ("rfdRsnCd", "rfdDt"):
             if not body.get(field):
                 return invalid(f"{field}: required for a credit note (rcptTyCd R)")
-        return None
+        return self._body_rule(body_rules.buyer_pin_problem(self.options, body, original.body))
 
     def insert_stock_io(self, branch: Branch, body: dict[str, Any]) -> Answer:
         sar_no = int(body["sarNo"])
@@ -290,8 +301,14 @@ class Rules:
                     "sarNo", sar_no, branch.last_sar_no, tolerate_gaps=self.options.tolerate_gaps
                 )
             )
+        codes = [
+            (f"itemList.{index}.itemCd", str(line.get("itemCd")))
+            for index, line in enumerate(body.get("itemList") or ())
+            if line.get("itemCd")
+        ]
         problem = (
             self._unregistered_item(branch, body)
+            or self._body_rule(body_rules.service_stock_problem(self.options, branch, codes))
             or self._amount_problem(STOCK_IO, body)
             or self._sale_out_problem(branch, body)
         )
@@ -326,6 +343,9 @@ class Rules:
         item_cd = str(body["itemCd"])
         if item_cd not in branch.items:
             return invalid(f"itemCd: item {item_cd} is not registered on branch {branch.bhf_id}")
+        service = body_rules.service_stock_problem(self.options, branch, [("itemCd", item_cd)])
+        if service is not None:
+            return invalid(service)
         balance = branch.balance.get(item_cd)
         if balance is None:
             return invalid(f"Stock IO is empty for itemCd {item_cd}: send insertStockIO first")
