@@ -46,6 +46,10 @@ def serve(
         list[str] | None, typer.Option(help="Tax rate override like B=16 (repeatable).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the fault/jitter RNG.")] = None,
+    flavour: Annotated[
+        str,
+        typer.Option(help="Host to stand in for: etims-api | gavaconnect (paths, OAuth)."),
+    ] = "etims-api",
 ) -> None:
     """Serve the simulator (when no subcommand is given)."""
     if ctx.invoked_subcommand is not None:
@@ -65,6 +69,7 @@ def serve(
             jitter_ms=jitter_ms,
             invoice_details=invoice_details,
             seed=seed,
+            flavour=flavour,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

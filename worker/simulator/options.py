@@ -45,10 +45,15 @@ class SimulatorOptions:
     invoice_details: bool = True
     #: Seed for the fault and jitter RNG, for reproducible chaos runs.
     seed: int | None = None
+    #: Which host to stand in for: ``etims-api`` (spec paths, no OAuth) or ``gavaconnect``
+    #: (its own paths, a bearer token from ``/v1/token/generate``); see gateway.py.
+    flavour: str = "etims-api"
 
     def __post_init__(self) -> None:
         if self.vat_scheme not in VAT_SCHEMES:
             raise ValueError(f"vat_scheme must be one of {VAT_SCHEMES}, not {self.vat_scheme!r}")
+        if self.flavour not in ("etims-api", "gavaconnect"):
+            raise ValueError(f"flavour must be etims-api or gavaconnect, not {self.flavour!r}")
         if self.latency_ms < 0 or self.jitter_ms < 0:
             raise ValueError("latency_ms and jitter_ms must be >= 0")
         missing = set(DEFAULT_TAX_RATES) - set(self.tax_rates)
@@ -72,6 +77,7 @@ class SimulatorOptions:
             "jitter_ms": self.jitter_ms,
             "invoice_details": self.invoice_details,
             "seed": self.seed,
+            "flavour": self.flavour,
         }
 
 

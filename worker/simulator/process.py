@@ -55,6 +55,7 @@ class SimulatorProcess:
         jitter_ms: float = 0.0,
         invoice_details: bool = True,
         seed: int | None = None,
+        flavour: str = "etims-api",
         extra_args: Iterable[str] = (),
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout: float = 20.0,
@@ -81,6 +82,8 @@ class SimulatorProcess:
             args.append("--no-invoice-details")
         if seed is not None:
             args += ["--seed", str(seed)]
+        if flavour != "etims-api":
+            args += ["--flavour", flavour]
         self.args = args + list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 

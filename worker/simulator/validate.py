@@ -1,9 +1,11 @@
-"""Field shapes and amounts, delegated to ``schemas`` so intake and the simulator agree.
+"""Field shapes and amounts, as the simulator's own reading of the spec.
 
-``schemas.REQUEST_MODELS`` says what KRA accepts on each endpoint; ``schemas.vat`` says
-which amounts are right under a VAT scheme. This module only adapts their answers into the
-910 messages KRA gives: one naming the field path, one in live-G's amount wording
-("Invalid taxblAmt on item: 1. Expected: 862.07, But Found: 1000.00").
+:mod:`worker.simulator.fields` says what KRA accepts on each endpoint and
+:mod:`worker.simulator.amounts` which amounts are right under a VAT scheme; neither imports
+``schemas`` (the relay's request models), so the relay and the simulator do not agree by
+construction. This module only adapts their answers into the 910 messages KRA gives: one
+naming the field path, one in live-G's amount wording ("Invalid taxblAmt on item: 1.
+Expected: 862.07, But Found: 1000.00").
 """
 
 from __future__ import annotations
@@ -12,11 +14,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
-
-from schemas.base import format_errors
-from schemas.requests import REQUEST_MODELS
-from schemas.vat import check_sale_amounts, check_stock_io_amounts
+from worker.simulator.amounts import amount_problems
+from worker.simulator.fields import field_problems
 from worker.simulator.options import SimulatorOptions
 
 #: How many field problems one 910 message lists (KRA names one; more helps whoever fixes).
@@ -25,18 +24,11 @@ MAX_LISTED = 3
 
 def field_errors(endpoint: str, body: dict[str, Any]) -> list[tuple[str, str]]:
     """(dotted path, message) for every shape problem of ``body``; empty when it is valid."""
-    model = REQUEST_MODELS.get(endpoint)
-    if model is None:
-        return []
-    try:
-        model.model_validate(body)
-    except ValidationError as exc:
-        return format_errors(exc)
-    return []
+    return field_problems(endpoint, body)
 
 
 def describe(problems: Sequence[tuple[str, str]]) -> str:
-    """``"Invalid request parameter: itemList.0.itemCd: String should have ..."``."""
+    """``"Invalid request parameter: itemList.0.itemCd: at most 20 characters ..."``."""
     listed = "; ".join(f"{path or 'body'}: {message}" for path, message in problems[:MAX_LISTED])
     more = len(problems) - MAX_LISTED
     suffix = f" (and {more} more)" if more > 0 else ""
@@ -48,9 +40,9 @@ def amount_problem(endpoint: str, body: dict[str, Any], options: SimulatorOption
     GavaConnect does; ``None`` when every amount adds up."""
     rates: dict[str, Decimal] = dict(options.tax_rates)
     if endpoint == "saveTrnsSalesOsdc":
-        issues = check_sale_amounts(body, options.vat_scheme, rates)
+        issues = amount_problems(body, options.vat_scheme, rates, stock=False)
     elif endpoint == "insertStockIO":
-        issues = check_stock_io_amounts(body, options.vat_scheme, rates)
+        issues = amount_problems(body, options.vat_scheme, rates, stock=True)
     else:
         return None
-    return str(issues[0]) if issues else None
+    return issues[0] if issues else None
