@@ -54,6 +54,9 @@ class OscuSettings(BaseModel):
     apigee_app_id: str | None = None
     #: Whether the host answers ``selectInvoiceDetails`` (receipt recovery after a duplicate).
     invoice_details_supported: bool = True
+    #: Which front door ``oscu_url`` is: ``etims-api`` (spec paths) or ``gavaconnect`` (KRA's
+    #: developer-platform paths, e.g. ``/sendSalesTransaction``); it also sets the defaults of
+    #: the body rules below; see docs/oscu.md.
     flavour: Literal["etims-api", "gavaconnect"] = "etims-api"
 
 

@@ -32,8 +32,9 @@ import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from etims_relay.settings import Settings
 from producers.enqueue_rules import apply_outbox_rules, record_items
-from schemas.completion import dumps_body
+from schemas.completion import Registrant, dumps_body
 from schemas.jobs import TRADER_INVOICE_KINDS, JobEnvelope, JobKind, JobState, TrdInvcNoScope
 from schemas.validation import (
     EnqueueOptions,
@@ -42,6 +43,7 @@ from schemas.validation import (
     payload_errors,
     validate_records,
 )
+from schemas.vat import VatScheme
 from worker.outbox import intake_queries as iq
 from worker.outbox import queries as q
 from worker.tax_rates import with_branch_rates
@@ -373,3 +375,14 @@ def _check_original_kind(
         errors.append(RecordError(index, "original_key", "must name a sale"))
     elif bhf != envelope.bhf_id:
         errors.append(RecordError(index, "original_key", "must name a sale of the same branch"))
+
+
+def options_from_settings(settings: Settings) -> EnqueueOptions:
+    """Validation exactly as this configuration's enqueue does it (CLI, intake, tests)."""
+    return EnqueueOptions(
+        vat_scheme=VatScheme(settings.vat_scheme),
+        tax_rates=settings.tax_rates,
+        registrant=Registrant(settings.registrant_id, settings.registrant_name),
+        trd_invc_no_scope=TrdInvcNoScope(settings.trd_invc_no_scope),
+        rules=settings.body_rules(),
+    )

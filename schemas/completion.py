@@ -25,6 +25,7 @@ from schemas.vat import (
     complete_sale_amounts,
     complete_stock_io_amounts,
 )
+from schemas.wire_numbers import with_json_numbers
 
 #: Placeholder numbers used to validate a body before KRA numbers are allocated.
 PLACEHOLDER_NUMBER = 1
@@ -73,6 +74,7 @@ def complete_body(
 ) -> dict[str, Any]:
     """The request body for ``kind``; raises :class:`AmountMismatch` or ``ValueError``."""
     body: dict[str, Any] = {**registrant.defaults(), **payload, "tin": tin, "bhfId": bhf_id}
+    body = with_json_numbers(kind.endpoint, body)  # quoted amounts leave as JSON numbers
     rates = rates or DEFAULT_TAX_RATES
     if kind in (JobKind.SALE, JobKind.CREDIT_NOTE):
         body["invcNo"] = number if number is not None else PLACEHOLDER_NUMBER

@@ -33,11 +33,10 @@ from producers.enqueue import (
     RecordError,
     TrdInvcNoConflict,
     enqueue,
+    options_from_settings,
 )
-from schemas.completion import Registrant
-from schemas.jobs import JobEnvelope, TrdInvcNoScope
+from schemas.jobs import JobEnvelope
 from schemas.validation import validate_records
-from schemas.vat import VatScheme
 from worker.devices import DeviceNotInitialised
 from worker.next_number import kra_confirms_next_invoice
 from worker.outbox import ops_queries as oq
@@ -490,14 +489,7 @@ def _payload_from(path: Path) -> dict[str, Any]:
 
 def _enqueue_options() -> EnqueueOptions:
     """Validation exactly as ``enqueue`` does it with this configuration."""
-    cfg = settings()
-    return EnqueueOptions(
-        vat_scheme=VatScheme(cfg.vat_scheme),
-        tax_rates=cfg.tax_rates,
-        registrant=Registrant(cfg.registrant_id, cfg.registrant_name),
-        trd_invc_no_scope=TrdInvcNoScope(cfg.trd_invc_no_scope),
-        rules=cfg.body_rules(),
-    )
+    return options_from_settings(settings())
 
 
 def _split_branch(value: str) -> tuple[str, str]:

@@ -55,7 +55,10 @@ def serve(
         typer.Option(help="Answer init with cmcKey at the envelope root (KRA's sandbox)."),
     ] = False,
     flavour: Annotated[
-        str, typer.Option(help="Host flavour whose body rules apply: etims-api | gavaconnect.")
+        str,
+        typer.Option(
+            help="Host to stand in for: etims-api | gavaconnect (paths, OAuth, body rules)."
+        ),
     ] = "etims-api",
     item_code_structure: Annotated[
         bool | None,

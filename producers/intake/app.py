@@ -13,16 +13,13 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from etims_relay.settings import Settings
-from producers.enqueue import EnqueueOptions
+from producers.enqueue import options_from_settings
 from producers.intake import notice_routes, ops_routes, routes_jobs, routes_ops
 from producers.intake.bodylimit import BodySizeLimit
 from producers.intake.deps import IntakeContext
 from producers.intake.errors import install_error_handlers
 from producers.intake.models import schema_components
 from producers.intake.ratelimit import KeyRateLimiter
-from schemas.completion import Registrant
-from schemas.jobs import TrdInvcNoScope
-from schemas.vat import VatScheme
 from worker.notices import sync_device
 from worker.runtime import Runtime
 
@@ -49,13 +46,7 @@ def context_from_runtime(settings: Settings, runtime: Runtime) -> IntakeContext:
     return IntakeContext(
         engine=runtime.engine,
         waker=runtime.waker,
-        options=EnqueueOptions(
-            vat_scheme=VatScheme(settings.vat_scheme),
-            tax_rates=settings.tax_rates,
-            registrant=Registrant(settings.registrant_id, settings.registrant_name),
-            trd_invc_no_scope=TrdInvcNoScope(settings.trd_invc_no_scope),
-            rules=settings.body_rules(),
-        ),
+        options=options_from_settings(settings),
         limiter=KeyRateLimiter(settings.intake.rate_limit, settings.intake.rate_limit_storage),
         broker_url=runtime.broker_url,
         ready_timeout_s=settings.intake.ready_timeout_s,

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from etims_relay.settings import DrainSettings, OscuSettings, RetrySettings, Settings
-from producers.enqueue import Enqueued, enqueue
+from producers.enqueue import Enqueued, enqueue, options_from_settings
 from tests.workload import TIN
 from worker.device_init import init_device
 from worker.drain import DrainReport, drain
@@ -33,7 +33,9 @@ class Pipeline:
     sim: SimulatorHandle
 
     def enqueue(self, records: list[dict[str, Any]]) -> list[Enqueued]:
-        return enqueue(self.runtime.engine, records)
+        return enqueue(
+            self.runtime.engine, records, options=options_from_settings(self.runtime.settings)
+        )
 
     def drain(self, bhf_id: str = "00", *, rounds: int = 20) -> DrainReport:
         """Drain a branch until it is idle, parked or stuck waiting (bounded)."""
@@ -76,6 +78,18 @@ def make_settings(db_url: str, oscu_url: str, state_dir: Path) -> Settings:
     )
 
 
+def gavaconnect_client(sim_url: str) -> OscuSettings:
+    """A client set up for the simulator's GavaConnect flavour: its paths and its token."""
+    return OscuSettings(
+        connect_timeout_s=1,
+        read_timeout_s=1,
+        flavour="gavaconnect",
+        token_url=f"{sim_url}/v1/token/generate",
+        consumer_key=SecretStr("sim-consumer"),
+        consumer_secret=SecretStr("sim-secret"),
+    )
+
+
 @pytest.fixture
 def pipeline_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
     started: list[tuple[Runtime, Any]] = []
@@ -83,7 +97,10 @@ def pipeline_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
     def start(branches: tuple[str, ...] = ("00",), **sim_options: Any) -> Pipeline:
         context = run_simulator(tmp_path / "ledger.jsonl", **sim_options)
         sim = context.__enter__()
-        runtime = build_runtime(make_settings(db_url, sim.url, tmp_path), need_broker=False)
+        settings = make_settings(db_url, sim.url, tmp_path)
+        if sim_options.get("flavour") == "gavaconnect":  # the relay talks to it as it must
+            settings = settings.model_copy(update={"oscu": gavaconnect_client(sim.url)})
+        runtime = build_runtime(settings, need_broker=False)
         started.append((runtime, context))
         for bhf in branches:
             init_device(

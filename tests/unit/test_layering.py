@@ -40,6 +40,48 @@ def test_import_direction(package: str) -> None:
     assert not offenders, "\n".join(offenders)
 
 
+#: What the simulator may take from ``schemas``: nothing. Its field and VAT checks are a second
+#: reading of the spec (worker/simulator/fields.py, amounts.py), so a misreading in the relay's
+#: models (``schemas.requests``, ``schemas.sales``, ``schemas.vat``...) fails a test instead of
+#: agreeing by construction. No module of ``schemas`` is allowed, not even the code lists: the
+#: simulator keeps its own (fields.py), since a wrong code in ``schemas.codes`` is exactly the
+#: kind of misreading it must catch.
+SIMULATOR_ALLOWED_FROM_SCHEMAS: frozenset[str] = frozenset()
+
+
+def simulator_schema_imports(root: Path) -> list[str]:
+    """Every import of ``schemas`` under ``root`` not named in the allowed list."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for name in sorted(imports_of(path)):
+            if name != "schemas" and not name.startswith("schemas."):
+                continue
+            if any(
+                name == ok or name.startswith(ok + ".") for ok in SIMULATOR_ALLOWED_FROM_SCHEMAS
+            ):
+                continue
+            found.append(f"{path.name} imports {name}")
+    return found
+
+
+def test_the_simulator_reads_the_spec_without_schemas() -> None:
+    offenders = simulator_schema_imports(ROOT / "worker" / "simulator")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_simulator_check_sees_a_schemas_import(tmp_path: Path) -> None:
+    package = tmp_path / "worker" / "simulator"
+    package.mkdir(parents=True)
+    (package / "validate.py").write_text(
+        "from schemas.vat import check_sale_amounts\nimport schemas.requests\n"
+    )
+    (package / "fine.py").write_text("from worker.simulator.fields import TABLES\n")
+    offenders = simulator_schema_imports(package)
+    assert any("schemas.vat" in line for line in offenders)
+    assert any("schemas.requests" in line for line in offenders)
+    assert not any("fine.py" in line for line in offenders)
+
+
 def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from worker.tasks import drain_task\nimport producers.enqueue\n")

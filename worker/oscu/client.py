@@ -29,7 +29,7 @@ from worker.oscu._secrets import scrub
 from worker.oscu.auth import ClientCredentialsTokenProvider, TokenProvider
 from worker.oscu.classify import classify_response, outcome_for_error
 from worker.oscu.credentials import DeviceCredentials
-from worker.oscu.endpoints import ENDPOINTS, INIT_ENDPOINT, EndpointsMixin
+from worker.oscu.endpoints import ENDPOINTS, INIT_ENDPOINT, EndpointsMixin, endpoint_path
 from worker.oscu.errors import OscuError, map_transport_errors
 from worker.oscu.outcome import CallOutcome
 from worker.oscu.transport import StdlibTransport
@@ -64,8 +64,11 @@ class OscuClient(EndpointsMixin):
         transport: httpx.BaseTransport | None = None,
         token_provider: TokenProvider | None = None,
         apigee_app_id: str | None = None,
+        flavour: str = "etims-api",
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        endpoint_path(INIT_ENDPOINT, flavour)  # refuse an unknown flavour now, not per call
+        self._flavour = flavour
         # The transport, not an httpx.Client: a call is one POST whose answer we classify
         # ourselves, so the Client's layers (cookie jar, auth flow, redirects -- a redirect of
         # a POST is an answer to classify, never something to follow -- event hooks) would
@@ -121,6 +124,7 @@ class OscuClient(EndpointsMixin):
             transport=transport,
             token_provider=provider,
             apigee_app_id=settings.apigee_app_id,
+            flavour=settings.flavour,
         )
         client._owns_token_provider = provider is not None
         return client
@@ -129,9 +133,17 @@ class OscuClient(EndpointsMixin):
     def base_url(self) -> str:
         return self._base_url
 
+    @property
+    def flavour(self) -> str:
+        """Which host's path names the client uses (``etims-api`` or ``gavaconnect``)."""
+        return self._flavour
+
     def __repr__(self) -> str:
         bearer = self._token_provider is not None
-        return f"{type(self).__name__}(base_url={self._base_url!r}, bearer={bearer})"
+        return (
+            f"{type(self).__name__}(base_url={self._base_url!r}, flavour={self._flavour!r},"
+            f" bearer={bearer})"
+        )
 
     def __enter__(self) -> OscuClient:
         return self
@@ -160,7 +172,8 @@ class OscuClient(EndpointsMixin):
         write: bool,
         encoded: bytes | None = None,
     ) -> CallOutcome:
-        """POST ``body`` to ``{base_url}/{endpoint}`` and classify the answer.
+        """POST ``body`` to ``{base_url}/{path}`` and classify the answer; ``endpoint`` is the
+        spec name, ``path`` its name on this flavour of host (the same on etims-api).
 
         ``encoded``, when given, is sent as is instead of serialising ``body``: the drain
         passes the exact text it froze before the first send, so every resend repeats those
@@ -249,7 +262,8 @@ class OscuClient(EndpointsMixin):
     def _url(self, endpoint: str) -> httpx.URL:
         url = self._urls.get(endpoint)
         if url is None:  # parsed once per endpoint (a dict write is atomic under the GIL)
-            url = self._urls[endpoint] = httpx.URL(f"{self._base_url}/{endpoint}")
+            path = endpoint_path(endpoint, self._flavour)
+            url = self._urls[endpoint] = httpx.URL(f"{self._base_url}/{path}")
         return url
 
     def _headers(

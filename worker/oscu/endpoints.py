@@ -8,12 +8,13 @@ failure without an answer is classified (a lookup is safe to retry, a write may 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
 from worker.oscu.credentials import DeviceCredentials
 from worker.oscu.outcome import CallOutcome
 
-__all__ = ["ENDPOINTS", "INIT_ENDPOINT", "EndpointsMixin"]
+__all__ = ["ENDPOINTS", "FLAVOURS", "INIT_ENDPOINT", "EndpointsMixin", "Flavour", "endpoint_path"]
 
 #: The one endpoint sent without tin/bhfId/cmcKey headers: it is how a device gets its key.
 INIT_ENDPOINT = "selectInitOsdcInfo"
@@ -42,6 +43,47 @@ ENDPOINTS: dict[str, bool] = {
     "saveStockMaster": True,
     "selectInvoiceDetails": False,  # not in the spec; receipt recovery (§2.2)
 }
+
+#: The two front doors to OSCU: the spec's ``etims-api`` host and KRA's GavaConnect platform.
+Flavour = Literal["etims-api", "gavaconnect"]
+
+#: GavaConnect's own path for the endpoints it renamed; every other endpoint keeps its spec
+#: name there. Jobs, metrics and outcomes keep the spec names whatever the host: only the URL
+#: changes, so a deployment switches host with one setting (``oscu.flavour``).
+_GAVACONNECT_PATHS: Mapping[str, str] = {
+    INIT_ENDPOINT: "initialize",
+    "selectItemClsList": "selectItemClass",
+    "selectItemList": "itemInfo",
+    "selectBhfList": "branchList",
+    "selectCustomer": "customerPinInfo",
+    "saveTrnsSalesOsdc": "sendSalesTransaction",
+    "selectInvoiceDetails": "selectInvoiceDetail",
+    "insertStockIO": "insert/stockIO",
+    "saveStockMaster": "save/stockMaster",
+    "selectStockMoveList": "selectStockMoveLists",
+    "insertTrnsPurchase": "sendPurchaseTransactionInfo",
+    "selectTrnsPurchaseSalesList": "getPurchaseTransactionInfo",
+}
+
+#: Flavour -> spec endpoint name -> path appended to the base URL (no leading slash).
+FLAVOURS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "etims-api": MappingProxyType({name: name for name in ENDPOINTS}),
+        "gavaconnect": MappingProxyType(
+            {name: _GAVACONNECT_PATHS.get(name, name) for name in ENDPOINTS}
+        ),
+    }
+)
+
+
+def endpoint_path(endpoint: str, flavour: str = "etims-api") -> str:
+    """The path of ``endpoint`` (a spec name) on a host of ``flavour``; an endpoint outside
+    the table keeps its name (callers may reach a path the table does not know yet)."""
+    try:
+        paths = FLAVOURS[flavour]
+    except KeyError:
+        raise ValueError(f"unknown OSCU flavour {flavour!r}; one of {sorted(FLAVOURS)}") from None
+    return paths.get(endpoint, endpoint)
 
 
 class EndpointsMixin:

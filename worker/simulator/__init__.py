@@ -3,9 +3,10 @@
 Modules, one job each:
 
 - :mod:`~worker.simulator.rules`: what KRA accepts, per write endpoint (devices, numbering,
-  items, credit notes, amounts, stock); field shapes come from ``schemas`` through
-  :mod:`~worker.simulator.validate`. :mod:`~worker.simulator.lookups` answers the
-  ``select*`` endpoints; :mod:`~worker.simulator.answers` is the answer value.
+  items, credit notes, amounts, stock); field shapes (:mod:`~worker.simulator.fields`) and
+  amounts (:mod:`~worker.simulator.amounts`) are its own reading of the spec, never
+  ``schemas``, adapted by :mod:`~worker.simulator.validate`. :mod:`~worker.simulator.lookups`
+  answers the ``select*`` endpoints; :mod:`~worker.simulator.answers` is the answer value.
 - :mod:`~worker.simulator.state`: what KRA remembers, rebuilt from the ledger.
 - :mod:`~worker.simulator.ledger`: the append-only JSON-lines record of accepted writes.
 - :mod:`~worker.simulator.faults`: latency, HTTP errors, result codes, drops, lost answers.

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from worker.simulator.answers import Answer, fail, invalid
+from worker.simulator.answers import Answer, fail
 from worker.simulator.faults import FaultRegistry
 from worker.simulator.ledger import Ledger, read_records
 from worker.simulator.options import SimulatorOptions
@@ -85,14 +85,21 @@ class Simulator:
             return fail("999", f"Unknown error in simulator: {type(exc).__name__}: {exc}")
 
     @staticmethod
-    def _parse(raw_body: bytes) -> Any:
-        """The JSON body, or the 911/910 answer for an empty or malformed one."""
+    def _parse(raw_body: bytes) -> dict[str, Any] | Answer:
+        """The JSON object of the body, or 911 ("no request full text"): KRA has no request
+        to read in an empty body, in text that is not JSON, or in JSON that is not an object
+        (a list, a string, a number), so none of them is a parameter error (910)."""
         if not raw_body.strip():
             return fail("911", "No request full text: the request body is empty")
         try:
-            return orjson.loads(raw_body)
+            body = orjson.loads(raw_body)
         except orjson.JSONDecodeError as exc:
-            return invalid(f"body: malformed JSON ({exc.msg} at char {exc.pos})")
+            return fail(
+                "911", f"No request full text: malformed JSON ({exc.msg} at char {exc.pos})"
+            )
+        if not isinstance(body, dict):
+            return fail("911", "No request full text: the body must be a JSON object")
+        return body
 
     def stats(self) -> dict[str, Any]:
         """Counters for ``GET /__admin/stats`` (JSON-ready)."""

@@ -73,7 +73,9 @@ class SimulatorOptions:
     #: Answer init with ``cmcKey`` at the envelope's root instead of in ``data.info`` (KRA's
     #: sandbox does, per the published SDK; the spec puts it in ``data.info``).
     init_key_at_root: bool = False
-    #: Host flavour; the four rules below default to its behaviour when left ``None``.
+    #: Which host to stand in for: ``etims-api`` (spec paths, no OAuth) or ``gavaconnect``
+    #: (its own paths, a bearer token from ``/v1/token/generate``; see gateway.py). The four
+    #: body rules below default to its behaviour when left ``None``.
     flavour: str = "etims-api"
     #: saveItem: itemCd structure, prefix agreement and next running number per PIN.
     item_code_structure: bool | None = None

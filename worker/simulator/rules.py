@@ -4,16 +4,17 @@ Lookups live in :mod:`worker.simulator.lookups`; :class:`Rules` routes to both.
 
 Pure with respect to I/O: rules read :class:`SimulatorState` and say what to record; the
 :class:`~worker.simulator.core.Simulator` appends the record to the ledger and then folds it
-into the state. Field shapes come from ``schemas`` (:mod:`worker.simulator.validate`); what
+into the state. Field shapes and amounts come from the simulator's own reading of the spec
+(:mod:`worker.simulator.validate`, never ``schemas``); what
 only KRA can know lives here: devices and keys, numbering, registered items, accepted
 originals, the stock ledger and the configured tax rates.
 
-Order of checks on a write (the first failure answers): headers (900/901) -> JSON (911/910)
--> body tin/bhfId match the headers -> field shapes (910) -> numbering (921 repeat, 910 gap)
--> references (items, credit-note original and its buyer PIN) -> host body rules (itemCd,
-pkg, services in stock: :mod:`worker.simulator.body_rules`) -> amounts and taxRtX (910) ->
-stock (922/910, and "not in your stock master" when ``stock_before_sale``) -> trader invoice
-reuse (994).
+Order of checks on a write (the first failure answers): headers (900/901) -> a JSON object
+(911) -> body tin/bhfId/cmcKey match the headers (910) -> field shapes (910) -> numbering
+(921 repeat, 910 gap) -> references (items, credit-note original and its buyer PIN) -> host
+body rules (itemCd, pkg, services in stock: :mod:`worker.simulator.body_rules`) -> amounts
+and taxRtX (910) -> stock (922/910, and "not in your stock master" when
+``stock_before_sale``) -> trader invoice reuse (994).
 """
 
 from __future__ import annotations
@@ -103,10 +104,9 @@ class Rules:
         """Decide one authenticated request whose JSON body is already parsed."""
         if not isinstance(body, dict):
             return invalid("body: must be a JSON object")
-        for name, expected in (("tin", branch.tin), ("bhfId", branch.bhf_id)):
-            sent = body.get(name)
-            if sent is not None and sent != expected:
-                return invalid(f"{name}: body value {sent!r} does not match the {name} header")
+        mismatch = self._body_credentials_mismatch(branch, body)
+        if mismatch is not None:
+            return mismatch
         problems = validate.field_errors(endpoint, body)
         if problems:
             return invalid(validate.describe(problems))
@@ -114,6 +114,21 @@ class Rules:
         if answer.record is not None:
             answer.record["endpoint"] = endpoint
         return answer
+
+    def _body_credentials_mismatch(self, branch: Branch, body: dict[str, Any]) -> Answer | None:
+        """910 when the body's ``tin``/``bhfId``/``cmcKey`` (request fields in the spec's
+        tables; some clients send them besides the headers) differ from the headers."""
+        for name, expected in (("tin", branch.tin), ("bhfId", branch.bhf_id)):
+            sent = body.get(name)
+            if sent is not None and sent != expected:
+                return invalid(f"{name}: body value {sent!r} does not match the {name} header")
+        key = body.get("cmcKey")
+        device = self.state.devices[(branch.tin, branch.bhf_id)]
+        if key is not None and not (
+            isinstance(key, str) and hmac.compare_digest(key.encode(), device.cmc_key.encode())
+        ):
+            return invalid("cmcKey: body value does not match the cmcKey header")
+        return None
 
     def authenticate(self, headers: Mapping[str, str]) -> Branch | Answer:
         """900 without all three headers, 901 for an unknown device or a wrong key."""

@@ -1,8 +1,8 @@
 """Valid OSCU request bodies, built the way a careful client builds them.
 
 Tests, the benchmark and the demo all need bodies the simulator accepts, and malformed
-variants of them; building them here (amounts from ``schemas.vat`` under the run's scheme)
-keeps every caller consistent with the validator instead of hand-copying JSON.
+variants of them; building them here (amounts from :mod:`worker.simulator.amounts` under the
+run's scheme) keeps every caller consistent with the validator instead of hand-copying JSON.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from schemas.vat import compute_sale_amounts, compute_stock_io_amounts
+from worker.simulator.amounts import expected_amounts
 from worker.simulator.options import DEFAULT_TAX_RATES, DEFAULT_VAT_SCHEME
 
 _AUDIT = {"regrId": "sim", "regrNm": "Simulator", "modrId": "sim", "modrNm": "Simulator"}
@@ -95,7 +95,7 @@ def sale_body(
         }
         for seq, line in enumerate(lines, start=1)
     ]
-    computed, header = compute_sale_amounts(raw_lines, scheme, rates)
+    computed, header = expected_amounts({"itemList": raw_lines}, scheme, rates, stock=False)
     item_list = [
         {**line, **_jsonify({k: v for k, v in amounts.items()})}
         for line, amounts in zip(raw_lines, computed, strict=True)
@@ -117,6 +117,7 @@ def sale_body(
         "cnclDt": None,
         "rfdDt": SAMPLE_D14 if rcpt_ty_cd == "R" else None,
         "rfdRsnCd": "06" if rcpt_ty_cd == "R" else None,
+        "totItemCnt": len(item_list),
         **_jsonify(header),
         "prchrAcptcYn": "N",
         "remark": None,
@@ -162,7 +163,7 @@ def stock_io_body(
         }
         for seq, line in enumerate(lines, start=1)
     ]
-    computed, header = compute_stock_io_amounts(raw_lines, scheme, rates)
+    computed, header = expected_amounts({"itemList": raw_lines}, scheme, rates, stock=True)
     item_list = [
         {**line, **_jsonify(amounts)} for line, amounts in zip(raw_lines, computed, strict=True)
     ]
@@ -175,6 +176,7 @@ def stock_io_body(
         "custBhfId": None,
         "sarTyCd": sar_ty_cd,
         "ocrnDt": SAMPLE_D8,
+        "totItemCnt": len(item_list),
         **_jsonify(header),
         "remark": None,
         **_AUDIT,

@@ -5,8 +5,10 @@ a connection at a chosen moment without any answer (``drop``, ``lost_answer``), 
 cannot express, and a framework-free hot path keeps the simulator far above the pipeline's
 throughput on a shared 2-core machine (see bench/README.md).
 
-Routing: ``POST /<endpoint>`` for every OSCU endpoint at the root, ``/__admin/...`` for the
-control plane (faults and counters), anything else HTTP 404. Requests on one connection are
+Routing: ``POST /<path>`` for every OSCU endpoint at the root, where the path is the spec
+name or, under ``--flavour gavaconnect``, GavaConnect's name for it (plus its token endpoint
+and bearer check, :mod:`worker.simulator.gateway`); ``/__admin/...`` for the control plane
+(faults and counters); anything else HTTP 404. Requests on one connection are
 answered in order; a request that must wait (latency fault) pauses that connection only.
 """
 
@@ -27,13 +29,15 @@ from worker.simulator.admin import AdminApi
 from worker.simulator.clock import d14
 from worker.simulator.core import Simulator
 from worker.simulator.faults import FaultKind, FaultPlan
+from worker.simulator.gateway import TOKEN_PATH, UNAUTHORISED, Gateway, routes_for, wrap
 
 log = logging.getLogger("worker.simulator")
 
 _REASONS = {
-    200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-    413: b"Payload Too Large", 429: b"Too Many Requests", 500: b"Internal Server Error",
-    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
+    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
+    405: b"Method Not Allowed", 413: b"Payload Too Large", 429: b"Too Many Requests",
+    500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout",
 }  # fmt: skip
 #: Fault actions that answer without processing the request.
 _INSTEAD_OF_PROCESSING = frozenset({FaultKind.DROP, FaultKind.HTTP_ERROR, FaultKind.RESULT_CODE})
@@ -61,6 +65,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool
+    query: str = ""
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -122,8 +127,9 @@ class HttpProtocol(asyncio.Protocol):
         if self._size > MAX_BODY:
             self._fail(413, b'{"error": "request body too large"}')
             return
-        path = self._url.split(b"?", 1)[0].decode("latin-1")
+        path, _, query = self._url.decode("latin-1").partition("?")
         request = Request(
+            query=query,
             method=self.parser.get_method().decode("latin-1"),
             path=path,
             headers=self._headers,
@@ -190,12 +196,17 @@ class SimulatorApp:
         self.simulator = simulator
         self.admin = AdminApi(simulator)
         self.endpoints = simulator.endpoints
+        self.flavour = simulator.options.flavour
+        #: URL path (no leading slash) -> spec endpoint name, for this run's flavour.
+        self.routes = routes_for(self.flavour, self.endpoints)
+        #: GavaConnect's OAuth layer; ``None`` on the etims-api flavour (no token needed).
+        self.gateway = Gateway() if self.flavour == "gavaconnect" else None
         self.connections: set[HttpProtocol] = set()
 
     def plan(self, request: Request) -> FaultPlan | None:
         """Faults for an OSCU request; ``None`` for admin and unknown paths."""
-        endpoint = request.path[1:]
-        if request.method != "POST" or endpoint not in self.endpoints:
+        endpoint = self.routes.get(request.path[1:])
+        if request.method != "POST" or endpoint is None:
             return None
         plan = self.simulator.faults.plan(endpoint)
         return None if plan.is_plain else plan
@@ -206,9 +217,17 @@ class SimulatorApp:
         if path.startswith("/__admin/"):
             status, payload = self.admin.handle(request.method, path, request.body)
             return http_response(status, orjson.dumps(payload), keep_alive=request.keep_alive)
-        endpoint = path[1:]
-        if endpoint not in self.endpoints:
+        if self.gateway is not None and path == TOKEN_PATH:
+            return self._token(request, self.gateway)
+        endpoint = self.routes.get(path[1:])
+        if endpoint is None:
             return http_response(404, b'{"error": "not found"}', keep_alive=request.keep_alive)
+        if self.gateway is not None and not self.gateway.admits(
+            request.headers.get("authorization")
+        ):
+            self.simulator.count(endpoint, "http_401")
+            body = orjson.dumps(UNAUTHORISED)
+            return http_response(401, body, keep_alive=request.keep_alive)
         if request.method != "POST":
             return self._envelope(request, "912", "Request method error: use POST", None)
         if plan is not None and plan.action in _INSTEAD_OF_PROCESSING:
@@ -224,12 +243,24 @@ class SimulatorApp:
             answer.data,
             status=answer.http_status,
             root=answer.root,
+            wrapped=self.gateway is not None and endpoint == "selectInitOsdcInfo",
         )
+
+    @staticmethod
+    def _token(request: Request, gateway: Gateway) -> bytes:
+        """GavaConnect's token endpoint: GET only (a POST gets 200 and an empty body there)."""
+        if request.method != "GET":
+            return http_response(200, b"", keep_alive=request.keep_alive)
+        if "grant_type=client_credentials" not in request.query.split("&"):
+            body = orjson.dumps({"error": "unsupported_grant_type"})
+            return http_response(400, body, keep_alive=request.keep_alive)
+        status, payload = gateway.issue(request.headers.get("authorization"))
+        return http_response(status, orjson.dumps(payload), keep_alive=request.keep_alive)
 
     def _fault_answer(self, request: Request, plan: FaultPlan) -> bytes | None:
         """The answer a fault gives instead of processing (``None``: close, no answer)."""
         events = self.simulator.events
-        endpoint = request.path[1:]
+        endpoint = self.routes.get(request.path[1:], request.path[1:])
         if plan.action is FaultKind.DROP:
             events["dropped"] += 1
             self.simulator.count(endpoint, "dropped")
@@ -253,9 +284,11 @@ class SimulatorApp:
         *,
         status: int = 200,
         root: dict[str, Any] | None = None,
+        wrapped: bool = False,
     ) -> bytes:
-        body = orjson.dumps({"resultCd": code, "resultMsg": message, "resultDt": d14(),
-                             "data": data, **(root or {})})  # fmt: skip
+        envelope = {"resultCd": code, "resultMsg": message, "resultDt": d14(), "data": data,
+                    **(root or {})}  # fmt: skip
+        body = orjson.dumps(wrap(envelope) if wrapped else envelope)
         return http_response(status, body, keep_alive=request.keep_alive)
 
 

@@ -1,9 +1,11 @@
-"""Field shapes and amounts, delegated to ``schemas`` so intake and the simulator agree.
+"""Field shapes and amounts, as the simulator's own reading of the spec.
 
-``schemas.REQUEST_MODELS`` says what KRA accepts on each endpoint; ``schemas.vat`` says
-which amounts are right under a VAT scheme. This module only adapts their answers into the
-910 messages KRA gives: one naming the field path, one in live-G's amount wording
-("Invalid taxblAmt on item: 1. Expected: 862.07, But Found: 1000.00").
+:mod:`worker.simulator.fields` says what KRA accepts on each endpoint and
+:mod:`worker.simulator.amounts` which amounts are right under a VAT scheme; neither imports
+``schemas`` (the relay's request models), so the relay and the simulator do not agree by
+construction. This module only adapts their answers into the 910 messages KRA gives: one
+naming the field path, one in live-G's amount wording ("Invalid taxblAmt on item: 1.
+Expected: 862.07, But Found: 1000.00").
 """
 
 from __future__ import annotations
@@ -12,11 +14,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
-
-from schemas.base import format_errors
-from schemas.requests import REQUEST_MODELS
-from schemas.vat import check_sale_amounts, check_stock_io_amounts
+from worker.simulator.amounts import amount_problems
+from worker.simulator.fields import field_problems
 from worker.simulator.options import SimulatorOptions
 
 #: How many field problems one 910 message lists (KRA names one; more helps whoever fixes).
@@ -25,18 +24,11 @@ MAX_LISTED = 3
 
 def field_errors(endpoint: str, body: dict[str, Any]) -> list[tuple[str, str]]:
     """(dotted path, message) for every shape problem of ``body``; empty when it is valid."""
-    model = REQUEST_MODELS.get(endpoint)
-    if model is None:
-        return []
-    try:
-        model.model_validate(body)
-    except ValidationError as exc:
-        return format_errors(exc)
-    return []
+    return field_problems(endpoint, body)
 
 
 def describe(problems: Sequence[tuple[str, str]]) -> str:
-    """``"Invalid request parameter: itemList.0.itemCd: String should have ..."``."""
+    """``"Invalid request parameter: itemList.0.itemCd: at most 20 characters ..."``."""
     listed = "; ".join(f"{path or 'body'}: {message}" for path, message in problems[:MAX_LISTED])
     more = len(problems) - MAX_LISTED
     suffix = f" (and {more} more)" if more > 0 else ""
@@ -48,18 +40,31 @@ def amount_problem(endpoint: str, body: dict[str, Any], options: SimulatorOption
     GavaConnect does; ``None`` when every amount adds up."""
     rates: dict[str, Decimal] = dict(options.tax_rates)
     if endpoint == "saveTrnsSalesOsdc":
-        issues = check_sale_amounts(body, options.vat_scheme, rates)
+        issues = amount_problems(body, options.vat_scheme, rates, stock=False)
     elif endpoint == "insertStockIO":
-        issues = check_stock_io_amounts(body, options.vat_scheme, rates)
+        issues = amount_problems(body, options.vat_scheme, rates, stock=True)
     else:
         return None
-    # A wrong rate is reported first, in KRA's words (live host, oscu-reference §5.1): its
-    # line amounts are wrong too, but the rate is what the sender has to fix.
-    for issue in issues:
-        if issue.path.startswith("taxRt"):
-            found = format(issue.found.normalize(), "f")
+    if endpoint == "saveTrnsSalesOsdc" and (wrong_rate := _rate_problem(body, rates)):
+        # A wrong rate is reported first, in KRA's words (a live host's answer): its line
+        # amounts are wrong too, but the rate is what the sender has to fix.
+        return wrong_rate
+    return issues[0] if issues else None
+
+
+def _rate_problem(body: dict[str, Any], rates: dict[str, Decimal]) -> str | None:
+    """``taxRtX`` must be KRA's configured rate for type X (class 04 of its code list)."""
+    for code in "ABCDE":
+        raw, want = body.get(f"taxRt{code}"), rates.get(code)
+        if raw is None or want is None or isinstance(raw, bool):
+            continue
+        try:
+            found = Decimal(str(raw))
+        except ArithmeticError:
+            continue  # not a number: the field checks report it
+        if found != want:
+            shown = format(found.normalize(), "f")
             return (
-                f"Rule {issue.path} failed: Tax rate mismatch. "
-                f"Expected: {issue.expected:.2f}, Found: {found}"
+                f"Rule taxRt{code} failed: Tax rate mismatch. Expected: {want:.2f}, Found: {shown}"
             )
-    return str(issues[0]) if issues else None
+    return None

@@ -306,9 +306,25 @@ CASES: list[Case] = [
         "910",
         "tin",
     ),
-    ("malformed JSON", "saveTrnsSalesOsdc", lambda: b'{"invcNo": 2,', "910", "malformed JSON"),
+    ("malformed JSON", "saveTrnsSalesOsdc", lambda: b'{"invcNo": 2,', "911", "malformed JSON"),
     ("empty body", "saveTrnsSalesOsdc", lambda: b"", "911", "body"),
-    ("body is a list", "saveItem", lambda: b"[1, 2]", "910", "JSON object"),
+    ("body is a list", "saveItem", lambda: b"[1, 2]", "911", "JSON object"),
+    ("body is a string", "saveTrnsSalesOsdc", lambda: b'"sale"', "911", "JSON object"),
+    ("init body not JSON", "selectInitOsdcInfo", lambda: b"tin=P051234567A", "911", "JSON"),
+    (
+        "body bhfId differs from header",
+        "saveTrnsSalesOsdc",
+        lambda: sale2(bhfId="01"),
+        "910",
+        "bhfId",
+    ),
+    (
+        "body cmcKey differs from header",
+        "saveTrnsSalesOsdc",
+        lambda: sale2(tin=TIN, bhfId="00", cmcKey="0" * 64),
+        "910",
+        "cmcKey",
+    ),
 ]
 
 
