@@ -35,6 +35,7 @@ from schemas.validation import (
     validate_records,
 )
 from worker.outbox import queries as q
+from worker.outbox.dberrors import DbFailure, classify
 from worker.wake import NullWaker, Waker
 
 __all__ = [
@@ -77,6 +78,12 @@ class Enqueued:
     branch_id: int
 
 
+#: A concurrent caller may write one of our keys between our lookup and our insert (a unique
+#: violation, raised by the driver itself for the multi-row insert). The transaction is run
+#: again: its lookup then finds that job (same payload -> the same job, else a conflict).
+WRITE_ATTEMPTS = 3
+
+
 def parse_envelopes(records: Sequence[Mapping[str, Any]]) -> list[JobEnvelope]:
     """Validate envelopes and their payloads; raise InvalidRecords listing every problem."""
     return validate_records(records, EnqueueOptions())
@@ -94,8 +101,14 @@ def enqueue(
     options = options or EnqueueOptions()
     envelopes = validate_records(records, options)
     now = time.time()
-    with engine.begin() as conn:
-        results = _write(conn, envelopes, now, request_id)
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            with engine.begin() as conn:
+                results = _write(conn, envelopes, now, request_id)
+            break
+        except Exception as exc:
+            if attempt == WRITE_ATTEMPTS or classify(exc) is not DbFailure.CONFLICT:
+                raise
     (waker or NullWaker()).wake({r.branch_id for r in results if r.created})
     return results
 

@@ -20,6 +20,7 @@ from schemas.codes import DEFAULT_TAX_RATES
 from schemas.completion import AmountMismatch, Registrant, complete_body
 from schemas.jobs import JobEnvelope, JobKind
 from schemas.requests import REQUEST_MODELS
+from schemas.shape import shape_errors
 from schemas.vat import VatScheme
 
 __all__ = [
@@ -111,6 +112,10 @@ def payload_errors(
 def _payload_errors(
     index: int, envelope: JobEnvelope, options: EnqueueOptions
 ) -> list[RecordError]:
+    model = REQUEST_MODELS[envelope.kind.endpoint]
+    wrong_types = shape_errors(envelope.payload, model)
+    if wrong_types:  # the amounts below would trip over them
+        return [RecordError(index, f"payload.{path}", msg) for path, msg in wrong_types]
     try:
         body = complete_body(
             envelope.kind,
@@ -129,7 +134,7 @@ def _payload_errors(
     except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
         return [_located(index, str(exc))]
     try:
-        REQUEST_MODELS[envelope.kind.endpoint].model_validate(body)
+        model.model_validate(body)
     except ValidationError as exc:
         return [RecordError(index, f"payload.{path}", msg) for path, msg in format_errors(exc)]
     return []

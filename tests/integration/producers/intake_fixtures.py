@@ -67,7 +67,7 @@ def start_intake(
     broker_url: str = "",
     ready_timeout_s: float = 2.0,
 ) -> IntakeServer:
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, pre_ping=True)
     context = IntakeContext(
         engine=engine,
         waker=NullWaker(),
