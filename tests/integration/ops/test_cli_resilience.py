@@ -169,3 +169,18 @@ def test_dead_list_and_show_escape_stored_control_sequences(relay: RelayEnv) -> 
         flat = " ".join(result.stdout.split())
         assert "s1\\x1b[2J\\x1b[31m[red]owned[/red]" in flat, flat
         assert "bad\\r\\nforged: line\\x07" in flat, flat
+
+
+def test_dead_edit_to_an_odd_item_list_is_one_error_line(relay: RelayEnv) -> None:
+    engine = make_engine(relay.database_url)
+    line = b.SaleLine("KE2NTNO0000001", "Soap", Decimal("2"), Decimal("116"))
+    [job] = enqueue(engine, [b.sale(TIN, "00", "s1", [line], trd_invc_no="T-1", at=NOW)])
+    with engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == job.id).values(state="dead"))
+    engine.dispose()
+    for value in ('{"itemSeq": 1}', "soap", "[null]"):
+        result = relay.cli("dead", "edit", str(job.id), "--set", f"itemList={value}", check=False)
+        output = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode == 1, output
+        assert "Traceback" not in output
+        assert "error: the edited payload is invalid: payload.itemList" in output, output

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import update
 
 from producers import builders as b
 from tests.conftest import PG_ADMIN_DSN
@@ -28,6 +29,7 @@ from tests.integration.producers.intake_fixtures import (  # noqa: F401 - fixtur
     start_intake,
 )
 from tests.workload import TIN
+from worker.outbox.models import jobs
 
 NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
 
@@ -239,3 +241,19 @@ def test_an_odd_item_list_is_a_422_at_its_path(intake: IntakeServer, item_list: 
     # The connection is still good for the next request (no reset after an error)
     assert client.get("/healthz").status_code == 200
     assert intake.job_count() == 0
+
+
+@pytest.mark.parametrize("change", [{"set": {"itemList": "soap"}}, {"set": {"itemList.0": 1}}])
+def test_an_admin_edit_to_an_odd_item_list_is_a_422_naming_it(
+    intake: IntakeServer, change: dict[str, Any]
+) -> None:
+    admin = intake.client(intake.key(admin=True))
+    posted = admin.post("/v1/jobs", content=batch("edit"))
+    sale_id = posted.json()["jobs"][1]["id"]
+    with intake.engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == sale_id).values(state="dead"))
+    response = admin.post(f"/v1/admin/jobs/{sale_id}/edit", json={**change, "reason": "typo"})
+    assert response.status_code == 422, response.text
+    message = response.json()["errors"][0]["message"]
+    assert "payload.itemList" in message and "must be" in message, message
+    assert admin.get(f"/v1/admin/jobs/{sale_id}").json()["state"] == "dead"
