@@ -54,6 +54,11 @@ def safe(value: object) -> str:
     return escape_controls(str(value))
 
 
+def safe_block(value: object) -> str:
+    """:func:`safe` for multi-line text (a KRA notice's content): its line breaks kept."""
+    return "\n".join(safe(line) for line in str(value).split("\n"))
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """One ``error:`` line on stderr; ``message`` may quote stored strings (escaped here)."""
     text = escape(safe(message))
