@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -28,9 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from etims_relay.settings import Settings
 from producers.enqueue_rules import apply_outbox_rules, record_items
@@ -46,6 +43,7 @@ from schemas.validation import (
 from schemas.vat import VatScheme
 from worker.outbox import intake_queries as iq
 from worker.outbox import queries as q
+from worker.outbox.dberrors import DbFailure, classify
 from worker.tax_rates import with_branch_rates
 from worker.wake import NullWaker, Waker
 
@@ -106,9 +104,11 @@ class Enqueued:
     branch_id: int
 
 
-#: A unique violation as SQLAlchemy raises it, or as a driver raises it from the multi-row
-#: insert, which runs on the driver's cursor (worker/outbox/hot.py).
-_UNIQUE_VIOLATIONS = (IntegrityError, psycopg.IntegrityError, sqlite3.IntegrityError)
+#: A concurrent caller may write one of our keys or trdInvcNo claims between our lookup and
+#: our insert (a unique violation, raised by the driver itself for the multi-row insert). The
+#: transaction is run again: its lookup then finds that job (same payload -> the same job,
+#: else a conflict naming it).
+WRITE_ATTEMPTS = 3
 
 
 def parse_envelopes(records: Sequence[Mapping[str, Any]]) -> list[JobEnvelope]:
@@ -131,18 +131,14 @@ def enqueue(
             options = with_branch_rates(conn, options, _branch_keys(records))
     envelopes = validate_records(records, options)
     now = time.time()
-    for attempt in (1, 2):
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             with engine.begin() as conn:
                 results = _write(conn, envelopes, now, request_id, options)
             break
-        except _UNIQUE_VIOLATIONS as exc:
-            # A concurrent enqueue committed the same key or trdInvcNo between our lookup and
-            # our insert: once retried, the lookup sees it (same job, or a conflict naming it).
-            if attempt == 2:
-                if isinstance(exc, IntegrityError):
-                    raise
-                raise IntegrityError("INSERT INTO jobs", None, exc) from exc
+        except Exception as exc:
+            if attempt == WRITE_ATTEMPTS or classify(exc) is not DbFailure.CONFLICT:
+                raise
     (waker or NullWaker()).wake({r.branch_id for r in results if r.created})
     return results
 

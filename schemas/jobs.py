@@ -32,6 +32,10 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import InitErrorDetails
+
+from schemas.base import raise_if_any, rule_error
+from schemas.text import key_problem
 
 
 class JobKind(StrEnum):
@@ -139,31 +143,49 @@ class JobEnvelope(BaseModel):
     original_key: str | None = Field(default=None, min_length=1, max_length=200)
     payload: dict[str, Any]
 
+    @field_validator("idempotency_key", "original_key")
+    @classmethod
+    def _printable_key(cls, value: str | None) -> str | None:
+        problem = None if value is None else key_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("tin")
     @classmethod
     def _tin_shape(cls, value: str) -> str:
-        if not _TIN.match(value):
+        if not _TIN.fullmatch(value):
             raise ValueError("must be a KRA PIN: a letter, 9 digits, a letter (e.g. P051234567A)")
         return value
 
     @field_validator("bhf_id")
     @classmethod
     def _bhf_shape(cls, value: str) -> str:
-        if not _BHF.match(value):
+        if not _BHF.fullmatch(value):
             raise ValueError("must be a 2-digit branch id such as 00")
         return value
 
     @model_validator(mode="after")
     def _kind_rules(self) -> JobEnvelope:
+        """Each refusal is located at the field to change (``payload.invcNo``,
+        ``depends_on.0``), so a till is told exactly what to fix."""
+        errors: list[InitErrorDetails] = []
         if self.kind is JobKind.CREDIT_NOTE and self.original_key is None:
-            raise ValueError("original_key is required for a credit_note (the sale it credits)")
+            message = "required for a credit_note (the sale it credits)"
+            errors.append(rule_error(("original_key",), message, None))
         if self.kind is not JobKind.CREDIT_NOTE and self.original_key is not None:
-            raise ValueError("original_key is only for credit_note jobs")
-        if self.idempotency_key in self.depends_on:
-            raise ValueError("a job cannot depend on itself")
-        owned = sorted(SERVICE_OWNED_FIELDS & self.payload.keys())
-        if owned:
-            raise ValueError(f"payload must not set {', '.join(owned)}: etims-relay assigns them")
+            message = "only for credit_note jobs"
+            errors.append(rule_error(("original_key",), message, self.original_key))
+        for position, dependency in enumerate(self.depends_on):
+            problem = key_problem(dependency)
+            if dependency == self.idempotency_key:
+                problem = "a job cannot depend on itself"
+            if problem:
+                errors.append(rule_error(("depends_on", position), problem, dependency))
+        for name in sorted(SERVICE_OWNED_FIELDS & self.payload.keys()):
+            message = "must not be set: etims-relay assigns it"
+            errors.append(rule_error(("payload", name), message, self.payload[name]))
+        raise_if_any("JobEnvelope", errors)
         return self
 
     @property

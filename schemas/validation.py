@@ -28,6 +28,7 @@ from schemas.codes import DEFAULT_TAX_RATES
 from schemas.completion import AmountMismatch, Registrant, complete_body
 from schemas.jobs import JobEnvelope, JobKind, TrdInvcNoScope
 from schemas.requests import REQUEST_MODELS
+from schemas.shape import shape_errors
 from schemas.vat import VatScheme
 
 __all__ = [
@@ -104,11 +105,13 @@ def validate_records(
         positions.append(index)
     # Host rules judge the records whose shape is right (a malformed line is reported once,
     # by the request model); all errors come back in one answer.
+    # (They never see a malformed record: they read its fields without checking types.)
     refused = {e.index for e in errors}
+    well_formed = [(pos, env) for pos, env in zip(positions, envelopes, strict=True)
+                   if pos not in refused]  # fmt: skip
     errors += [
-        RecordError(positions[e.index], e.path, e.message)
-        for e in body_rule_errors(envelopes, options.rules)
-        if positions[e.index] not in refused
+        RecordError(well_formed[e.index][0], e.path, e.message)
+        for e in body_rule_errors([env for _, env in well_formed], options.rules)
     ]
     errors.sort(key=lambda e: e.index)
     if errors:
@@ -170,6 +173,10 @@ def payload_errors(
 def _payload_errors(
     index: int, envelope: JobEnvelope, options: EnqueueOptions
 ) -> list[RecordError]:
+    model = REQUEST_MODELS[envelope.kind.endpoint]
+    wrong_types = shape_errors(envelope.payload, model)
+    if wrong_types:  # the amounts below would trip over them
+        return [RecordError(index, f"payload.{path}", msg) for path, msg in wrong_types]
     try:
         body = complete_body(
             envelope.kind,
@@ -188,7 +195,7 @@ def _payload_errors(
     except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
         return [_located(index, str(exc))]
     try:
-        REQUEST_MODELS[envelope.kind.endpoint].model_validate(body)
+        model.model_validate(body)
     except ValidationError as exc:
         return [RecordError(index, f"payload.{path}", msg) for path, msg in format_errors(exc)]
     return []

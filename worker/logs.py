@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import orjson
 
+from schemas.text import escape_controls
 from worker.oscu._secrets import MASK, SENSITIVE_KEYS, redact
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
@@ -69,10 +70,24 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger message`` (the message carries the fields as ``key=value``)."""
+    """``time LEVEL logger message`` (the message carries the fields as ``key=value``).
+
+    Control characters in the message are escaped (a CR/LF is written as the four
+    characters ``\\r\\n``): a message quotes keys and KRA's words, and an idempotency key
+    with a line break must not forge a line of its own. A traceback, appended after the
+    message, keeps its lines.
+    """
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        original = record.message
+        record.message = escape_controls(original)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = original
 
 
 class LineHandler(logging.Handler):

@@ -74,9 +74,12 @@ def secrets_fernet(settings: Settings) -> Fernet:
     )
 
 
-def build_runtime(settings: Settings, *, need_broker: bool = True) -> Runtime:
+def build_runtime(
+    settings: Settings, *, need_broker: bool = True, pre_ping: bool = False
+) -> Runtime:
+    """``pre_ping`` for user-facing processes (intake, CLI): see :func:`make_engine`."""
     state_dir = state_dir_for(settings)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pre_ping=pre_ping)
     fernet = secrets_fernet(settings)
     broker_url = resolve_broker_url(settings.broker_url, state_dir) if need_broker else ""
     return Runtime(

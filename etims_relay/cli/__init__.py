@@ -6,6 +6,8 @@ them, so ``etims-relay --help`` lists everything.
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from etims_relay.cli import apikey, codes, db, device, jobs, worker_cmd
@@ -16,6 +18,7 @@ from etims_relay.cli import notifications as notifications_cli
 from etims_relay.cli import simulator as simulator_cli
 from etims_relay.cli import till as till_cli
 from etims_relay.cli import webhook as webhook_cli
+from etims_relay.cli.common import database_failure
 
 app = typer.Typer(
     name="etims-relay",
@@ -45,5 +48,15 @@ app.command("demo")(demo_cli.demo_command)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    A database error no command caught (down, or a race lost on every retry) is one
+    ``error:`` line and exit status 75, never a traceback.
+    """
+    try:
+        app()
+    except Exception as exc:
+        exit_ = database_failure(exc)
+        if exit_ is None:
+            raise
+        sys.exit(exit_.exit_code)

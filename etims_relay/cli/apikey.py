@@ -11,7 +11,7 @@ import time
 
 import typer
 
-from etims_relay.cli.common import console, fail, opened_runtime, print_json
+from etims_relay.cli.common import console, fail, opened_runtime, print_json, safe
 from producers.apikeys import create_api_key, list_api_keys, revoke_api_key
 
 app = typer.Typer(help="API keys of the HTTP intake.", no_args_is_help=True)
@@ -72,7 +72,7 @@ def list_(
         scope = "admin" if k.admin else ",".join(k.branches) or "all branches"
         state = "revoked" if k.revoked_at is not None else "active"
         console.print(
-            f"{k.key_id}  {k.tin}  {scope}  {state}  {created}  {k.label or ''}",
+            f"{k.key_id}  {k.tin}  {scope}  {state}  {created}  {safe(k.label or '')}",
             markup=False,
         )
     console.print(f"{len(items)} key(s)")

@@ -12,9 +12,12 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy import Connection
 
 from etims_relay.settings import Settings, get_settings
+from schemas.text import escape_controls
+from worker.outbox.dberrors import DbFailure, classify, describe
 from worker.replay import Actor, OperatorError
 from worker.runtime import Runtime, build_runtime
 
@@ -27,7 +30,7 @@ def settings() -> Settings:
 
 
 def runtime(*, need_broker: bool = True) -> Runtime:
-    return build_runtime(settings(), need_broker=need_broker)
+    return build_runtime(settings(), need_broker=need_broker, pre_ping=True)
 
 
 def actor() -> Actor:
@@ -39,9 +42,41 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
+#: Exit status of a command that found the database unavailable (sysexits' EX_TEMPFAIL):
+#: nothing was written, and running the same command again later is safe.
+EXIT_UNAVAILABLE = 75
+
+
+def safe(value: object) -> str:
+    """A stored string (key, reason, KRA message) fit for a terminal: control characters
+    shown as escapes, so an ESC sequence in a key cannot clear or recolour the screen.
+    Print it with ``markup=False``, or through :func:`fail`, which escapes markup too."""
+    return escape_controls(str(value))
+
+
+def safe_block(value: object) -> str:
+    """:func:`safe` for multi-line text (a KRA notice's content): its line breaks kept."""
+    return "\n".join(safe(line) for line in str(value).split("\n"))
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    """One ``error:`` line on stderr; ``message`` may quote stored strings (escaped here)."""
+    text = escape(safe(message))
+    err_console.print(f"[red]error:[/red] {text}", highlight=False, markup=True)
     return typer.Exit(code)
+
+
+def database_failure(exc: BaseException) -> typer.Exit | None:
+    """The one-line answer to a database error a user cannot fix by changing the command
+    (down, or a concurrent writer won every retry); ``None`` for any other error."""
+    failure = classify(exc)
+    if failure is None:
+        return None
+    what = "busy with concurrent writes" if failure is DbFailure.CONFLICT else "unavailable"
+    return fail(
+        f"database {what} ({describe(exc)}); nothing was written, run the command again",
+        EXIT_UNAVAILABLE,
+    )
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -56,12 +91,18 @@ def operator_errors() -> Iterator[None]:
     """Show an :class:`OperatorError` as one ``error:`` line and exit 1.
 
     Such an error is the operator's to fix (a wrong job id, a state that forbids the action,
-    a bad ``--set``), so it gets a message, never a traceback.
+    a bad ``--set``), so it gets a message, never a traceback; so does a database that is
+    down (exit status :data:`EXIT_UNAVAILABLE`).
     """
     try:
         yield
     except OperatorError as exc:
         raise fail(str(exc)) from exc
+    except Exception as exc:
+        exit_ = database_failure(exc)
+        if exit_ is None:
+            raise
+        raise exit_ from None
 
 
 @contextmanager

@@ -20,7 +20,7 @@ def intake_command(
 
     cfg = settings()
     configure_logging(loglevel)
-    runtime = build_runtime(cfg)
+    runtime = build_runtime(cfg, pre_ping=True)
     app = create_app(context_from_runtime(cfg, runtime), max_body_bytes=cfg.intake.max_body_bytes)
     try:
         uvicorn.run(app, host=host, port=port, log_level=loglevel.lower(), access_log=False)

@@ -23,6 +23,7 @@ from etims_relay.cli.common import (
     opened_runtime,
     operator_errors,
     print_json,
+    safe,
     settings,
 )
 from producers.csv_import import parse_csv
@@ -143,7 +144,9 @@ def _print_record_errors(
 ) -> None:
     for error in errors:
         line = line_numbers[error.index]
-        console.print(f"line {line}: {field(error.path)}: {error.message}", markup=False)
+        console.print(
+            f"line {line}: {safe(field(error.path))}: {safe(error.message)}", markup=False
+        )
 
 
 def _read_lines(file: str) -> list[str]:
@@ -203,7 +206,7 @@ def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
             markup=False,
         )
     for b in backlogs:
-        parked = f"  PARKED: {b['parked_reason']}" if b["parked"] else ""
+        parked = f"  PARKED: {safe(b['parked_reason'])}" if b["parked"] else ""
         expects = "".join(
             f"  KRA expects {name} {b[key]}"
             for name, key in (("invcNo", "kra_expects_invc_no"), ("sarNo", "kra_expects_sar_no"))
@@ -252,9 +255,11 @@ def dead_list(
         return
     for item in items:
         console.print(
-            f"{item['id']}  {item['kind']}  {item['tin']}/{item['bhf_id']}  "
-            f"{item['idempotency_key']}  [{item['result_code']}] {item['message']}",
+            f"{item['id']}  {safe(item['kind'])}  {safe(item['tin'])}/{safe(item['bhf_id'])}  "
+            f"{safe(item['idempotency_key'])}  [{safe(item['result_code'])}] "
+            f"{safe(item['message'])}",
             markup=False,
+            highlight=False,
         )
     console.print(f"{len(items)} dead job(s)")
 
@@ -270,30 +275,30 @@ def dead_show(
     if as_json:
         print_json(details)
         return
-    out = console.print
+
+    def out(text: str) -> None:  # every value below is a stored string: escaped
+        console.print(text, markup=False, highlight=False)
+
     out(
-        f"job {details['id']}  {details['kind']}  {details['branch']}  "
-        f"{details['idempotency_key']}  state {details['state']}",
-        markup=False,
+        f"job {details['id']}  {safe(details['kind'])}  {safe(details['branch'])}  "
+        f"{safe(details['idempotency_key'])}  state {safe(details['state'])}"
     )
-    out(f"last answer: [{details['result_code']}] {details['result_message']}", markup=False)
+    out(f"last answer: [{safe(details['result_code'])}] {safe(details['result_message'])}")
     for dep in details["depends_on"]:
-        out(f"depends on {dep['idempotency_key']} ({dep['state']})", markup=False)
+        out(f"depends on {safe(dep['idempotency_key'])} ({safe(dep['state'])})")
     out("attempts:")
     for a in details["attempts"]:
         out(
-            f"  #{a['number']}  {_when(a['at'])}  {a['outcome']}  code {a['result_code']}  "
-            f"http {a['http_status']}  {a['latency_ms']} ms  number {a['kra_number']}  "
-            f"{a['message'] or a['error'] or ''}",
-            markup=False,
+            f"  #{a['number']}  {_when(a['at'])}  {safe(a['outcome'])}  "
+            f"code {safe(a['result_code'])}  http {a['http_status']}  {a['latency_ms']} ms  "
+            f"number {a['kra_number']}  {safe(a['message'] or a['error'] or '')}"
         )
     out("payload:")
-    out(json.dumps(details["payload"], indent=2, default=str), markup=False, highlight=False)
+    out(json.dumps(details["payload"], indent=2, default=str))  # JSON escapes control chars
     for entry in details["audit"]:
         out(
-            f"audit: {_when(entry['at'])} {entry['actor']} {entry['action']} "
-            f"{entry['reason'] or ''}",
-            markup=False,
+            f"audit: {_when(entry['at'])} {safe(entry['actor'])} {safe(entry['action'])} "
+            f"{safe(entry['reason'] or '')}"
         )
 
 
@@ -444,9 +449,10 @@ def audit_list(
     for e in entries:
         target = f"job {e['job_id']}" if e["job_id"] is not None else "branch"
         console.print(
-            f"{_when(e['at'])}  {e['actor']}  {e['action']}  {target}  {e['branch']}  "
-            f"{e['reason'] or ''}",
+            f"{_when(e['at'])}  {safe(e['actor'])}  {safe(e['action'])}  {target}  "
+            f"{safe(e['branch'])}  {safe(e['reason'] or '')}",
             markup=False,
+            highlight=False,
         )
     console.print(f"{len(entries)} audit entr{'y' if len(entries) == 1 else 'ies'}")
 

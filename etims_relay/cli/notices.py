@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from etims_relay.cli.common import actor, console, database, fail, opened_runtime, print_json
+from etims_relay.cli.common import (
+    actor,
+    console,
+    database,
+    fail,
+    opened_runtime,
+    print_json,
+    safe,
+    safe_block,
+)
 from worker.notices import mark_read, notice_view, sync_all
 from worker.outbox import ops_queries as oq
 
@@ -32,7 +41,7 @@ def list_command(
         mark = " " if v["is_read"] else "*"
         console.print(
             f"{mark} {v['id']}  {v['tin']}/{v['bhf_id']}  #{v['notice_no']}  "
-            f"{v['registered_at']}  {v['title']}",
+            f"{v['registered_at']}  {safe(v['title'])}",
             markup=False,
         )
     console.print(f"{len(views)} notice(s); * = unread")
@@ -51,11 +60,11 @@ def read_command(
     if as_json:
         print_json(view)
         return
-    console.print(f"#{view['notice_no']}  {view['title']}", markup=False)
-    console.print(view["content"] or "", markup=False)
+    console.print(f"#{view['notice_no']}  {safe(view['title'])}", markup=False)
+    console.print(safe_block(view["content"] or ""), markup=False)
     if view["detail_url"]:
-        console.print(view["detail_url"], markup=False)
-    console.print(f"read by {view['read_by']}", markup=False)
+        console.print(safe(view["detail_url"]), markup=False)
+    console.print(f"read by {safe(view['read_by'])}", markup=False)
 
 
 @app.command("sync")

@@ -6,7 +6,15 @@ import time
 
 import typer
 
-from etims_relay.cli.common import actor, console, database, fail, opened_runtime, print_json
+from etims_relay.cli.common import (
+    actor,
+    console,
+    database,
+    fail,
+    opened_runtime,
+    print_json,
+    safe,
+)
 from worker.notifications import NotificationEvent, acknowledge, notification_view, register
 from worker.outbox import ops_queries as oq
 
@@ -51,8 +59,8 @@ def list_command(
     for v in views:
         state = "ack" if v["acknowledged_at"] else "OPEN"
         console.print(
-            f"{v['id']}  {state}  {v['event']}  {v['tin']}/{v['bhf_id']}  "
-            f"from {v['sender']} ({v['delivery_id']})  {v['message'] or ''}",
+            f"{v['id']}  {state}  {safe(v['event'])}  {safe(v['tin'])}/{safe(v['bhf_id'])}  "
+            f"from {safe(v['sender'])} ({safe(v['delivery_id'])})  {safe(v['message'] or '')}",
             markup=False,
         )
     console.print(f"{len(views)} notification(s)")

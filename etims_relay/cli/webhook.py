@@ -10,7 +10,15 @@ import sys
 
 import typer
 
-from etims_relay.cli.common import console, database, fail, opened_runtime, print_json, settings
+from etims_relay.cli.common import (
+    console,
+    database,
+    fail,
+    opened_runtime,
+    print_json,
+    safe,
+    settings,
+)
 from worker.outbox import intake_queries as iq
 from worker.webhooks import generate_secret, remove_webhook, set_webhook, webhook_fernet
 
@@ -62,11 +70,12 @@ def show(
     if as_json:
         print_json(report)
         return
-    console.print(f"{tin}: {hook.url if hook else '(no webhook)'}", markup=False)
+    console.print(f"{tin}: {safe(hook.url) if hook else '(no webhook)'}", markup=False)
     console.print("  ".join(f"{k} {v}" for k, v in counts.items()), markup=False)
     for r in failed:
         console.print(
-            f"  failed: event {r.event_id} after {r.attempts}: {r.last_error}", markup=False
+            f"  failed: event {r.event_id} after {r.attempts}: {safe(r.last_error)}",
+            markup=False,
         )
 
 

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from producers.apikeys import Principal
 from producers.enqueue import (
@@ -25,7 +24,7 @@ from producers.enqueue import (
 )
 from producers.intake.body import parse_jobs
 from producers.intake.deps import ContextDep, IntakeContext, PrincipalDep
-from producers.intake.errors import ApiError
+from producers.intake.errors import ApiError, unavailable
 from producers.intake.models import (
     EnqueuedJob,
     ErrorBody,
@@ -37,6 +36,7 @@ from producers.intake.models import (
 from producers.intake.views import job_view
 from schemas.jobs import JobState
 from worker.outbox import intake_queries as iq
+from worker.outbox.dberrors import classify, describe
 
 log = logging.getLogger("etims_relay.intake")
 
@@ -128,39 +128,37 @@ def _check_scope(principal: Principal, records: list[Any]) -> None:
 def _enqueue(context: IntakeContext, records: list[Any], request_id: str) -> list[Enqueued]:
     """enqueue() with its refusals mapped to HTTP answers.
 
-    A unique violation means a concurrent request wrote the same key between our lookup and
-    our insert: once retried, the lookup finds it (same payload -> same job, else 409).
+    enqueue() itself re-runs a transaction that lost a race on a key (see WRITE_ATTEMPTS);
+    one still losing after that, or a database that is down, is a 503: nothing was written.
     """
-    for attempt in (1, 2):
-        try:
-            return enqueue(
-                context.engine,
-                records,
-                options=context.options,
-                waker=context.waker,
-                request_id=request_id,
-            )
-        except InvalidRecords as exc:
-            items = [ErrorItem(index=e.index, path=e.path, message=e.message) for e in exc.errors]
-            raise ApiError(422, items) from None
-        except IdempotencyConflict as exc:
-            message = "idempotency_key already used with a different payload"
-            item = ErrorItem(index=exc.index, path="idempotency_key", message=message)
-            raise ApiError(409, [item]) from None
-        except TrdInvcNoConflict as exc:
-            message = (
-                f"trdInvcNo {exc.trd_invc_no!r} is already used by idempotency_key "
-                f"{exc.other_key!r} ({exc.scope}); KRA would refuse it (994)"
-            )
-            item = ErrorItem(index=exc.index, path="payload.trdInvcNo", message=message)
-            raise ApiError(409, [item]) from None
-        except IntegrityError:
-            if attempt == 2:
-                raise ApiError(503, "concurrent writes; retry", {"Retry-After": "1"}) from None
-        except DBAPIError as exc:
-            log.warning("enqueue failed on the database: %s", type(exc.orig).__name__)
-            raise ApiError(503, "outbox unavailable; retry", {"Retry-After": "1"}) from None
-    raise AssertionError("unreachable")
+    try:
+        return enqueue(
+            context.engine,
+            records,
+            options=context.options,
+            waker=context.waker,
+            request_id=request_id,
+        )
+    except InvalidRecords as exc:
+        items = [ErrorItem(index=e.index, path=e.path, message=e.message) for e in exc.errors]
+        raise ApiError(422, items) from None
+    except IdempotencyConflict as exc:
+        message = f"idempotency_key {exc.key!r} already used with a different payload"
+        item = ErrorItem(index=exc.index, path="idempotency_key", message=message)
+        raise ApiError(409, [item]) from None
+    except TrdInvcNoConflict as exc:
+        message = (
+            f"trdInvcNo {exc.trd_invc_no!r} is already used by idempotency_key "
+            f"{exc.other_key!r} ({exc.scope}); KRA would refuse it (994)"
+        )
+        item = ErrorItem(index=exc.index, path="payload.trdInvcNo", message=message)
+        raise ApiError(409, [item]) from None
+    except Exception as exc:
+        failure = classify(exc)
+        if failure is None:
+            raise
+        log.warning("enqueue failed on the database: %s", describe(exc))
+        raise unavailable(failure) from None
 
 
 def _hidden(job_id: int | str) -> ApiError:

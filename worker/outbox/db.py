@@ -31,8 +31,15 @@ def is_sqlite(url: str) -> bool:
     return make_url(normalize_url(url)).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
-    """Create the engine for ``url`` with the settings each backend needs."""
+def make_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, pre_ping: bool = False
+) -> Engine:
+    """Create the engine for ``url`` with the settings each backend needs.
+
+    ``pre_ping`` is for the intake and the CLI: each checkout first tests its connection and
+    silently replaces one a restart, failover or ``pg_terminate_backend`` broke, so a user
+    never sees that error. The drain leaves it off (see below).
+    """
     url = normalize_url(url)
     if is_sqlite(url):
         return _sqlite_engine(url, echo=echo)
@@ -40,10 +47,10 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        # No ping per checkout (an extra round trip per transaction, ~7% of a drain's CPU):
+        # The drain pings nothing (an extra round trip per transaction, ~7% of a drain's CPU):
         # after a restart or failover the first statement on a stale connection fails, the
         # pool invalidates every older connection, and the drain is retried by its next wake.
-        pool_pre_ping=False,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         echo=echo,
     )

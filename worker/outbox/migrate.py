@@ -6,14 +6,24 @@ one-shot service) does, so a fleet of old and new workers never races a schema c
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
-from worker.outbox.db import normalize_url
+from worker.outbox.db import is_sqlite, normalize_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+#: Key of the PostgreSQL advisory lock held while migrating (any constant both sides agree
+#: on; this one spells "etimsmig" in ASCII).
+ADVISORY_LOCK_KEY = 0x6574696D736D6967
 
 
 def alembic_config(database_url: str) -> Config:
@@ -25,11 +35,50 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+    """Migrate to ``revision``; a concurrent run waits for this one, then finds nothing to do."""
+    with migration_lock(database_url):
+        command.upgrade(alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
-    command.downgrade(alembic_config(database_url), revision)
+    with migration_lock(database_url):
+        command.downgrade(alembic_config(database_url), revision)
+
+
+@contextmanager
+def migration_lock(database_url: str) -> Iterator[None]:
+    """One migration at a time per database, across processes and hosts.
+
+    Two ``db upgrade`` runs (two deploy hooks, a prestart step racing a manual run) would
+    otherwise both see the old revision and both create the same tables. PostgreSQL: a
+    session advisory lock on a connection of its own. SQLite: an exclusive ``flock`` on a
+    file next to the database (a file-level lock works for the processes of one host, the
+    only ones that can share a SQLite file).
+    """
+    if is_sqlite(database_url):
+        database = make_url(normalize_url(database_url)).database
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    engine = create_engine(normalize_url(database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def check(database_url: str) -> None:

@@ -70,7 +70,7 @@ def start_intake(
     options: EnqueueOptions | None = None,
     notice_sync: NoticeSync | None = None,
 ) -> IntakeServer:
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, pre_ping=True)
     context = IntakeContext(
         engine=engine,
         waker=NullWaker(),

@@ -101,7 +101,7 @@ def test_same_key_and_payload_gives_the_same_job_and_another_payload_409(
         {
             "index": 1,
             "path": "idempotency_key",
-            "message": "idempotency_key already used with a different payload",
+            "message": "idempotency_key 'i1' already used with a different payload",
         }
     ]
     assert intake.job_count() == before
