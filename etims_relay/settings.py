@@ -131,6 +131,14 @@ class NoticesSettings(BaseModel):
     sync_interval_s: float = Field(default=3600.0, gt=0)
 
 
+class CelerySettings(BaseModel):
+    """Celery options operators switch (worker/celery_app.py holds the fixed ones)."""
+
+    #: Send task events (``-E``): Flower and Celery exporters need them; off by default since
+    #: every task then costs extra broker messages.
+    events: bool = False
+
+
 class Settings(BaseSettings):
     """All of etims-relay's configuration."""
 
@@ -167,6 +175,9 @@ class Settings(BaseSettings):
     registrant_name: str = "etims-relay"
     #: Sweeper period (beat).
     sweep_interval_s: float = 2.0
+    #: The embedded redis-server stops itself once no client has been connected for this
+    #: long (seconds; 0: never). Only with ``broker_url`` empty.
+    embedded_broker_idle_s: float = Field(default=600.0, ge=0)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
@@ -177,6 +188,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     notices: NoticesSettings = Field(default_factory=NoticesSettings)
+    celery: CelerySettings = Field(default_factory=CelerySettings)
 
     @model_validator(mode="after")
     def _lease_outlives_a_round_trip(self) -> Settings:

@@ -44,11 +44,13 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Logs as configured (``ETIMS_LOG_FORMAT``: text or json), for every command."""
+def configure_logging(level: str | None = None) -> None:
+    """Logs as configured (``ETIMS_LOG_FORMAT``: text or json; level ``ETIMS_LOG_LEVEL``
+    unless a command's ``--loglevel`` gives one), for every command."""
     from worker.logs import configure_logging as configure
 
-    configure(level, settings().log_format)
+    cfg = settings()
+    configure(level or cfg.log_level, cfg.log_format)
 
 
 @contextmanager
