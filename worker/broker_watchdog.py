@@ -52,12 +52,14 @@ def _detach() -> None:
 
 def main(argv: list[str]) -> int:
     directory, idle_s = Path(argv[0]), float(argv[1])
-    _detach()
+    # Lock before detaching: the daemon inherits the locked file description, so when the
+    # launcher returns, the watchdog already holds the lock (no window without a watchdog).
     fd = os.open(directory / WATCH_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another watchdog already watches this server
+    _detach()
     watch(directory, idle_s)
     return 0
 

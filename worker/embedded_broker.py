@@ -24,8 +24,9 @@ stranded; connected clients (a worker's consumer, the intake's producer) keep it
 
 Files in the state directory: ``etims-redis.lock``, ``etims-redis.watch.lock``,
 ``etims-redis.pid``, ``etims-redis.log`` and normally the socket ``etims-redis.sock``. A unix
-socket path must fit ``sun_path`` (108 bytes on Linux, 104 on macOS, including the NUL). When ``<state_dir>/etims-redis.sock`` would be
-longer than :data:`MAX_SOCKET_PATH_BYTES`, the socket goes to
+socket path must fit ``sun_path`` (108 bytes on Linux, 104 on macOS, including the NUL). When
+``<state_dir>/etims-redis.sock`` would be longer than :data:`MAX_SOCKET_PATH_BYTES`, the socket
+goes to
 ``/tmp/etims-relay-<uid>-<sha256(state_dir)[:16]>/redis.sock`` instead: the hash keeps one
 socket per state directory, the uid keeps users apart, and the directory is created ``0700``
 and checked to be ours (not a symlink, not writable by others) before use.
@@ -63,6 +64,7 @@ __all__ = [
     "socket_path_for",
     "stop_embedded_redis",
     "stop_if_idle",
+    "watchdog_running",
 ]
 
 #: Longest socket path we place in the state directory. 103 bytes fits macOS's 104-byte
@@ -367,7 +369,7 @@ def mark_used(sock: Path, idle_s: float) -> None:
         client.close()
 
 
-def _watchdog_running(directory: Path) -> bool:
+def watchdog_running(directory: Path) -> bool:
     """Whether a watchdog holds the watch lock of ``directory`` (probe: take it, let go)."""
     fd = os.open(directory / WATCH_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -424,7 +426,7 @@ def ensure_embedded_redis(
             _start_server(directory, sock, start_timeout_s)
         if idle_s > 0:
             mark_used(sock, idle_s)
-            if not _watchdog_running(directory):
+            if not watchdog_running(directory):
                 _start_watchdog(directory, idle_s)
     return broker_url_for_socket(sock)
 
