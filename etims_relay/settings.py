@@ -179,7 +179,10 @@ class Settings(BaseSettings):
     #: long (seconds; 0: never). Only with ``broker_url`` empty.
     embedded_broker_idle_s: float = Field(default=600.0, ge=0)
     log_format: Literal["text", "json"] = "text"
-    log_level: str = "INFO"
+    #: Log level of every command (DEBUG, INFO, WARNING, ERROR). Unset: INFO for the
+    #: long-running worker and intake, WARNING for one-shot commands (their output is the
+    #: answer; their INFO lines would only repeat it).
+    log_level: str | None = None
 
     oscu: OscuSettings = Field(default_factory=OscuSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)

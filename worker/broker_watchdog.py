@@ -23,6 +23,8 @@ from worker.embedded_broker import WATCH_LOCK_NAME, in_use, socket_path_for, sto
 
 #: Longest time between two looks at the server.
 MAX_POLL_S = 5.0
+#: How long a starting watchdog retries the watch lock before leaving it to its holder.
+LOCK_PATIENCE_S = 1.0
 
 
 def watch(directory: Path, idle_s: float) -> None:
@@ -40,6 +42,20 @@ def watch(directory: Path, idle_s: float) -> None:
             return  # the server is gone: nothing left to watch
 
 
+def _lock(fd: int) -> bool:
+    """Take the watch lock; a moment's contention is a probe (``watchdog_running``), a lock
+    held longer is another watchdog."""
+    deadline = time.monotonic() + LOCK_PATIENCE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+
 def _detach() -> None:
     """Become a daemon: the launcher's ``subprocess.run`` returns once the first fork exits."""
     if os.fork() > 0:
@@ -55,9 +71,7 @@ def main(argv: list[str]) -> int:
     # Lock before detaching: the daemon inherits the locked file description, so when the
     # launcher returns, the watchdog already holds the lock (no window without a watchdog).
     fd = os.open(directory / WATCH_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _lock(fd):
         return 0  # another watchdog already watches this server
     _detach()
     watch(directory, idle_s)

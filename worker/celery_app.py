@@ -118,12 +118,13 @@ def _configure_from_settings(sender: Celery, **_: object) -> None:
 def _our_logging(loglevel: object = None, **_: object) -> None:
     """Celery's log setup is replaced by ours (ETIMS_LOG_FORMAT), at the level asked for.
 
-    ``--loglevel`` given on the command line wins; otherwise ``ETIMS_LOG_LEVEL``.
+    ``--loglevel`` given on the command line wins; otherwise ``ETIMS_LOG_LEVEL``, else INFO
+    (a worker is a long-running service).
     """
     from worker.logs import configure_logging
 
     settings = get_settings()
-    level = _explicit_loglevel() or settings.log_level
+    level = _explicit_loglevel() or settings.log_level or "INFO"
     configure_logging(level, settings.log_format)
 
 

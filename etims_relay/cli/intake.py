@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from etims_relay.cli.common import configure_logging, settings
+from etims_relay.cli.common import SERVICE_LOG_LEVEL, configure_logging, settings
 
 
 def intake_command(
@@ -25,8 +25,7 @@ def intake_command(
     from worker.runtime import build_runtime
 
     cfg = settings()
-    level = (loglevel or cfg.log_level).lower()
-    configure_logging(level)
+    level = configure_logging(loglevel, default=SERVICE_LOG_LEVEL).lower()
     route_uvicorn_logs()
     runtime = build_runtime(cfg)
     app = create_app(context_from_runtime(cfg, runtime), max_body_bytes=cfg.intake.max_body_bytes)

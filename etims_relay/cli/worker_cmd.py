@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from etims_relay.cli.common import configure_logging, settings
+from etims_relay.cli.common import SERVICE_LOG_LEVEL, configure_logging, settings
 from worker.celery_app import create_app, node_name
 from worker.runtime import state_dir_for
 from worker.wake import QUEUE
@@ -46,8 +46,7 @@ def worker_command(
 ) -> None:
     """Run a worker: drains branches on wake messages; with --beat also sweeps."""
     cfg = settings()
-    level = (loglevel or cfg.log_level).upper()
-    configure_logging(level)
+    level = configure_logging(loglevel, default=SERVICE_LOG_LEVEL)
     rt = start_worker_services(cfg, metrics_port)
     app = create_app(cfg, rt.broker_url)
     name = f"{hostname}@%h" if hostname else node_name(name_suffix, "%h")

@@ -87,6 +87,10 @@ def test_log_level_is_honoured_by_a_command(tmp_path: Path, fmt: str) -> None:
     )
     assert verbose.returncode == 0, verbose.stderr
     assert "Running upgrade" in verbose.stderr
+    # Unset, a one-shot command logs warnings only (its output is the answer)
+    run([ETIMS_RELAY, "db", "downgrade", "base"], tmp_path, ETIMS_DATABASE_URL=url)
+    default = run([ETIMS_RELAY, "db", "upgrade"], tmp_path, ETIMS_DATABASE_URL=url)
+    assert default.returncode == 0 and "Running upgrade" not in default.stderr
     if fmt == "json":
         records = [json.loads(line) for line in verbose.stderr.splitlines() if line.strip()]
         assert {r["level"] for r in records} == {"INFO"}
@@ -100,7 +104,7 @@ def test_worker_honours_log_level(tmp_path: Path, redis_url: str) -> None:
     }
     migrate.upgrade(env["ETIMS_DATABASE_URL"])
 
-    def metrics_line_logged(level: str) -> bool:
+    def metrics_line_logged(level: str | None) -> bool:
         port = free_port()
         log = tmp_path / f"worker-{level}.log"
         with log.open("wb") as out:
@@ -109,7 +113,7 @@ def test_worker_honours_log_level(tmp_path: Path, redis_url: str) -> None:
                 env={
                     **{k: v for k, v in os.environ.items() if not k.startswith("ETIMS_")},
                     **env,
-                    "ETIMS_LOG_LEVEL": level,
+                    **({"ETIMS_LOG_LEVEL": level} if level else {}),
                 },
                 cwd=tmp_path,
                 stdout=subprocess.DEVNULL,
@@ -131,7 +135,7 @@ def test_worker_honours_log_level(tmp_path: Path, redis_url: str) -> None:
         assert all(r["level"] != "DEBUG" for r in records)
         return any(r.get("event") == "metrics_listening" for r in records)
 
-    assert metrics_line_logged("INFO")
+    assert metrics_line_logged(None), "a worker logs INFO by default"
     assert not metrics_line_logged("WARNING")
 
 
