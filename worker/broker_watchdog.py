@@ -19,7 +19,13 @@ from pathlib import Path
 
 import redis
 
-from worker.embedded_broker import WATCH_LOCK_NAME, in_use, socket_path_for, stop_if_idle
+from worker.embedded_broker import (
+    WATCH_LOCK_NAME,
+    EmbeddedBrokerError,
+    in_use,
+    socket_path_for,
+    stop_if_idle,
+)
 
 #: Longest time between two looks at the server.
 MAX_POLL_S = 5.0
@@ -40,6 +46,8 @@ def watch(directory: Path, idle_s: float) -> None:
                 return
         except (redis.RedisError, OSError):
             return  # the server is gone: nothing left to watch
+        except EmbeddedBrokerError:
+            continue  # the start lock is held long (a slow start): look again later
 
 
 def _lock(fd: int) -> bool:

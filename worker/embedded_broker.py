@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import signal
@@ -66,6 +67,8 @@ __all__ = [
     "stop_if_idle",
     "watchdog_running",
 ]
+
+log = logging.getLogger("etims_relay.broker")
 
 #: Longest socket path we place in the state directory. 103 bytes fits macOS's 104-byte
 #: ``sun_path`` (with its NUL) and therefore Linux's 108 too.
@@ -382,7 +385,11 @@ def watchdog_running(directory: Path) -> bool:
 
 
 def _start_watchdog(directory: Path, idle_s: float) -> None:
-    """Launch :mod:`worker.broker_watchdog`; it detaches itself, so this returns at once."""
+    """Launch :mod:`worker.broker_watchdog`; it detaches itself, so this returns at once.
+
+    A watchdog that cannot start costs only the idle stop, so it is logged, not raised: the
+    broker itself works.
+    """
     argv = [sys.executable, "-m", "worker.broker_watchdog", str(directory), str(idle_s)]
     try:
         subprocess.run(
@@ -395,7 +402,9 @@ def _start_watchdog(directory: Path, idle_s: float) -> None:
             check=True,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        raise EmbeddedBrokerError(f"could not start the embedded broker's watchdog: {exc}") from exc
+        log.warning(
+            "embedded broker: no idle watchdog (%s); stop it with `etims-relay broker stop`", exc
+        )
 
 
 def ensure_embedded_redis(
