@@ -115,3 +115,18 @@ def test_every_scrape_config_of_compose_sets_the_component_label() -> None:
         "etims-intake": ("etims_component", "intake"),
         "etims-worker": ("etims_component", "worker"),
     }
+
+
+def test_pods_carry_the_component_label_for_annotation_discovery() -> None:
+    expected = {
+        "etims-relay-worker": "worker",
+        "etims-relay-beat": "worker",
+        "etims-relay-intake": "intake",
+    }
+    found = {}
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in load_yaml_documents(path):
+            if doc.get("kind") == "Deployment":
+                labels = doc["spec"]["template"]["metadata"]["labels"]
+                found[doc["metadata"]["name"]] = labels.get("etims_component")
+    assert found == expected
