@@ -165,6 +165,14 @@ class NoticesSettings(BaseModel):
     sync_interval_s: float = Field(default=3600.0, gt=0)
 
 
+class CelerySettings(BaseModel):
+    """Celery options operators switch (worker/celery_app.py holds the fixed ones)."""
+
+    #: Send task events (``-E``): Flower and Celery exporters need them; off by default since
+    #: every task then costs extra broker messages.
+    events: bool = False
+
+
 class Settings(BaseSettings):
     """All of etims-relay's configuration."""
 
@@ -198,8 +206,14 @@ class Settings(BaseSettings):
     #: Where a sale's or credit note's ``trdInvcNo`` must be unique: ``branch``, ``tin`` or
     #: ``off``. Enqueue refuses a reuse under another idempotency key (KRA would answer 994).
     trd_invc_no_scope: Literal["branch", "tin", "off"] = "branch"
+    #: The embedded redis-server stops itself once no client has been connected for this
+    #: long (seconds; 0: never). Only with ``broker_url`` empty.
+    embedded_broker_idle_s: float = Field(default=600.0, ge=0)
     log_format: Literal["text", "json"] = "text"
-    log_level: str = "INFO"
+    #: Log level of every command (DEBUG, INFO, WARNING, ERROR). Unset: INFO for the
+    #: long-running worker and intake, WARNING for one-shot commands (their output is the
+    #: answer; their INFO lines would only repeat it).
+    log_level: str | None = None
 
     oscu: OscuSettings = Field(default_factory=OscuSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -214,6 +228,8 @@ class Settings(BaseSettings):
     def body_rules(self) -> BodyRules:
         """The body rules in force: the host flavour's defaults with any override applied."""
         return self.rules.resolve(self.oscu.flavour)
+
+    celery: CelerySettings = Field(default_factory=CelerySettings)
 
     @model_validator(mode="after")
     def _lease_outlives_a_round_trip(self) -> Settings:

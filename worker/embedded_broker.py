@@ -14,10 +14,19 @@ concurrent first starts produce exactly one server. Persistence is off (``--save
 ``--appendonly no``): the database is the truth and the broker is a doorbell; messages lost with
 a crashed server are re-sent by the sweeper.
 
-Files in the state directory: ``etims-redis.lock``, ``etims-redis.pid``, ``etims-redis.log``
-and normally the socket ``etims-redis.sock``. A unix socket path must fit ``sun_path`` (108
-bytes on Linux, 104 on macOS, including the NUL). When ``<state_dir>/etims-redis.sock`` would be
-longer than :data:`MAX_SOCKET_PATH_BYTES`, the socket goes to
+Idle stop: the server must not outlive everything that used it. Started with ``idle_s > 0``
+(``ETIMS_EMBEDDED_BROKER_IDLE_S``, default 600), a watchdog process
+(:mod:`worker.broker_watchdog`) runs beside it and shuts it down once no client has been
+connected for ``idle_s`` seconds. Each :func:`ensure_embedded_redis` marks the server as just
+used (a key with a TTL of ``idle_s``), so a command that resolved the URL a moment ago is not
+stranded; connected clients (a worker's consumer, the intake's producer) keep it alive.
+``etims-relay broker stop`` stops it at once.
+
+Files in the state directory: ``etims-redis.lock``, ``etims-redis.watch.lock``,
+``etims-redis.pid``, ``etims-redis.log`` and normally the socket ``etims-redis.sock``. A unix
+socket path must fit ``sun_path`` (108 bytes on Linux, 104 on macOS, including the NUL). When
+``<state_dir>/etims-redis.sock`` would be longer than :data:`MAX_SOCKET_PATH_BYTES`, the socket
+goes to
 ``/tmp/etims-relay-<uid>-<sha256(state_dir)[:16]>/redis.sock`` instead: the hash keeps one
 socket per state directory, the uid keeps users apart, and the directory is created ``0700``
 and checked to be ours (not a symlink, not writable by others) before use.
@@ -28,11 +37,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,10 +59,16 @@ __all__ = [
     "broker_url_for_socket",
     "embedded_redis_pid",
     "ensure_embedded_redis",
+    "in_use",
+    "mark_used",
     "resolve_broker_url",
     "socket_path_for",
     "stop_embedded_redis",
+    "stop_if_idle",
+    "watchdog_running",
 ]
+
+log = logging.getLogger("etims_relay.broker")
 
 #: Longest socket path we place in the state directory. 103 bytes fits macOS's 104-byte
 #: ``sun_path`` (with its NUL) and therefore Linux's 108 too.
@@ -61,6 +78,10 @@ LOCK_NAME = "etims-redis.lock"
 PID_NAME = "etims-redis.pid"
 LOG_NAME = "etims-redis.log"
 SOCKET_NAME = "etims-redis.sock"
+#: Held (flock) by the one watchdog of a server for its whole life.
+WATCH_LOCK_NAME = "etims-redis.watch.lock"
+#: Present while the server counts as recently used; its TTL is the idle time.
+RECENT_USE_KEY = "etims:embedded:recent-use"
 
 #: How long a fresh server may take to answer PING; it normally needs ~10 ms.
 DEFAULT_START_TIMEOUT_S = 10.0
@@ -342,9 +363,54 @@ def _start_server(state_dir: Path, sock: Path, timeout_s: float) -> None:
         time.sleep(_POLL_S)
 
 
+def mark_used(sock: Path, idle_s: float) -> None:
+    """Count the server as used now: the watchdog keeps it for at least ``idle_s`` more."""
+    client = _client(sock)
+    try:
+        client.set(RECENT_USE_KEY, "1", px=max(1, int(idle_s * 1000)))
+    finally:
+        client.close()
+
+
+def watchdog_running(directory: Path) -> bool:
+    """Whether a watchdog holds the watch lock of ``directory`` (probe: take it, let go)."""
+    fd = os.open(directory / WATCH_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
+def _start_watchdog(directory: Path, idle_s: float) -> None:
+    """Launch :mod:`worker.broker_watchdog`; it detaches itself, so this returns at once.
+
+    A watchdog that cannot start costs only the idle stop, so it is logged, not raised: the
+    broker itself works.
+    """
+    argv = [sys.executable, "-m", "worker.broker_watchdog", str(directory), str(idle_s)]
+    try:
+        subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning(
+            "embedded broker: no idle watchdog (%s); stop it with `etims-relay broker stop`", exc
+        )
+
+
 def ensure_embedded_redis(
     state_dir: Path,
     *,
+    idle_s: float = 0.0,
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> str:
@@ -352,7 +418,9 @@ def ensure_embedded_redis(
 
     Safe to call from many processes at once: under the start lock, a server that answers is
     reused, otherwise leftovers of a crashed one (socket, pid file, a wedged process) are
-    cleared and a new daemonized server is started, which outlives the caller.
+    cleared and a new daemonized server is started, which outlives the caller. With
+    ``idle_s > 0`` the server is marked as used and has a watchdog that stops it after
+    ``idle_s`` seconds without clients.
     """
     directory = _state_dir(state_dir)
     sock = socket_path_for(directory)
@@ -365,6 +433,10 @@ def ensure_embedded_redis(
             _clear_stale(sock, pid_path)
             _prepare_socket_dir(sock, directory)
             _start_server(directory, sock, start_timeout_s)
+        if idle_s > 0:
+            mark_used(sock, idle_s)
+            if not watchdog_running(directory):
+                _start_watchdog(directory, idle_s)
     return broker_url_for_socket(sock)
 
 
@@ -387,35 +459,70 @@ def stop_embedded_redis(state_dir: Path, *, lock_timeout_s: float = DEFAULT_LOCK
     directory = Path(state_dir).expanduser().resolve()
     if not directory.is_dir():
         return False
+    with _locked(directory, lock_timeout_s):
+        return _stop_locked(directory)
+
+
+def in_use(sock: Path, idle_s: float) -> bool:
+    """Whether anyone uses the server: a client besides us is connected, or one was within
+    ``idle_s`` (the recent-use key is alive). Refreshes the key while clients are connected.
+
+    Raises :class:`redis.RedisError` or :class:`OSError` when the server does not answer.
+    """
+    client = _client(sock)
+    try:
+        others = len(client.client_list()) - 1
+        if others > 0:
+            client.set(RECENT_USE_KEY, "1", px=max(1, int(idle_s * 1000)))
+            return True
+        return bool(client.exists(RECENT_USE_KEY))
+    finally:
+        client.close()
+
+
+def stop_if_idle(directory: Path, idle_s: float) -> bool:
+    """Stop the server of ``directory`` if, under the start lock, nobody uses it.
+
+    The lock orders this against :func:`ensure_embedded_redis`: a process that has just been
+    handed the URL has marked the server used, so it is never stopped under that process.
+    """
+    with _locked(directory, DEFAULT_LOCK_TIMEOUT_S):
+        if in_use(socket_path_for(directory), idle_s):
+            return False
+        _stop_locked(directory)
+        return True
+
+
+def _stop_locked(directory: Path) -> bool:
+    """:func:`stop_embedded_redis` for a caller that holds the start lock."""
     sock = socket_path_for(directory)
     pid_path = directory / PID_NAME
-    with _locked(directory, lock_timeout_s):
-        pid = _read_pid(pid_path)
-        was_running = False
-        if _ping(sock):
+    pid = _read_pid(pid_path)
+    was_running = False
+    if _ping(sock):
+        was_running = True
+        client = _client(sock)
+        try:
+            client.shutdown(nosave=True)
+        except (redis.RedisError, OSError):
+            pass  # the server drops the connection as it exits
+        finally:
+            client.close()
+    if pid is not None:
+        if was_running:
+            _wait_gone(pid, 5.0)
+        if _is_our_server(pid, sock):
             was_running = True
-            client = _client(sock)
-            try:
-                client.shutdown(nosave=True)
-            except (redis.RedisError, OSError):
-                pass  # the server drops the connection as it exits
-            finally:
-                client.close()
-        if pid is not None:
-            if was_running:
-                _wait_gone(pid, 5.0)
-            if _is_our_server(pid, sock):
-                was_running = True
-                _kill_server(pid, sock)
-        _clear_stale(sock, pid_path)
-        if sock.parent != directory:
-            with contextlib.suppress(OSError):
-                sock.parent.rmdir()
+            _kill_server(pid, sock)
+    _clear_stale(sock, pid_path)
+    if sock.parent != directory:
+        with contextlib.suppress(OSError):
+            sock.parent.rmdir()
     return was_running
 
 
-def resolve_broker_url(broker_url: str, state_dir: Path) -> str:
+def resolve_broker_url(broker_url: str, state_dir: Path, *, idle_s: float = 0.0) -> str:
     """The configured broker URL, or the embedded server's when none is configured."""
     if broker_url.strip():
         return broker_url
-    return ensure_embedded_redis(state_dir)
+    return ensure_embedded_redis(state_dir, idle_s=idle_s)

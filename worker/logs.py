@@ -24,7 +24,7 @@ import orjson
 from schemas.text import escape_controls
 from worker.oscu._secrets import MASK, SENSITIVE_KEYS, redact
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "route_uvicorn_logs"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -152,3 +152,28 @@ def configure_logging(
     # httpx logs every request line (URL included) at INFO; ours is the one line per call.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+class _DropColorMessage(logging.Filter):
+    """uvicorn attaches an ANSI-coloured copy of some messages; the plain one is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
+
+def route_uvicorn_logs() -> None:
+    """Send uvicorn's error and access lines through the root handler (our formatter).
+
+    Run uvicorn with ``log_config=None`` so it installs no handlers of its own; its loggers
+    then propagate here and ``ETIMS_LOG_FORMAT=json`` makes every line of the intake JSON.
+    """
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        for existing in list(logger.handlers):
+            logger.removeHandler(existing)
+        for old_filter in list(logger.filters):
+            logger.removeFilter(old_filter)
+        logger.addFilter(_DropColorMessage())
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)

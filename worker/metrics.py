@@ -34,7 +34,10 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
     start_http_server,
 )
@@ -54,6 +57,11 @@ log = logging.getLogger("etims_relay.metrics")
 
 #: The one registry every etims-relay metric is declared on (no global default registry).
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The standard process_* (CPU, memory, open fds, start time), python_info and python_gc_*
+# series, as on prometheus_client's default registry: memory growth and fd leaks show here.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
 
 #: OSCU answers in ~2 s when healthy; the client gives up at the read timeout (30 s).
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)

@@ -74,14 +74,20 @@ def secrets_fernet(settings: Settings) -> Fernet:
     )
 
 
+def broker_url_for(settings: Settings) -> str:
+    """The broker URL: configured, or the embedded server's (started when not running)."""
+    return resolve_broker_url(
+        settings.broker_url, state_dir_for(settings), idle_s=settings.embedded_broker_idle_s
+    )
+
+
 def build_runtime(
     settings: Settings, *, need_broker: bool = True, pre_ping: bool = False
 ) -> Runtime:
     """``pre_ping`` for user-facing processes (intake, CLI): see :func:`make_engine`."""
-    state_dir = state_dir_for(settings)
     engine = make_engine(settings.database_url, pre_ping=pre_ping)
     fernet = secrets_fernet(settings)
-    broker_url = resolve_broker_url(settings.broker_url, state_dir) if need_broker else ""
+    broker_url = broker_url_for(settings) if need_broker else ""
     return Runtime(
         settings=settings,
         engine=engine,

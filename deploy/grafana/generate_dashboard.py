@@ -20,6 +20,25 @@ from typing import Any
 OUT = Path(__file__).parent / "dashboards" / "etims-relay.json"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 WIDTH = 12
+#: Worker targets: every deployment labels them etims_component="worker" (compose relabels,
+#: the Kubernetes ServiceMonitor, the systemd scrape example); ``$job`` narrows to the scrape
+#: jobs picked in the dashboard's "job" variable, whatever a deployment names them.
+WORKERS = 'etims_component="worker", job=~"$job"'
+#: The "job" template variable: the scrape jobs that have worker targets (All by default).
+JOB_VARIABLE = {
+    "name": "job",
+    "label": "worker scrape job",
+    "type": "query",
+    "datasource": DATASOURCE,
+    "definition": 'label_values(up{etims_component="worker"}, job)',
+    "query": {"query": 'label_values(up{etims_component="worker"}, job)', "refId": "job"},
+    "refresh": 2,
+    "includeAll": True,
+    "allValue": ".*",
+    "multi": True,
+    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    "sort": 1,
+}
 HEIGHT = 8
 
 
@@ -134,7 +153,7 @@ PANELS = [
     panel(
         "Workers up",
         "Worker metrics targets Prometheus can scrape.",
-        [('sum(up{job="etims-worker"})', "up"), ('count(up{job="etims-worker"})', "targets")],
+        [(f"sum(up{{{WORKERS}}})", "up"), (f"count(up{{{WORKERS}}})", "targets")],
         kind="stat",
     ),
     panel(
@@ -179,7 +198,7 @@ def dashboard() -> dict[str, Any]:
         "editable": True,
         "refresh": "30s",
         "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": []},
+        "templating": {"list": [JOB_VARIABLE]},
         "annotations": {"list": []},
         "panels": panels,
     }

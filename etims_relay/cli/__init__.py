@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from etims_relay.cli import apikey, codes, db, device, jobs, worker_cmd
+from etims_relay.cli import apikey, broker, codes, db, device, jobs, worker_cmd
 from etims_relay.cli import demo as demo_cli
 from etims_relay.cli import intake as intake_cli
 from etims_relay.cli import notices as notices_cli
@@ -26,8 +26,25 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _every_command() -> None:
+    """Logging as configured (ETIMS_LOG_LEVEL, ETIMS_LOG_FORMAT) before any command runs;
+    ``worker`` and ``intake`` reconfigure it when given ``--loglevel``."""
+    from pydantic import ValidationError
+
+    from etims_relay.cli.common import configure_logging
+
+    try:
+        configure_logging()
+    except ValidationError:
+        pass  # the command reports bad settings itself, as it always did
+
+
 app.add_typer(simulator_cli.app, name="simulator")
 app.add_typer(db.app, name="db")
+app.add_typer(broker.app, name="broker")
 app.add_typer(device.app, name="device")
 app.add_typer(codes.app, name="codes")
 app.add_typer(jobs.dead_app, name="dead")
@@ -48,13 +65,13 @@ app.command("demo")(demo_cli.demo_command)
 
 
 def main() -> None:
-    """Console-script entry point.
+    """Console-script entry point (and ``python -m etims_relay``).
 
     A database error no command caught (down, or a race lost on every retry) is one
     ``error:`` line and exit status 75, never a traceback.
     """
     try:
-        app()
+        app(prog_name="etims-relay")
     except Exception as exc:
         exit_ = database_failure(exc)
         if exit_ is None:

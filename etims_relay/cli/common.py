@@ -79,11 +79,24 @@ def database_failure(exc: BaseException) -> typer.Exit | None:
     )
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Logs as configured (``ETIMS_LOG_FORMAT``: text or json), for every command."""
+#: Level of a one-shot command when ETIMS_LOG_LEVEL is unset.
+ONE_SHOT_LOG_LEVEL = "WARNING"
+#: Level of the worker and the intake when neither --loglevel nor ETIMS_LOG_LEVEL is given.
+SERVICE_LOG_LEVEL = "INFO"
+
+
+def configure_logging(level: str | None = None, *, default: str = ONE_SHOT_LOG_LEVEL) -> str:
+    """Logs as configured (``ETIMS_LOG_FORMAT``: text or json), for every command.
+
+    The level is ``level`` (a command's ``--loglevel``), else ``ETIMS_LOG_LEVEL``, else
+    ``default``; returned so that a command can hand it on (to Celery, to uvicorn).
+    """
     from worker.logs import configure_logging as configure
 
-    configure(level, settings().log_format)
+    cfg = settings()
+    chosen = (level or cfg.log_level or default).upper()
+    configure(chosen, cfg.log_format)
+    return chosen
 
 
 @contextmanager

@@ -1,5 +1,10 @@
 """``etims-relay worker``: a Celery worker (threads pool) that drains branches.
 
+The same worker as ``celery -A worker.celery_app worker`` (one configuration,
+:func:`worker.celery_app.celery_config`), with the options operators need spelled out.
+Its Celery node name is ``etims@<host>``, or ``etims-<suffix>@<host>`` with
+``--name-suffix``: stable across restarts, so Flower and ``celery inspect`` follow a worker.
+
 With ``--metrics-port P`` the process serves its Prometheus metrics on ``:P/metrics``: the
 counters of every drain thread of this process plus the scrape-time database gauges. Run one
 port per worker process; Prometheus sums the counters over targets (docs/operations-metrics.md).
@@ -7,21 +12,13 @@ port per worker process; Prometheus sums the counters over targets (docs/operati
 
 from __future__ import annotations
 
-import logging
-import socket
-import uuid
-
 import typer
 
-from etims_relay.cli.common import settings
-from worker import metrics
-from worker import runtime as runtime_module
-from worker.celery_app import create_app
-from worker.logs import configure_logging
-from worker.runtime import build_runtime, state_dir_for
+from etims_relay.cli.common import SERVICE_LOG_LEVEL, configure_logging, settings
+from worker.celery_app import create_app, node_name
+from worker.runtime import state_dir_for
 from worker.wake import QUEUE
-
-log = logging.getLogger("etims_relay.worker")
+from worker.worker_services import start_worker_services
 
 
 def worker_command(
@@ -29,8 +26,17 @@ def worker_command(
     beat: bool = typer.Option(
         False, "--beat", help="Also run the sweeper schedule (one per fleet)."
     ),
-    loglevel: str = typer.Option("INFO", "--loglevel"),
-    hostname: str | None = typer.Option(None, "--hostname", help="Celery node name."),
+    loglevel: str | None = typer.Option(
+        None, "--loglevel", help="Log level (default: ETIMS_LOG_LEVEL, else INFO)."
+    ),
+    name_suffix: str | None = typer.Option(
+        None,
+        "--name-suffix",
+        help="Node name etims-SUFFIX@<host> instead of etims@<host> (several workers per host).",
+    ),
+    hostname: str | None = typer.Option(
+        None, "--hostname", help="Full node name part before @<host> (overrides --name-suffix)."
+    ),
     metrics_port: int | None = typer.Option(
         None,
         "--metrics-port",
@@ -40,31 +46,22 @@ def worker_command(
 ) -> None:
     """Run a worker: drains branches on wake messages; with --beat also sweeps."""
     cfg = settings()
-    configure_logging(loglevel, cfg.log_format)
-    rt = build_runtime(cfg)
-    runtime_module.install_runtime(rt)
-    port = metrics_port if metrics_port is not None else cfg.metrics.port
-    if port is not None:
-        metrics.install_for(rt.engine, cfg.metrics, tax_override=cfg.tax_rates)
-        bound = metrics.serve(port, cfg.metrics.bind)
-        log.info(
-            "metrics on http://%s:%s/metrics",
-            cfg.metrics.bind,
-            bound,
-            extra={"event": "metrics_listening", "metrics_port": bound},
-        )
+    level = configure_logging(loglevel, default=SERVICE_LOG_LEVEL)
+    rt = start_worker_services(cfg, metrics_port)
     app = create_app(cfg, rt.broker_url)
-    name = hostname or f"etims-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    name = f"{hostname}@%h" if hostname else node_name(name_suffix, "%h")
     argv = [
         "worker",
         "--pool=threads",
         f"--concurrency={concurrency}",
         f"--queues={QUEUE}",
-        f"--loglevel={loglevel}",
-        f"--hostname={name}@%h",
+        f"--loglevel={level}",
+        f"--hostname={name}",
         "--without-gossip",
         "--without-mingle",
     ]
+    if cfg.celery.events:
+        argv.append("--task-events")
     if beat:
         schedule = state_dir_for(cfg) / "celerybeat-schedule"
         schedule.parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ EXPECTED_SERVICES = {
     "prometheus",
     "grafana",
     "simulator",
+    "flower",
 }
 #: ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
@@ -120,9 +121,13 @@ def test_migrate_runs_once_before_the_relay_services(compose: dict[str, Any]) ->
         assert depends["redis"]["condition"] == "service_healthy", name
 
 
+#: Services that start only with their compose profile.
+PROFILED = {"simulator": ["dev"], "flower": ["flower"]}
+
+
 def test_simulator_only_in_the_dev_profile(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
-        assert service.get("profiles", []) == (["dev"] if name == "simulator" else []), name
+        assert service.get("profiles", []) == PROFILED.get(name, []), name
 
 
 @pytest.mark.parametrize("service", [*RELAY_SERVICES, "simulator"])

@@ -84,3 +84,23 @@ def migration_lock(database_url: str) -> Iterator[None]:
 def check(database_url: str) -> None:
     """Raise if the models differ from the migrated schema (``alembic check``)."""
     command.check(alembic_config(database_url))
+
+
+def current_revisions(database_url: str) -> tuple[str, ...]:
+    """The revision(s) the database is at; empty when it was never migrated."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    engine = create_engine(normalize_url(database_url))
+    try:
+        with engine.connect() as conn:
+            return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+    finally:
+        engine.dispose()
+
+
+def head_revisions(database_url: str) -> tuple[str, ...]:
+    """The revision(s) this code's migrations end at."""
+    from alembic.script import ScriptDirectory
+
+    return tuple(sorted(ScriptDirectory.from_config(alembic_config(database_url)).get_heads()))
