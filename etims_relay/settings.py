@@ -44,6 +44,10 @@ class OscuSettings(BaseModel):
     #: Connections kept per worker process (the ``httpx`` engine; ``stdlib`` keeps one per
     #: worker thread).
     max_connections: int = 64
+    #: HTTP proxy for OSCU and token calls (``http://[user:pass@]host:port``), winning over
+    #: ``HTTPS_PROXY``/``HTTP_PROXY``; ``NO_PROXY`` still applies. Unset: those variables
+    #: decide. Secret because it may carry proxy credentials.
+    proxy_url: SecretStr | None = None
     #: Optional OAuth client-credentials (GavaConnect host). Empty means no bearer token.
     token_url: str | None = None
     consumer_key: SecretStr | None = None
