@@ -161,8 +161,10 @@ class Settings(BaseSettings):
             "E": Decimal("8"),
         }
     )
-    #: Key that encrypts cmcKeys at rest (Fernet, urlsafe base64 of 32 bytes). When empty,
-    #: a key file beside the SQLite database is created on first use (embedded mode only).
+    #: Keys that encrypt cmcKeys and webhook secrets at rest (Fernet, urlsafe base64 of 32
+    #: bytes), newest first, comma separated: the first encrypts, any decrypts, so a key can
+    #: be rotated (``etims-relay secrets rotate``). When empty, a key file beside the SQLite
+    #: database is created on first use (embedded mode only).
     secret_key: SecretStr | None = None
     #: Where embedded state (broker socket, key file) lives; defaults to the working directory.
     state_dir: Path = Path(".")

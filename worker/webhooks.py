@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy import Engine
 
 from etims_relay.settings import Settings, WebhookSettings
@@ -66,14 +66,16 @@ def generate_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def webhook_fernet(settings: Settings) -> Fernet:
+def webhook_fernet(settings: Settings) -> MultiFernet:
     """The Fernet that encrypts webhook secrets: the same key as the devices' cmcKeys."""
     from worker.runtime import secrets_fernet
 
     return secrets_fernet(settings)
 
 
-def set_webhook(engine: Engine, fernet: Fernet, tin: str, url: str, secret: str) -> None:
+def set_webhook(
+    engine: Engine, fernet: Fernet | MultiFernet, tin: str, url: str, secret: str
+) -> None:
     """Point ``tin``'s events at ``url``; only events after this moment are sent."""
     if not url.startswith(("http://", "https://")):
         raise ValueError("url must start with http:// or https://")
@@ -132,7 +134,7 @@ def event_payload(row: Any) -> bytes:
 
 def deliver_webhooks(
     engine: Engine,
-    fernet: Fernet,
+    fernet: Fernet | MultiFernet,
     config: WebhookSettings,
     *,
     client: httpx.Client | None = None,
@@ -166,7 +168,7 @@ def deliver_webhooks(
 
 def _deliver_one(
     engine: Engine,
-    fernet: Fernet,
+    fernet: Fernet | MultiFernet,
     config: WebhookSettings,
     http: httpx.Client,
     token: str,
@@ -206,7 +208,9 @@ def _deliver_one(
         )
 
 
-def _post(http: httpx.Client, fernet: Fernet, row: Any) -> tuple[int | None, str | None]:
+def _post(
+    http: httpx.Client, fernet: Fernet | MultiFernet, row: Any
+) -> tuple[int | None, str | None]:
     body = event_payload(row)
     msg_id = f"evt_{row.event_id}"
     timestamp = int(time.time())
