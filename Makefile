@@ -5,6 +5,7 @@
 #   make lint    ruff format --check, ruff check, mypy (strict on schemas producers worker; etims_relay too, not strict)
 #   make demo    run the end-to-end demo (embedded SQLite + embedded redis-server)
 #   make bench   run every bench/*.py with its defaults
+#   make till-wheel  build the till client's own distribution (packaging/till) into dist/till
 
 PYTHON = python3
 VENV = .venv
@@ -12,7 +13,7 @@ BIN = $(VENV)/bin
 # Touched after a successful install; redone when pyproject.toml changes.
 STAMP = $(VENV)/.installed
 
-.PHONY: venv test lint demo bench
+.PHONY: venv test lint demo bench till-wheel
 
 venv: $(STAMP)
 
@@ -36,3 +37,6 @@ demo: venv
 
 bench: venv
 	for script in bench/*.py; do $(BIN)/python "$$script" || exit 1; done
+
+till-wheel: venv
+	$(BIN)/python -m pip wheel --no-deps --wheel-dir dist/till ./packaging/till
