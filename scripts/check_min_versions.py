@@ -43,7 +43,9 @@ TESTS = (
     "tests/unit/ops/test_logs_format.py",
 )
 
-#: Test tools, at their locked versions: their own minimums are not what this checks.
+#: Test tools, at their locked versions: their own minimums are not what this checks. Only
+#: tools no runtime dependency constrains: a pinned ``packaging`` would push ``limits`` past
+#: its declared minimum, and the check below would (rightly) refuse the run.
 TOOLS = (
     "pytest",
     "pytest-timeout",
@@ -52,7 +54,6 @@ TOOLS = (
     "standardwebhooks",
     "psutil",
     "pyyaml",
-    "packaging",
 )
 
 
@@ -67,6 +68,32 @@ def locked_pins(names: tuple[str, ...]) -> list[str]:
     if missing:
         raise SystemExit(f"not in {DEV_LOCK.name}: {', '.join(missing)} (run make lock)")
     return [f"{name}=={pins[name]}" for name in names]
+
+
+def not_at_minimum(declared: list[str], freeze: str) -> list[str]:
+    """Direct dependencies the resolver could not install at their lower bound's release
+    (e.g. ``limits>=3.10`` resolved to 5.5 because another pin excludes 3.10): then the
+    bound was not tested, which is this check's whole point."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    versions = {}
+    for line in freeze.splitlines():
+        name, sep, version = line.partition("==")
+        if sep:
+            versions[canonicalize_name(name)] = Version(version)
+    off = []
+    for text in declared:
+        requirement = Requirement(text)
+        lower = [s.version for s in requirement.specifier if s.operator == ">="]
+        got = versions.get(canonicalize_name(requirement.name))
+        if not lower or got is None:
+            continue
+        bound = Version(lower[0])
+        if got.release[: len(bound.release)] != bound.release:
+            off.append(f"{requirement.name}: declared >={bound}, installed {got}")
+    return off
 
 
 def run(*command: str | Path, **kwargs: object) -> None:
@@ -99,7 +126,17 @@ def main() -> int:
             ".",
             *locked_pins(TOOLS),
         )
-        run(uv, "pip", "freeze", "--python", python)
+        installed = subprocess.run(
+            [uv, "pip", "freeze", "--python", str(python)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        print(installed, flush=True)
+        off = not_at_minimum(declared, installed)
+        if off:
+            print("not installed at the declared minimum:\n  " + "\n  ".join(off), flush=True)
+            return 1
         env = {**os.environ, "VIRTUAL_ENV": str(venv)}
         done = subprocess.run(
             [
