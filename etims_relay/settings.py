@@ -46,6 +46,10 @@ class OscuSettings(BaseModel):
     #: Connections kept per worker process (the ``httpx`` engine; ``stdlib`` keeps one per
     #: worker thread).
     max_connections: int = 64
+    #: HTTP proxy for OSCU and token calls (``http://[user:pass@]host:port``), winning over
+    #: ``HTTPS_PROXY``/``HTTP_PROXY``; ``NO_PROXY`` still applies. Unset: those variables
+    #: decide. Secret because it may carry proxy credentials.
+    proxy_url: SecretStr | None = None
     #: Optional OAuth client-credentials (GavaConnect host). Empty means no bearer token.
     token_url: str | None = None
     consumer_key: SecretStr | None = None
@@ -193,8 +197,10 @@ class Settings(BaseSettings):
     #: default), each branch uses the rates KRA's code list gives its device (class 04,
     #: fetched at device init/import and by ``codes sync``); see worker/codes.py.
     tax_rates: dict[str, Decimal] | None = None
-    #: Key that encrypts cmcKeys at rest (Fernet, urlsafe base64 of 32 bytes). When empty,
-    #: a key file beside the SQLite database is created on first use (embedded mode only).
+    #: Keys that encrypt cmcKeys and webhook secrets at rest (Fernet, urlsafe base64 of 32
+    #: bytes), newest first, comma separated: the first encrypts, any decrypts, so a key can
+    #: be rotated (``etims-relay secrets rotate``). When empty, a key file beside the SQLite
+    #: database is created on first use (embedded mode only).
     secret_key: SecretStr | None = None
     #: Where embedded state (broker socket, key file) lives; defaults to the working directory.
     state_dir: Path = Path(".")

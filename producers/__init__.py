@@ -10,15 +10,22 @@
 
 from __future__ import annotations
 
-from producers.enqueue import (
-    Enqueued,
-    EnqueueError,
-    EnqueueOptions,
-    IdempotencyConflict,
-    InvalidRecords,
-    RecordError,
-    enqueue,
-)
+try:
+    from producers.enqueue import (
+        Enqueued,
+        EnqueueError,
+        EnqueueOptions,
+        IdempotencyConflict,
+        InvalidRecords,
+        RecordError,
+        enqueue,
+    )
+except ModuleNotFoundError as exc:
+    # The till distribution (etims-relay-till, on a shop's PC) ships producers.till and
+    # producers.builders with httpx, pydantic and filelock only: ``enqueue`` needs the server
+    # stack (SQLAlchemy...), which is not there. Our own modules missing is a real error.
+    if exc.name is None or exc.name.split(".")[0] in ("producers", "schemas", "etims_relay"):
+        raise
 from producers.webhooks_verify import WebhookVerificationError, verify_webhook
 
 __all__ = [

@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from producers.item_codes import ItemCodeAllocator
 from schemas.body_rules import PkgRule, expected_pkg
 from schemas.types import to_d8, to_d14
+
+if TYPE_CHECKING:
+    from producers.item_codes import ItemCodeAllocator
 
 __all__ = [
     "ItemCodeAllocator",
@@ -311,3 +313,13 @@ def sale_with_stock(
             )
         )
     return records
+
+
+def __getattr__(name: str) -> Any:
+    """``builders.ItemCodeAllocator`` is imported on first use: it needs the outbox database
+    (SQLAlchemy), which the till client, also a user of this module, does not install."""
+    if name == "ItemCodeAllocator":
+        from producers.item_codes import ItemCodeAllocator
+
+        return ItemCodeAllocator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

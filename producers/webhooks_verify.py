@@ -7,9 +7,16 @@ etims-relay signs each POST the Standard Webhooks way (https://www.standardwebho
 - ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<raw body>">``,
   possibly several space-separated (during a secret rotation).
 
-The HMAC key is the secret's bytes after the ``whsec_`` prefix, base64-decoded (a secret
-without the prefix is used as UTF-8 bytes). Verify the *raw* body, before any JSON parsing,
-and refuse old timestamps so a captured request cannot be replayed later.
+The HMAC key is the secret's bytes after the ``whsec_`` prefix, base64-decoded: the form the
+official ``standardwebhooks`` libraries read, so a receiver may use them instead of this
+module. Only that form is accepted: a plain-text secret would be read differently by those
+libraries (they base64-decode whatever follows the prefix), so etims-relay refuses it.
+Verify the *raw* body, before any JSON parsing, and refuse old timestamps so a captured
+request cannot be replayed later.
+
+The event's ``data`` carries the job (``job_id``, ``idempotency_key``, ``kind``, ``state``,
+KRA's result) and ``request_id``: the id the HTTP intake answered the batch with (null for
+jobs enqueued another way), so a till can match a result to the request it sent.
 
 This module has no dependency beyond the standard library, so a receiver can copy it.
 """
@@ -17,6 +24,7 @@ This module has no dependency beyond the standard library, so a receiver can cop
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -24,7 +32,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_TOLERANCE_S", "WebhookVerificationError", "verify_webhook"]
+__all__ = ["DEFAULT_TOLERANCE_S", "WebhookVerificationError", "secret_bytes", "verify_webhook"]
 
 #: How far a webhook's timestamp may be from the receiver's clock.
 DEFAULT_TOLERANCE_S = 300
@@ -34,11 +42,27 @@ class WebhookVerificationError(ValueError):
     """The request is not a genuine, recent webhook from etims-relay: reject it (400/401)."""
 
 
+#: Standard Webhooks: a signing key of 24 to 64 random bytes.
+MIN_KEY_BYTES, MAX_KEY_BYTES = 24, 64
+SECRET_FORM = "whsec_ followed by the base64 of 24 to 64 random bytes"  # noqa: S105 - a description
+
+
 def secret_bytes(secret: str) -> bytes:
-    """The HMAC key of a webhook secret (``whsec_<base64>`` or plain text)."""
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_") :])
-    return secret.encode()
+    """The HMAC key of a ``whsec_<base64>`` webhook secret; ValueError for any other form."""
+    if not secret.startswith("whsec_"):
+        raise ValueError(
+            f"secret: must be {SECRET_FORM} (a plain-text secret does not verify with the "
+            "standardwebhooks libraries); let `etims-relay webhook set` generate one"
+        )
+    try:
+        key = base64.b64decode(secret[len("whsec_") :], validate=True)
+    except binascii.Error:
+        raise ValueError(
+            f"secret: must be {SECRET_FORM}: what follows whsec_ is not base64"
+        ) from None
+    if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+        raise ValueError(f"secret: must be {SECRET_FORM} (this one decodes to {len(key)} bytes)")
+    return key
 
 
 def verify_webhook(

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
 from sqlalchemy import Connection, Engine
 
 from worker.oscu.client import DeviceCredentials
 from worker.outbox import queries as q
+from worker.secret_keys import cipher_from_keys
 from worker.tax_rates import rates_from_json
 
 log = logging.getLogger("etims_relay.devices")
@@ -45,9 +46,11 @@ class SecretKeyMissing(RuntimeError):
     """No ETIMS_SECRET_KEY for a shared database."""
 
 
-def load_fernet(secret_key: SecretStr | None, state_dir: Path, *, embedded: bool) -> Fernet:
+def load_fernet(secret_key: SecretStr | None, state_dir: Path, *, embedded: bool) -> MultiFernet:
+    """The cipher of stored secrets: ``ETIMS_SECRET_KEY``'s keys, newest first (see
+    :mod:`worker.secret_keys`), or in embedded mode the key file's."""
     if secret_key is not None and secret_key.get_secret_value():
-        return Fernet(secret_key.get_secret_value().encode())
+        return cipher_from_keys(secret_key.get_secret_value())
     if not embedded:
         raise SecretKeyMissing(
             "ETIMS_SECRET_KEY must be set when the database is shared (PostgreSQL); "
@@ -57,7 +60,7 @@ def load_fernet(secret_key: SecretStr | None, state_dir: Path, *, embedded: bool
     path = state_dir / KEY_FILE_NAME
     if not path.exists():
         _create_key_file(path)
-    return Fernet(path.read_bytes().strip())
+    return cipher_from_keys(path.read_text().strip(), source=str(path))
 
 
 def _create_key_file(path: Path) -> None:
@@ -96,7 +99,9 @@ class DeviceNotInitialised(LookupError):
 class DeviceDirectory:
     """Thread-safe cache of decrypted device credentials, keyed by (tin, bhf_id)."""
 
-    def __init__(self, engine: Engine, fernet: Fernet, ttl_s: float = DEVICE_CACHE_TTL_S) -> None:
+    def __init__(
+        self, engine: Engine, fernet: Fernet | MultiFernet, ttl_s: float = DEVICE_CACHE_TTL_S
+    ) -> None:
         self._engine = engine
         self._fernet = fernet
         self._ttl_s = ttl_s

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import MultiFernet
 from sqlalchemy import Engine
 
 from etims_relay.settings import Settings, get_settings
@@ -64,8 +64,9 @@ def state_dir_for(settings: Settings) -> Path:
     return (Path(database).resolve().parent / ".etims-relay") if database else Path(".").resolve()
 
 
-def secrets_fernet(settings: Settings) -> Fernet:
-    """The one key that encrypts stored secrets (devices' cmcKeys and webhook secrets).
+def secrets_fernet(settings: Settings) -> MultiFernet:
+    """The keys that encrypt stored secrets (devices' cmcKeys and webhook secrets): the first
+    encrypts, any decrypts (rotation: :mod:`worker.secret_keys`).
 
     Every process must derive it the same way, or one could not read what another wrote.
     """

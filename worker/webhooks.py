@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy import Engine
 
 from etims_relay.settings import Settings, WebhookSettings
@@ -41,6 +41,9 @@ from worker.outbox import intake_queries as iq
 
 log = logging.getLogger("etims_relay.webhooks")
 
+#: Standard Webhooks: a signing key of 24 to 64 random bytes, written ``whsec_<base64>``.
+MIN_KEY_BYTES, MAX_KEY_BYTES = 24, 64
+SECRET_FORM = "whsec_ followed by the base64 of 24 to 64 random bytes"  # noqa: S105 - a description
 #: An event newer than this may still have a lower-id sibling uncommitted: the cursor waits.
 SETTLE_S = 600.0
 #: Deliveries claimed per round, and events scheduled per webhook per run.
@@ -63,14 +66,16 @@ def generate_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def webhook_fernet(settings: Settings) -> Fernet:
+def webhook_fernet(settings: Settings) -> MultiFernet:
     """The Fernet that encrypts webhook secrets: the same key as the devices' cmcKeys."""
     from worker.runtime import secrets_fernet
 
     return secrets_fernet(settings)
 
 
-def set_webhook(engine: Engine, fernet: Fernet, tin: str, url: str, secret: str) -> None:
+def set_webhook(
+    engine: Engine, fernet: Fernet | MultiFernet, tin: str, url: str, secret: str
+) -> None:
     """Point ``tin``'s events at ``url``; only events after this moment are sent."""
     if not url.startswith(("http://", "https://")):
         raise ValueError("url must start with http:// or https://")
@@ -93,21 +98,31 @@ def sign(secret_key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def _secret_key(secret: str) -> bytes:
-    """The HMAC key of ``whsec_<base64>`` or a plain-text secret (the same rule as
-    ``producers.webhooks_verify.secret_bytes``, which receivers may copy without this package)."""
-    if not secret:
-        raise ValueError("secret: must not be empty")
-    if secret.startswith("whsec_"):
-        try:
-            return base64.b64decode(secret[len("whsec_") :], validate=True)
-        except binascii.Error:
-            raise ValueError("secret: whsec_ must be followed by base64") from None
-    return secret.encode()
+    """The HMAC key of a ``whsec_<base64>`` secret: the Standard Webhooks form, the only one
+    the official verifiers read as we do. The rule is restated (not imported) from
+    ``producers.webhooks_verify.secret_bytes``: worker never imports producers, and receivers
+    copy that module alone. A plain-text secret is refused (ValueError naming the form)."""
+    if not secret.startswith("whsec_"):
+        raise ValueError(
+            f"secret: must be {SECRET_FORM} (a plain-text secret does not verify with the "
+            "standardwebhooks libraries); let `etims-relay webhook set` generate one"
+        )
+    try:
+        key = base64.b64decode(secret[len("whsec_") :], validate=True)
+    except binascii.Error:
+        raise ValueError(
+            f"secret: must be {SECRET_FORM}: what follows whsec_ is not base64"
+        ) from None
+    if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+        raise ValueError(f"secret: must be {SECRET_FORM} (this one decodes to {len(key)} bytes)")
+    return key
 
 
 def event_payload(row: Any) -> bytes:
     """The JSON a receiver gets: event id and type around the job's result event."""
     data = json.loads(row.event_body)
+    # The HTTP intake's id of the batch the job came in (None for CLI/CSV/direct enqueue).
+    data["request_id"] = row.request_id
     payload = {
         "event_id": f"evt_{row.event_id}",
         "type": f"job.{row.event_state}",
@@ -119,7 +134,7 @@ def event_payload(row: Any) -> bytes:
 
 def deliver_webhooks(
     engine: Engine,
-    fernet: Fernet,
+    fernet: Fernet | MultiFernet,
     config: WebhookSettings,
     *,
     client: httpx.Client | None = None,
@@ -153,7 +168,7 @@ def deliver_webhooks(
 
 def _deliver_one(
     engine: Engine,
-    fernet: Fernet,
+    fernet: Fernet | MultiFernet,
     config: WebhookSettings,
     http: httpx.Client,
     token: str,
@@ -193,17 +208,23 @@ def _deliver_one(
         )
 
 
-def _post(http: httpx.Client, fernet: Fernet, row: Any) -> tuple[int | None, str | None]:
+def _post(
+    http: httpx.Client, fernet: Fernet | MultiFernet, row: Any
+) -> tuple[int | None, str | None]:
     body = event_payload(row)
     msg_id = f"evt_{row.event_id}"
     timestamp = int(time.time())
     secret = fernet.decrypt(str(row.secret_encrypted).encode()).decode()
+    try:
+        key = _secret_key(secret)
+    except ValueError as exc:  # stored before plain text was refused: set a new secret
+        return None, f"{exc}; set a new one with `etims-relay webhook set`"
     headers = {
         "content-type": "application/json",
         "user-agent": "etims-relay-webhooks/1",
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(_secret_key(secret), msg_id, timestamp, body),
+        "webhook-signature": sign(key, msg_id, timestamp, body),
     }
     try:
         response = http.post(str(row.url), content=body, headers=headers)

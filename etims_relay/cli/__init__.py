@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from etims_relay.cli import apikey, broker, codes, db, device, jobs, worker_cmd
+from etims_relay.cli import apikey, broker, codes, db, device, jobs, secrets_cmd, worker_cmd
 from etims_relay.cli import demo as demo_cli
 from etims_relay.cli import intake as intake_cli
 from etims_relay.cli import notices as notices_cli
@@ -61,6 +61,7 @@ app.command("intake")(intake_cli.intake_command)
 app.add_typer(apikey.app, name="apikey")
 app.add_typer(till_cli.app, name="till")
 app.add_typer(webhook_cli.app, name="webhook")
+app.add_typer(secrets_cmd.app, name="secrets")
 app.command("demo")(demo_cli.demo_command)
 
 

@@ -30,7 +30,9 @@ def set_(
     tin: str = typer.Option(..., "--tin"),
     url: str = typer.Option(..., "--url", help="Receiver URL (https:// in production)."),
     secret_stdin: bool = typer.Option(
-        False, "--secret-stdin", help="Read the secret from stdin instead of generating one."
+        False,
+        "--secret-stdin",
+        help="Read a whsec_<base64> secret from stdin instead of generating one.",
     ),
 ) -> None:
     """Set the tin's receiver; events from now on are POSTed to it, signed."""

@@ -62,6 +62,19 @@ def dead_jobs(engine: Engine) -> list[JobLine]:
     return [_line(r, f"[{r.result_code}] {r.result_message}") for r in rows]
 
 
+def blocked_jobs(engine: Engine) -> list[JobLine]:
+    """Blocked jobs, each with the dead job it waits for (what ``etims-relay status`` shows)."""
+    with engine.connect() as conn:
+        rows = q.list_jobs_in_state(conn, JobState.BLOCKED.value)
+        return [_line(r, _blocked_reason(conn, int(r.id))) for r in rows]
+
+
+def job_id(engine: Engine, idempotency_key: str) -> int:
+    with engine.connect() as conn:
+        found = conn.execute(select(jobs.c.id).where(jobs.c.idempotency_key == idempotency_key))
+        return int(found.scalar_one())
+
+
 def skip_blocked(engine: Engine) -> list[JobLine]:
     """Play the operator: skip every blocked job, naming the dead job it waits for."""
     skipped: list[JobLine] = []

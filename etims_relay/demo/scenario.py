@@ -15,8 +15,10 @@ kind KRA must accept, and a failed run can be replayed exactly. Per branch, in e
     it ends ``dead`` and the rest of the branch goes on.
   * a *sale of an unregistered item* (the till knows the item, KRA never got its
     ``saveItem`` on this branch): KRA answers 910 naming ``itemList.0.itemCd``. Its stock-out
-    and stock master depend on it, so they end ``blocked``; the demo then skips them with a
-    reason, as an operator would (``etims-relay skip``), which is audited.
+    and stock master depend on it, so they end ``blocked``. The demo then plays the operator's
+    replay journey: it fixes the cause (enqueues the item's registration and its opening
+    stock: :attr:`Scenario.repair`), replays the dead sale (``etims-relay replay``, audited),
+    and the sale and its blocked dependents end ``accepted``.
 """
 
 from __future__ import annotations
@@ -67,8 +69,22 @@ class Scenario:
     expected_accepted: Counter[str] = field(default_factory=Counter)
     #: idempotency keys that must end dead (KRA refuses them)
     expected_dead: set[str] = field(default_factory=set)
-    #: idempotency keys that must end blocked (a dependency is dead), then skipped
+    #: idempotency keys that must end blocked (a dependency is dead) before the repair
     expected_blocked: set[str] = field(default_factory=set)
+    #: the operator's fix, enqueued once the first run settled: the missing item, its stock
+    repair: list[dict[str, Any]] = field(default_factory=list)
+    #: dead jobs the operator replays after the fix (their blocked dependents follow)
+    replay_keys: list[str] = field(default_factory=list)
+    #: kind -> jobs accepted only thanks to the repair and the replays
+    expected_after_repair: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def expected_accepted_in_the_end(self) -> Counter[str]:
+        return self.expected_accepted + self.expected_after_repair
+
+    @property
+    def expected_dead_in_the_end(self) -> set[str]:
+        return self.expected_dead - set(self.replay_keys)
 
     def add(self, records: list[dict[str, Any]], outcome: str = "accepted") -> None:
         self.records += records
@@ -199,3 +215,29 @@ def _bad_sale(scenario: Scenario, bhf: str, at: datetime) -> None:
     )
     scenario.add(records[:1], "dead")
     scenario.add(records[1:], "blocked")
+    # the operator's fix: register the item on the branch, with its opening stock
+    item_key = f"demo:{bhf}:register:{UNREGISTERED.item_cd}"
+    repair = [
+        b.item(
+            TIN,
+            bhf,
+            item_key,
+            item_cd=UNREGISTERED.item_cd,
+            item_nm=UNREGISTERED.item_nm,
+            price=UNREGISTERED.prc,
+            tax_ty_cd=UNREGISTERED.tax_ty_cd,
+        ),
+        b.stock_io(
+            TIN,
+            bhf,
+            f"demo:{bhf}:register:{UNREGISTERED.item_cd}:opening",
+            [b.SaleLine(UNREGISTERED.item_cd, UNREGISTERED.item_nm, Decimal(10), UNREGISTERED.prc)],
+            sar_ty_cd="06",
+            at=at,
+            depends_on=[item_key],
+        ),
+    ]
+    scenario.repair += repair
+    scenario.replay_keys.append(str(records[0]["idempotency_key"]))
+    for record in [*repair, *records]:
+        scenario.expected_after_repair[record["kind"]] += 1

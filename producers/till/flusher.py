@@ -11,20 +11,21 @@ answer means for the batch:
 - 413: the batch was too big; halve it (a single record that is still too big is refused).
 - network errors, 401, 429, 5xx: nothing is refused; stop and retry later (Retry-After).
 
-Only one flusher sends from a spool at a time (an ``flock`` beside the spool file), so the
-till's background thread and ``etims-relay till flush`` never interleave batches.
+Only one flusher sends from a spool at a time (a lock file beside the spool, taken with
+:mod:`filelock`: ``flock`` on POSIX, ``msvcrt.locking`` on Windows, where most tills run), so
+the till's background thread and ``etims-relay till flush`` never interleave batches.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from filelock import FileLock
 
 from producers.till.spool import Spool, SpooledRecord
 
@@ -95,12 +96,10 @@ class Forwarder:
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         lock_path = self.spool.path.with_name(self.spool.path.name + ".flush.lock")
-        with open(lock_path, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        # A new FileLock per flush: its own file handle, so it excludes other threads of this
+        # process too (as flock on separate opens does), not only other processes.
+        with FileLock(str(lock_path)):
+            yield
 
     # ------------------------------------------------------------------ forwarding
 

@@ -68,15 +68,28 @@ def test_demo_settles_every_job_and_names_kras_refusals(tmp_path: Path) -> None:
             f"[910] itemList.0.itemCd: item KE2NTNO0000099 is not registered on branch {bhf}"
             in output
         ), output
-    assert output.count("[910] rsdQty mismatch. Expected:") == BRANCHES, output
-    # their dependents were blocked, then skipped with a reason naming the dead job
+    # (the stale counts are named twice: refused, then still dead in the summary)
+    assert output.count("[910] rsdQty mismatch. Expected:") == 2 * BRANCHES, output
+    # the bad sale's two dependents were blocked, naming the dead job they wait for
     assert output.count("dead [910]") == 2 * BRANCHES, output
 
-    expected = _expected_accepted(BRANCHES, SALES)
+    # the replay journey, as the commands an operator types: fix the cause, replay the sales
+    flat = " ".join(output.split())
+    assert "$ etims-relay dead list" in flat
+    assert "$ etims-relay enqueue register-item.jsonl enqueued 4 new job(s)" in flat
+    replays = re.findall(
+        r"\$ etims-relay replay (\d+) --reason 'item KE2NTNO0000099 registered' job \1 is pending"
+        r" again",
+        flat,
+    )
+    assert len(replays) == BRANCHES, output
+
+    # the fix (item + opening stock) and the replayed sale with its stock-out and master
+    expected = _expected_accepted(BRANCHES, SALES) + BRANCHES * (2 + 3)
     found = re.search(r"accepted (\d+) of (\d+) job", output)
     assert found, output
     assert int(found.group(1)) == expected
-    assert int(found.group(2)) == expected + 4 * BRANCHES  # 2 dead + 2 skipped per branch
+    assert int(found.group(2)) == expected + BRANCHES  # the stale count stays dead
     assert "ledger verifies" in output
 
     # KRA's side, checked again: every accepted write is in the ledger, and it is consistent
@@ -88,6 +101,20 @@ def test_demo_settles_every_job_and_names_kras_refusals(tmp_path: Path) -> None:
         if r.get("kind") == "write" and r["endpoint"] != "selectInitOsdcInfo"
     )
     assert sum(writes.values()) == expected
+    # the replayed sales are KRA's: signed once each, with the item registered before them
+    sales = [
+        r
+        for r in read_records(ledger)
+        if r.get("kind") == "write" and r["endpoint"] == "saveTrnsSalesOsdc"
+    ]
+    for bhf in ("00", "01"):
+        gift_cards = [
+            r
+            for r in sales
+            if r["bhfId"] == bhf
+            and any(line["itemCd"] == "KE2NTNO0000099" for line in r["body"]["itemList"])
+        ]
+        assert len(gift_cards) == 1, gift_cards
 
     # nothing left running: the embedded redis-server is gone with the workers and simulator
     assert embedded_redis_pid(workdir / ".etims-relay") is None

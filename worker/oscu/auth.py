@@ -23,6 +23,7 @@ import httpx
 from pydantic import SecretStr
 
 from worker.oscu.errors import OscuError, TokenError, TokenRejected, map_transport_errors
+from worker.oscu.proxy import proxy_for
 
 __all__ = ["ClientCredentialsTokenProvider", "TokenProvider"]
 
@@ -64,13 +65,21 @@ class ClientCredentialsTokenProvider:
         timeout: httpx.Timeout | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        proxy_url: str | None = None,
     ) -> None:
         self._token_url = token_url
         basic = f"{consumer_key.get_secret_value()}:{consumer_secret.get_secret_value()}"
         self._basic = SecretStr("Basic " + base64.b64encode(basic.encode()).decode("ascii"))
         self._margin = refresh_margin_s
         self._clock = clock
-        self._http = httpx.Client(timeout=timeout or DEFAULT_TOKEN_TIMEOUT, transport=transport)
+        # httpx reads HTTPS_PROXY/NO_PROXY itself; an explicit proxy_url (ETIMS_OSCU__PROXY_URL)
+        # is routed as the OSCU calls route it (worker/oscu/proxy.py), NO_PROXY included.
+        routing: dict[str, Any] = {}
+        if proxy_url and transport is None:
+            routing = {"proxy": proxy_for(token_url, proxy_url), "trust_env": False}
+        self._http = httpx.Client(
+            timeout=timeout or DEFAULT_TOKEN_TIMEOUT, transport=transport, **routing
+        )
         self._lock = threading.Lock()
         self._token: SecretStr | None = None
         self._refresh_at = 0.0

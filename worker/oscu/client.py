@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import ssl
 import time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -32,6 +33,7 @@ from worker.oscu.credentials import DeviceCredentials
 from worker.oscu.endpoints import ENDPOINTS, INIT_ENDPOINT, EndpointsMixin, endpoint_path
 from worker.oscu.errors import OscuError, map_transport_errors
 from worker.oscu.outcome import CallOutcome
+from worker.oscu.proxy import proxy_for
 from worker.oscu.transport import StdlibTransport
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "ENDPOINTS", "DeviceCredentials", "OscuClient"]
@@ -65,6 +67,8 @@ class OscuClient(EndpointsMixin):
         token_provider: TokenProvider | None = None,
         apigee_app_id: str | None = None,
         flavour: str = "etims-api",
+        proxy_url: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         endpoint_path(INIT_ENDPOINT, flavour)  # refuse an unknown flavour now, not per call
@@ -74,10 +78,14 @@ class OscuClient(EndpointsMixin):
         # a POST is an answer to classify, never something to follow -- event hooks) would
         # only add work: they were a sixth of a drain's CPU per job (bench/README.md).
         # By default http.client underneath (worker/oscu/transport.py: a third of the CPU);
-        # ``limits`` asks for httpx's own pooled transport.
+        # ``limits`` asks for httpx's own pooled transport. Either way through the proxy that
+        # HTTPS_PROXY/HTTP_PROXY/NO_PROXY or ``proxy_url`` name for this base URL.
         if transport is None:
+            proxy = proxy_for(self._base_url, proxy_url)
             transport = (
-                httpx.HTTPTransport(limits=limits) if limits is not None else StdlibTransport()
+                httpx.HTTPTransport(limits=limits, proxy=proxy, verify=ssl_context or True)
+                if limits is not None
+                else StdlibTransport(proxy=proxy, ssl_context=ssl_context)
             )
         self._transport = transport
         self._timeout = (timeout or DEFAULT_TIMEOUT).as_dict()
@@ -100,6 +108,7 @@ class OscuClient(EndpointsMixin):
             connect=settings.connect_timeout_s,
             pool=settings.connect_timeout_s,
         )
+        proxy_url = settings.proxy_url.get_secret_value() if settings.proxy_url else None
         provider = None
         if settings.token_url:
             if settings.consumer_key is None or settings.consumer_secret is None:
@@ -110,6 +119,7 @@ class OscuClient(EndpointsMixin):
                 settings.consumer_secret,
                 timeout=timeout,
                 transport=transport,
+                proxy_url=proxy_url,
             )
         limits = None
         if settings.http_engine == "httpx":
@@ -125,6 +135,7 @@ class OscuClient(EndpointsMixin):
             token_provider=provider,
             apigee_app_id=settings.apigee_app_id,
             flavour=settings.flavour,
+            proxy_url=proxy_url,
         )
         client._owns_token_provider = provider is not None
         return client

@@ -23,6 +23,12 @@ Errors keep httpx's meaning, which is what :mod:`worker.oscu.errors` classifies:
   -- maybe sent. Anything unforeseen from then on is a WriteError or ReadError too: never
   an exception the client's classification does not know.
 
+Through an HTTP proxy (``proxy``, chosen by :mod:`worker.oscu.proxy`): an ``https`` origin is
+reached through a CONNECT tunnel (TLS end to end, the proxy sees only host and port), an
+``http`` origin by sending the absolute URL to the proxy. A proxy that cannot be reached, or
+that refuses the tunnel, fails before our request is written: :class:`httpx.ConnectError` /
+:class:`httpx.ProxyError`, not sent -- the same split as without a proxy.
+
 A kept-alive connection the server has closed meanwhile is found before reuse (its socket
 reads as ready: end of file, or bytes nobody asked for) and replaced, as httpcore does;
 otherwise a request written into a dead connection would come back "maybe sent" for
@@ -41,6 +47,8 @@ from typing import Any
 
 import httpx
 
+from worker.oscu.proxy import basic_proxy_auth
+
 __all__ = ["StdlibTransport"]
 
 _Origin = tuple[str, str, int]
@@ -49,8 +57,15 @@ _Origin = tuple[str, str, int]
 class StdlibTransport(httpx.BaseTransport):
     """``http.client`` connections, one per (thread, origin), behind ``handle_request``."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext | None = None, proxy: httpx.URL | None = None
+    ) -> None:
         self._ssl_context = ssl_context
+        self._proxy = proxy
+        #: Header lines every request through the proxy carries (credentials, if any).
+        self._proxy_headers: dict[str, str] = {}
+        if proxy is not None and (auth := basic_proxy_auth(proxy)) is not None:
+            self._proxy_headers["Proxy-Authorization"] = auth
         self._local = threading.local()
         self._lock = threading.Lock()
         #: every open connection, whichever thread owns it, for :meth:`close`; weakly, so
@@ -65,8 +80,12 @@ class StdlibTransport(httpx.BaseTransport):
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         conn = self._connection(origin, timeouts.get("connect"))
         body = request.read()
+        # An http origin through the proxy: the proxy needs the absolute URL (RFC 9112 3.2.2).
+        forward = self._proxy is not None and url.scheme == "http"
+        target = str(url.copy_with(fragment=None)) if forward else url.raw_path.decode("ascii")
+        extra = self._proxy_headers if forward else {}
         try:
-            self._write(conn, request, body, timeouts.get("write"))
+            self._write(conn, request, target, extra, body, timeouts.get("write"))
             response, content = self._read(conn, timeouts.get("read"))
         except BaseException:
             self._discard(origin, conn)
@@ -106,15 +125,21 @@ class StdlibTransport(httpx.BaseTransport):
 
     def _connect(self, origin: _Origin, timeout: float | None) -> http.client.HTTPConnection:
         scheme, host, port = origin
+        # Through a proxy, the socket goes to the proxy; https then tunnels to the origin.
+        via_host, via_port = host, port
+        if self._proxy is not None:
+            via_host, via_port = self._proxy.host, self._proxy.port or 80
         conn: http.client.HTTPConnection
         if scheme == "https":
             if self._ssl_context is None:  # once: it loads the certificate bundle
                 self._ssl_context = httpx.create_ssl_context()
             conn = http.client.HTTPSConnection(
-                host, port, timeout=timeout, context=self._ssl_context
+                via_host, via_port, timeout=timeout, context=self._ssl_context
             )
+            if self._proxy is not None:
+                conn.set_tunnel(host, port, headers=self._proxy_headers)
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn = http.client.HTTPConnection(via_host, via_port, timeout=timeout)
         try:
             conn.connect()
         except TimeoutError as exc:
@@ -122,7 +147,13 @@ class StdlibTransport(httpx.BaseTransport):
             raise httpx.ConnectTimeout(str(exc) or "timed out connecting") from exc
         except OSError as exc:  # refused, unreachable, name resolution, TLS handshake
             conn.close()
+            if type(exc) is OSError and str(exc).startswith("Tunnel connection failed"):
+                # http.client's words for a CONNECT answered with a non-2xx status
+                raise httpx.ProxyError(str(exc)) from exc
             raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        except http.client.HTTPException as exc:  # a proxy's CONNECT answer we cannot read
+            conn.close()
+            raise httpx.ProxyError(str(exc) or type(exc).__name__) from exc
         return conn
 
     def _discard(self, origin: _Origin, conn: http.client.HTTPConnection) -> None:
@@ -135,17 +166,21 @@ class StdlibTransport(httpx.BaseTransport):
 
     # -- one exchange ---------------------------------------------------------------------------
     @staticmethod
-    def _write(conn: Any, request: httpx.Request, body: bytes, timeout: float | None) -> None:
+    def _write(
+        conn: Any,
+        request: httpx.Request,
+        target: str,
+        extra: dict[str, str],
+        body: bytes,
+        timeout: float | None,
+    ) -> None:
         try:  # buffered only: nothing leaves before endheaders
             # httpx already put Host and Content-Length in the request's headers.
-            conn.putrequest(
-                request.method,
-                request.url.raw_path.decode("ascii"),
-                skip_host=True,
-                skip_accept_encoding=True,
-            )
+            conn.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
             for name, value in request.headers.raw:
                 conn.putheader(name, value)  # refuses CR/LF in a value (a pasted cmcKey)
+            for header, text in extra.items():
+                conn.putheader(header, text)
         except (ValueError, http.client.HTTPException) as exc:
             raise httpx.LocalProtocolError(str(exc) or type(exc).__name__) from exc
         try:

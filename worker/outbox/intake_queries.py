@@ -261,10 +261,12 @@ def claim_deliveries(
                 result_events.c.state.label("event_state"),
                 result_events.c.body.label("event_body"),
                 result_events.c.created_at.label("event_created_at"),
+                jobs.c.request_id,
                 webhooks.c.url,
                 webhooks.c.secret_encrypted,
             )
             .join(result_events, result_events.c.id == d.c.event_id)
+            .join(jobs, jobs.c.id == result_events.c.job_id)
             .outerjoin(webhooks, webhooks.c.tin == d.c.tin)
             .where(d.c.id.in_([r[0] for r in claimed]), d.c.claim_token == token)
             .order_by(d.c.event_id)

@@ -12,10 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import standardwebhooks
 from cryptography.fernet import Fernet
 
 from etims_relay.settings import WebhookSettings
 from producers import builders as b
+from producers.enqueue import enqueue
 from producers.webhooks_verify import WebhookVerificationError, verify_webhook
 from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
@@ -89,8 +91,8 @@ def test_a_receiver_that_fails_twice_then_succeeds_gets_the_signed_event(
     engine = pipeline.runtime.engine
     set_webhook(engine, fernet, TIN, receiver.url, secret)
 
-    # When KRA accepts a job and deliveries run (retrying with backoff)
-    pipeline.enqueue(_items(1))
+    # When KRA accepts a job that came in through the intake, and deliveries run (with backoff)
+    enqueue(engine, _items(1), request_id="req-till03-0001")
     pipeline.drain()
     deadline = time.time() + 20
     while not any(status == 200 for _, _, status in receiver.requests):
@@ -103,12 +105,17 @@ def test_a_receiver_that_fails_twice_then_succeeds_gets_the_signed_event(
     ids = {headers["webhook-id"] for headers, _, _ in receiver.requests}
     assert len(ids) == 1
     headers, body, _ = receiver.requests[-1]
-    event = verify_webhook(secret, headers, body)
+    # verified by the official Standard Webhooks library, as a receiver would, and by ours
+    event = standardwebhooks.Webhook(secret).verify(body, headers)
+    assert event == verify_webhook(secret, headers, body)
     assert event["type"] == "job.accepted" and event["event_id"] == ids.pop()
+    assert event["data"]["request_id"] == "req-till03-0001"
     assert event["data"]["idempotency_key"] == "item-1"
     assert event["data"]["state"] == "accepted" and event["data"]["result_code"] == "000"
     with pytest.raises(WebhookVerificationError):
         verify_webhook(secret, headers, body.replace(b"accepted", b"rejected"))
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(secret).verify(body.replace(b"accepted", b"rejected"), headers)
     assert secret not in json.dumps([h for h, _, _ in receiver.requests])
     with engine.connect() as conn:
         assert iq.delivery_counts(conn, TIN) == {"pending": 0, "delivered": 1, "failed": 0}
@@ -164,3 +171,38 @@ def test_a_secret_that_could_never_sign_is_refused_when_it_is_set(pipeline: Pipe
     for bad in ("whsec_not base64!", ""):
         with pytest.raises(ValueError, match="secret"):
             set_webhook(engine, fernet, TIN, "http://127.0.0.1:9/hook", bad)
+
+
+def test_a_plain_text_secret_is_refused_with_the_form_to_use(pipeline: Pipeline) -> None:
+    # A plain-text secret passes no official Standard Webhooks verifier: refused when set
+    fernet = Fernet(Fernet.generate_key())
+    engine = pipeline.runtime.engine
+    with pytest.raises(ValueError, match="must be whsec_ followed by the base64") as caught:
+        set_webhook(engine, fernet, TIN, "http://127.0.0.1:9/hook", "correct-horse-battery")
+    assert "standardwebhooks" in str(caught.value)
+    with engine.connect() as conn:
+        assert iq.get_webhook(conn, TIN) is None
+
+
+def test_a_plain_text_secret_stored_earlier_fails_its_deliveries_with_that_message(
+    pipeline: Pipeline, receiver_factory: Any
+) -> None:
+    # Given a webhook whose secret was stored as plain text before the form was enforced
+    fernet = Fernet(Fernet.generate_key())
+    receiver = receiver_factory()
+    engine = pipeline.runtime.engine
+    with engine.begin() as conn:
+        legacy = fernet.encrypt(b"correct-horse-battery").decode()
+        iq.upsert_webhook(conn, TIN, receiver.url, legacy, iq.max_event_id(conn, TIN), time.time())
+    pipeline.enqueue(_items(1))
+    pipeline.drain()
+    # When deliveries run until the event is given up
+    for _ in range(FAST.max_attempts):
+        deliver_webhooks(engine, fernet, FAST)
+        time.sleep(0.12)
+    # Then nothing unverifiable was POSTed, and the operator sees why in `webhook show`
+    assert receiver.requests == []
+    with engine.connect() as conn:
+        assert iq.delivery_counts(conn, TIN)["failed"] == 1
+        (failure,) = iq.list_deliveries(conn, TIN, 10, ["failed"])
+    assert "whsec_" in failure.last_error and "webhook set" in failure.last_error

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 
 import pytest
+import standardwebhooks
 
 from producers.webhooks_verify import WebhookVerificationError, secret_bytes, verify_webhook
-from worker.webhooks import generate_secret, sign
+from worker.webhooks import _secret_key, generate_secret, sign
 
 BODY = json.dumps({"event_id": "evt_7", "type": "job.accepted", "data": {"job_id": 3}}).encode()
 
@@ -42,9 +45,34 @@ def test_tampered_body_wrong_secret_old_timestamp_and_missing_headers_fail() -> 
         verify_webhook(secret, retimed, BODY, now=1_800_000_000)
 
 
-def test_several_signatures_during_rotation_and_plain_text_secrets() -> None:
-    old, new = generate_secret(), "plain-text-secret"
+def test_several_signatures_during_rotation() -> None:
+    old, new = generate_secret(), generate_secret()
     both = headers(new)
     both["Webhook-Signature"] = headers(old)["Webhook-Signature"] + " " + both["Webhook-Signature"]
     assert verify_webhook(new, both, BODY, now=1_800_000_000)["type"] == "job.accepted"
     assert verify_webhook(old, both, BODY.decode(), now=1_800_000_000)
+
+
+def test_what_the_worker_signs_verifies_with_the_official_standardwebhooks_library() -> None:
+    secret = generate_secret()
+    at = int(time.time())
+    assert standardwebhooks.Webhook(secret).verify(BODY, headers(secret, at=at)) == json.loads(BODY)
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(generate_secret()).verify(BODY, headers(secret, at=at))
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        ("plain-text-secret", "standardwebhooks libraries"),
+        ("whsec_not base64!", "not base64"),
+        ("whsec_" + base64.b64encode(b"short").decode(), "decodes to 5 bytes"),
+        ("", "must be whsec_"),
+    ],
+)
+def test_only_whsec_secrets_are_accepted_with_a_clear_error(secret: str, why: str) -> None:
+    with pytest.raises(ValueError, match="must be whsec_ followed by the base64") as caught:
+        secret_bytes(secret)
+    assert why in str(caught.value)
+    with pytest.raises(ValueError, match=why):
+        _secret_key(secret)
