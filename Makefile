@@ -6,7 +6,7 @@
 #                (runtime + dev) from pyproject.toml, with hashes (uv pip compile)
 #   make min-versions  the unit tests with every runtime dependency at its declared minimum
 #   make test    make sure PostgreSQL and Redis are up on loopback, then run the whole suite
-#   make lint    ruff format --check, ruff check, mypy (strict on schemas producers worker; etims_relay too, not strict)
+#   make lint    ruff format --check, ruff check, mypy (strict on schemas producers worker simulator; etims_relay too, not strict)
 #   make demo    run the end-to-end demo (embedded SQLite + embedded redis-server)
 #   make bench   run every bench/*.py with its defaults
 #   make till-wheel  build the till client's own distribution (packaging/till) into dist/till
@@ -52,7 +52,7 @@ test: venv
 lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy schemas producers worker etims_relay
+	$(BIN)/mypy schemas producers worker simulator etims_relay
 
 demo: venv
 	$(BIN)/etims-relay demo

@@ -39,14 +39,14 @@ from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from producers.enqueue import enqueue  # noqa: E402
+from simulator.process import SimulatorProcess  # noqa: E402
+from simulator.verify import verify_ledger  # noqa: E402
 from tests.helpers import ETIMS_RELAY, FAST_ENV, RelayEnv  # noqa: E402
 from tests.workload import TIN, branch_workload  # noqa: E402
 from worker.device_init import init_device  # noqa: E402
 from worker.outbox import migrate  # noqa: E402
 from worker.outbox.db import make_engine  # noqa: E402
 from worker.runtime import build_runtime  # noqa: E402
-from worker.simulator.process import SimulatorProcess  # noqa: E402
-from worker.simulator.verify import verify_ledger  # noqa: E402
 from worker.wake import CeleryWaker, NullWaker, Waker  # noqa: E402
 
 PG_ADMIN_DSN = os.environ.get("ETIMS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")

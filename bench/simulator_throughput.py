@@ -20,9 +20,9 @@ from pathlib import Path
 
 import orjson
 
-from worker.simulator import SimulatorProcess, verify_ledger
-from worker.simulator.samples import Line, item_body, sale_body
-from worker.simulator.server import new_event_loop
+from simulator import SimulatorProcess, verify_ledger
+from simulator.samples import Line, item_body, sale_body
+from simulator.server import new_event_loop
 
 TARGET_PER_S = 1000.0
 ITEM = "KE2NTNO0000001"

@@ -18,10 +18,10 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
+from simulator.process import SimulatorProcess
 from tests.helpers import RelayEnv, WorkerPool
 from worker.outbox import migrate
 from worker.outbox.db import make_engine
-from worker.simulator.process import SimulatorProcess
 
 #: In-process pipeline fixtures (pipeline, pipeline_factory) for any test that wants them.
 pytest_plugins = ["tests.integration.pipeline_fixtures"]

@@ -240,11 +240,6 @@ def block_dependents(conn: Connection, job_ids: Iterable[int], now: float) -> se
     return _propagate(conn, job_ids, now, JobState.PENDING, JobState.BLOCKED)
 
 
-def unblock_dependents(conn: Connection, job_ids: Iterable[int], now: float) -> set[int]:
-    """Jobs blocked behind ``job_ids`` go back to pending (the drain re-checks the rest)."""
-    return _propagate(conn, job_ids, now, JobState.BLOCKED, JobState.PENDING)
-
-
 def _propagate(
     conn: Connection,
     job_ids: Iterable[int],

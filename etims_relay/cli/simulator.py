@@ -2,7 +2,7 @@
 
 Without a subcommand it serves every OSCU endpoint at ``http://HOST:PORT/`` until SIGINT or
 SIGTERM, reloading its state from ``--ledger`` first. It prints exactly one line on stdout
-(``listening on http://...``), which :class:`worker.simulator.SimulatorProcess` waits for.
+(``listening on http://...``), which :class:`simulator.SimulatorProcess` waits for.
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def serve(
         return
     if ledger is None:
         raise typer.BadParameter("--ledger is required to serve", param_hint="--ledger")
-    from worker.simulator.options import SimulatorOptions, parse_tax_rates
-    from worker.simulator.runner import serve as run_server
+    from simulator.options import SimulatorOptions, parse_tax_rates
+    from simulator.runner import serve as run_server
 
     try:
         options = SimulatorOptions(
@@ -131,7 +131,7 @@ def verify(
     ledger: Annotated[Path, typer.Option(help="Ledger written by the simulator.")],
 ) -> None:
     """Check the ledger's invariants; exit 1 and list the violations if any fail."""
-    from worker.simulator.verify import verify_ledger
+    from simulator.verify import verify_ledger
 
     if not ledger.exists():
         typer.echo(f"no ledger at {ledger}", err=True)

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulator.process import SimulatorProcess, simulator_command
 from worker.embedded_broker import stop_embedded_redis
-from worker.simulator.process import SimulatorProcess, simulator_command
 
 #: Settings for a short-lived demo: fail fast on a dead simulator, sweep often, back off
 #: briefly. The lease must outlive twice a round trip (checked by Settings).

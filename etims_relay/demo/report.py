@@ -2,7 +2,7 @@
 
 Reading results from the database (not from worker logs) is the point of the demo: it is what
 an operator would see with ``etims-relay status`` and ``etims-relay dead list``. The ledger is
-KRA's side of the story; :func:`worker.simulator.verify.verify_ledger` checks it independently
+KRA's side of the story; :func:`simulator.verify.verify_ledger` checks it independently
 and its counts must match what the outbox says was accepted.
 """
 
@@ -17,10 +17,10 @@ from rich.table import Table
 from sqlalchemy import Connection, Engine, func, select
 
 from schemas.jobs import JobState
+from simulator.verify import VerifyReport
 from worker.outbox import queries as q
 from worker.outbox.models import jobs
 from worker.replay import Actor, skip
-from worker.simulator.verify import VerifyReport
 
 #: ledger summary key -> job kind
 LEDGER_KINDS = {

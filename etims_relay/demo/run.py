@@ -28,9 +28,9 @@ from sqlalchemy import Engine
 from etims_relay.demo import report, scenario
 from etims_relay.demo.fleet import Fleet, StepFailed
 from etims_relay.demo.watch import DemoTimeout, wait_until_settled
+from simulator.verify import VerifyReport, verify_ledger
 from worker.embedded_broker import EmbeddedBrokerError
 from worker.outbox.db import make_engine
-from worker.simulator.verify import VerifyReport, verify_ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +235,7 @@ def _render(
         highlight=False,
         soft_wrap=True,
     )
-    console.print("[bold]ledger (worker.simulator.verify):[/bold]")
+    console.print("[bold]ledger (simulator.verify):[/bold]")
     for line in ledger.summary_lines():
         console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     for violation in ledger.violations:

@@ -25,11 +25,11 @@ from pydantic import SecretStr
 from schemas.envelope import InitInfo, InvoiceDetails, SaleSignature
 from schemas.requests import REQUEST_MODELS
 from schemas.vat import check_sale_amounts, check_stock_io_amounts
+from simulator import Simulator, SimulatorOptions
+from simulator.answers import Answer
+from simulator.options import DEFAULT_TAX_RATES
+from simulator.samples import Line, item_body, stock_io_body
 from worker.oscu import DeviceCredentials, OscuClient, OutcomeKind
-from worker.simulator import Simulator, SimulatorOptions
-from worker.simulator.answers import Answer
-from worker.simulator.options import DEFAULT_TAX_RATES
-from worker.simulator.samples import Line, item_body, stock_io_body
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TIN = "P051234567A"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from simulator.ledger import read_records
+from simulator.verify import verify_ledger
 from worker.embedded_broker import embedded_redis_pid
-from worker.simulator.ledger import read_records
-from worker.simulator.verify import verify_ledger
 
 BRANCHES, SALES = 2, 20
 ITEMS = 5

@@ -18,13 +18,13 @@ from sqlalchemy import select
 
 from etims_relay.settings import DrainSettings, OscuSettings, RetrySettings, Settings
 from producers.enqueue import Enqueued, enqueue, options_from_settings
+from simulator.runner import SimulatorHandle, run_simulator
 from tests.workload import TIN
 from worker.device_init import init_device
 from worker.drain import DrainReport, drain
 from worker.outbox import queries as q
 from worker.outbox.models import jobs
 from worker.runtime import Runtime, build_runtime
-from worker.simulator.runner import SimulatorHandle, run_simulator
 
 
 @dataclass

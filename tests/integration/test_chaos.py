@@ -16,13 +16,13 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from simulator.verify import verify_ledger
 from tests.conftest import REDIS_HOST, REDIS_PORT
 from tests.helpers import RelayEnv, WorkerPool, all_terminal, ledger_writes, wait_until
 from tests.integration.test_pipeline_workers import acceptance_matches_enqueue_order, init_devices
 from tests.workload import branch_ids, workload
 from worker.outbox.db import make_engine
 from worker.outbox.models import attempts, jobs
-from worker.simulator.verify import verify_ledger
 
 pytestmark = pytest.mark.slow
 

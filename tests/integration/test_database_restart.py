@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from simulator.verify import verify_ledger
 from tests.helpers import RelayEnv, WorkerPool, all_terminal, wait_until
 from tests.integration.test_pipeline_workers import acceptance_matches_enqueue_order, init_devices
 from tests.workload import branch_ids, workload
-from worker.simulator.verify import verify_ledger
 
 pytestmark = pytest.mark.slow
 

@@ -17,6 +17,8 @@ from pydantic import SecretStr
 from producers import builders as b
 from producers.enqueue import InvalidRecords
 from schemas.vat import VatScheme, fill_sale_amounts
+from simulator.options import parse_tax_rates
+from simulator.testing import SimClient
 from tests.helpers import ledger_writes
 from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
@@ -24,8 +26,6 @@ from worker import codes
 from worker.device_init import DeviceInitError, device_views, import_device, init_device
 from worker.metrics import DbCollector
 from worker.outbox import queries as q
-from worker.simulator.options import parse_tax_rates
-from worker.simulator.testing import SimClient
 
 NOW = datetime.now(UTC)
 DIESEL = b.SaleLine(item_code(2), "Diesel", Decimal("10"), Decimal("180"), tax_ty_cd="E")

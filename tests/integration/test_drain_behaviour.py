@@ -187,8 +187,8 @@ def test_without_invoice_lookup_a_recovered_duplicate_is_marked_receipt_missing(
 
 def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(pipeline: Pipeline) -> None:
     # Given KRA already holds invcNo 1 for this branch (sent by another system)
-    from worker.simulator.samples import Line, sale_body
-    from worker.simulator.testing import SimClient
+    from simulator.samples import Line, sale_body
+    from simulator.testing import SimClient
 
     pipeline.enqueue(registered_stock())
     pipeline.drain()
@@ -239,8 +239,8 @@ def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes
 ) -> None:
     # PostgreSQL only: on SQLite a drain step holds the write lock from its first read, so
     # an operator's set-next cannot land between the head read and the send.
-    from worker.simulator.samples import Line, sale_body
-    from worker.simulator.testing import SimClient
+    from simulator.samples import Line, sale_body
+    from simulator.testing import SimClient
 
     # Given KRA already holds invcNo 1 for this branch, and our counter still says 1
     pipeline.enqueue(registered_stock())
@@ -448,8 +448,8 @@ def test_a_job_unblocked_while_the_one_before_is_out_is_not_overtaken(
 def test_a_counter_set_while_a_sale_is_out_is_the_number_the_next_one_goes_with(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.simulator.samples import Line, sale_body
-    from worker.simulator.testing import SimClient
+    from simulator.samples import Line, sale_body
+    from simulator.testing import SimClient
 
     # Given sales N1 and N2
     pipeline.enqueue(

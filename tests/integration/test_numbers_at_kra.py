@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 from etims_relay.cli import app
 from etims_relay.settings import get_settings
 from producers import builders as b
+from simulator.verify import verify_ledger
 from tests.helpers import ledger_writes
 from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
 from worker.drain import drain
 from worker.outbox import queries as q
 from worker.replay import Actor, OperatorError, set_next, skip, unpark
-from worker.simulator.verify import verify_ledger
 
 NOW = datetime.now(UTC)
 WATER = b.SaleLine(item_code(1), "Water", Decimal("1"), Decimal("116"))

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from simulator.verify import verify_ledger
 from tests.helpers import RelayEnv, WorkerPool, all_terminal, ledger_writes, wait_until
 from tests.workload import TIN, branch_ids, workload
 from worker.device_init import init_device
 from worker.outbox.db import make_engine
 from worker.outbox.models import jobs
 from worker.runtime import build_runtime
-from worker.simulator.verify import verify_ledger
 
 pytestmark = pytest.mark.slow
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 
+from simulator.process import SimulatorProcess
 from tests.helpers import RelayEnv, WorkerPool
 from tests.integration.test_chaos import FAULTS, assert_chaos_invariants
 from tests.integration.test_pipeline_workers import init_devices
 from tests.workload import branch_ids, workload
-from worker.simulator.process import SimulatorProcess
 from worker.wake import QUEUE
 
 pytestmark = pytest.mark.slow

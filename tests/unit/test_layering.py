@@ -1,5 +1,6 @@
 """DESIGN.md's dependency arrows, enforced: schemas is pure, worker never imports producers,
-producers never import Celery task bodies (they send by task name through worker.wake)."""
+producers never import Celery task bodies (they send by task name through worker.wake), and the
+OSCU simulator (KRA's side, top-level ``simulator/``) and the relay never import each other."""
 
 from __future__ import annotations
 
@@ -12,9 +13,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: package -> module prefixes it must never import
 FORBIDDEN = {
-    "schemas": ("worker", "producers", "etims_relay", "sqlalchemy", "httpx", "celery"),
-    "worker": ("producers",),
-    "producers": ("worker.tasks", "worker.celery_app", "worker.drain", "worker.effects"),
+    "schemas": ("worker", "producers", "etims_relay", "simulator", "sqlalchemy", "httpx", "celery"),
+    "worker": ("producers", "simulator"),
+    "producers": (
+        "worker.tasks",
+        "worker.celery_app",
+        "worker.drain",
+        "worker.effects",
+        "simulator",
+    ),
+    # KRA's side: a second reading of the spec that shares nothing with the relay.
+    "simulator": ("worker", "producers", "schemas", "etims_relay"),
 }
 
 
@@ -41,7 +50,7 @@ def test_import_direction(package: str) -> None:
 
 
 #: What the simulator may take from ``schemas``: nothing. Its field and VAT checks are a second
-#: reading of the spec (worker/simulator/fields.py, amounts.py), so a misreading in the relay's
+#: reading of the spec (simulator/fields.py, amounts.py), so a misreading in the relay's
 #: models (``schemas.requests``, ``schemas.sales``, ``schemas.vat``...) fails a test instead of
 #: agreeing by construction. No module of ``schemas`` is allowed, not even the code lists: the
 #: simulator keeps its own (fields.py), since a wrong code in ``schemas.codes`` is exactly the
@@ -65,17 +74,18 @@ def simulator_schema_imports(root: Path) -> list[str]:
 
 
 def test_the_simulator_reads_the_spec_without_schemas() -> None:
-    offenders = simulator_schema_imports(ROOT / "worker" / "simulator")
+    assert (ROOT / "simulator" / "__init__.py").is_file()
+    offenders = simulator_schema_imports(ROOT / "simulator")
     assert not offenders, "\n".join(offenders)
 
 
 def test_the_simulator_check_sees_a_schemas_import(tmp_path: Path) -> None:
-    package = tmp_path / "worker" / "simulator"
+    package = tmp_path / "simulator"
     package.mkdir(parents=True)
     (package / "validate.py").write_text(
         "from schemas.vat import check_sale_amounts\nimport schemas.requests\n"
     )
-    (package / "fine.py").write_text("from worker.simulator.fields import TABLES\n")
+    (package / "fine.py").write_text("from simulator.fields import TABLES\n")
     offenders = simulator_schema_imports(package)
     assert any("schemas.vat" in line for line in offenders)
     assert any("schemas.requests" in line for line in offenders)

@@ -361,13 +361,6 @@ def registration_by_key_hash(conn: Connection, key_hash: str) -> Row[Any] | None
     ).first()
 
 
-def list_registrations(conn: Connection) -> list[Row[Any]]:
-    """Every registration (the key hash is not shown by callers)."""
-    return list(
-        conn.execute(select(notification_registrations).order_by(notification_registrations.c.id))
-    )
-
-
 def revoke_registration(conn: Connection, name: str, now: float) -> int:
     """Stop accepting pushes signed with this registration's key."""
     return conn.execute(

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from simulator.process import SimulatorProcess
+from simulator.testing import SimClient
 from tests.helpers import RelayEnv, ledger_writes
 from tests.workload import TIN
-from worker.simulator.process import SimulatorProcess
-from worker.simulator.testing import SimClient
 
 
 def flat(text: str) -> str:

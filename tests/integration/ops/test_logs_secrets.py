@@ -21,12 +21,12 @@ from typing import Any
 import httpx
 import pytest
 
+from simulator.process import SimulatorProcess
 from tests.helpers import ETIMS_RELAY, RelayEnv, WorkerPool, wait_until
 from tests.integration.ops.conftest import free_port
 from tests.integration.ops.test_metrics_scrape import ghost_sale
 from tests.integration.test_pipeline_workers import init_devices
 from tests.workload import TIN, branch_workload
-from worker.simulator.process import SimulatorProcess
 
 pytestmark = pytest.mark.slow
 

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from producers import builders as b
+from simulator.process import SimulatorProcess
 from tests.helpers import RelayEnv, wait_until
 from tests.integration.ops.conftest import MetricsWorkers, scrape, total
 from tests.integration.test_pipeline_workers import init_devices
@@ -24,7 +25,6 @@ from tests.workload import TIN, branch_workload
 from worker.metrics import GAUGE_STATES
 from worker.outbox.db import make_engine
 from worker.outbox.models import attempts, branches, jobs
-from worker.simulator.process import SimulatorProcess
 
 pytestmark = pytest.mark.slow
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import httpx
 
+from simulator.clock import d14, now
 from tests.helpers import ETIMS_RELAY
 from tests.integration.pipeline_fixtures import Pipeline
 from tests.integration.producers.intake_fixtures import OTHER_TIN, start_intake
@@ -20,7 +21,6 @@ from tests.workload import TIN
 from worker import metrics
 from worker.notices import FIRST_LAST_REQ_DT, sync_device
 from worker.outbox import ops_queries as oq
-from worker.simulator.clock import d14, now
 
 
 def publish(pipeline: Pipeline, *notices: dict[str, object]) -> None:

@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import select
 
 from producers import builders as b
+from simulator.process import SimulatorProcess
+from simulator.verify import verify_ledger
 from tests.helpers import RelayEnv, WorkerPool, wait_until
 from tests.integration.test_pipeline_workers import init_devices
 from tests.workload import TIN, branch_workload, item_code
 from worker.outbox.db import make_engine
 from worker.outbox.models import jobs
-from worker.simulator.process import SimulatorProcess
-from worker.simulator.verify import verify_ledger
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,9 @@ import trustme
 from pydantic import SecretStr
 
 from etims_relay.settings import Settings
+from simulator.process import SimulatorProcess
 from worker.oscu import DeviceCredentials, OscuClient, OutcomeKind
 from worker.oscu.proxy import ProxyConfigError, proxy_for
-from worker.simulator.process import SimulatorProcess
 
 K = OutcomeKind
 CMC_KEY = "cmc-SECRET-proxy-0123456789"

@@ -16,12 +16,12 @@ import pytest
 from pydantic import SecretStr
 
 from etims_relay.settings import OscuSettings
+from simulator import SimulatorHandle, run_simulator
+from simulator.ledger import read_records
+from simulator.samples import Line, item_body, sale_body, stock_io_body
 from worker.oscu.client import OscuClient
 from worker.oscu.credentials import DeviceCredentials
 from worker.oscu.outcome import OutcomeKind
-from worker.simulator import SimulatorHandle, run_simulator
-from worker.simulator.ledger import read_records
-from worker.simulator.samples import Line, item_body, sale_body, stock_io_body
 
 TIN = "P051234567A"
 ITEM = "KE2NTNO0000001"

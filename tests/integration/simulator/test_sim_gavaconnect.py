@@ -16,15 +16,15 @@ from pydantic import SecretStr
 
 from etims_relay.settings import OscuSettings
 from producers import builders as b
+from simulator import SimulatorProcess
+from simulator.runner import SimulatorHandle, run_simulator
+from simulator.samples import Line, item_body, sale_body, stock_io_body
 from tests.helpers import ledger_writes
 from tests.integration.pipeline_fixtures import Pipeline, make_settings
 from tests.workload import TIN, item_code
 from worker.device_init import init_device
 from worker.oscu import OscuClient
 from worker.runtime import build_runtime
-from worker.simulator import SimulatorProcess
-from worker.simulator.runner import SimulatorHandle, run_simulator
-from worker.simulator.samples import Line, item_body, sale_body, stock_io_body
 
 BASIC = "Basic " + base64.b64encode(b"sim-consumer:sim-secret").decode()
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from worker.simulator import SimulatorHandle, SimulatorProcess, run_simulator, verify_ledger
-from worker.simulator.ledger import read_records
-from worker.simulator.process import simulator_command
-from worker.simulator.samples import Line, item_body, sale_body, stock_io_body
-from worker.simulator.testing import SimClient, SimDevice
+from simulator import SimulatorHandle, SimulatorProcess, run_simulator, verify_ledger
+from simulator.ledger import read_records
+from simulator.process import simulator_command
+from simulator.samples import Line, item_body, sale_body, stock_io_body
+from simulator.testing import SimClient, SimDevice
 
 TIN = "P051234567A"
 ITEM = "KE2NTNO0000001"

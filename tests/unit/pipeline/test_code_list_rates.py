@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from simulator.catalog import code_classes
+from simulator.options import parse_tax_rates
 from worker.codes import CodeListError, rates_from_code_list
-from worker.simulator.catalog import code_classes
-from worker.simulator.options import parse_tax_rates
 from worker.tax_rates import override_mismatches, rates_to_json
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from worker.simulator import Simulator, SimulatorOptions
-from worker.simulator.answers import Answer
-from worker.simulator.samples import Line, item_body, sale_body, stock_io_body, stock_master_body
+from simulator import Simulator, SimulatorOptions
+from simulator.answers import Answer
+from simulator.samples import Line, item_body, sale_body, stock_io_body, stock_master_body
 
 TIN = "P051234567A"
 GOOD = "KE2NTNO0000001"

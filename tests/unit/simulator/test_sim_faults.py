@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.simulator.faults import Fault, FaultKind, FaultRegistry
+from simulator.faults import Fault, FaultKind, FaultRegistry
 
 
 def test_times_limits_a_rule_to_its_endpoint() -> None:

@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
-from worker.simulator import Simulator, SimulatorOptions
-from worker.simulator.amounts import amount_problems, line_amounts
-from worker.simulator.fields import field_problems
-from worker.simulator.options import DEFAULT_TAX_RATES
-from worker.simulator.samples import Line, item_body, sale_body
+from simulator import Simulator, SimulatorOptions
+from simulator.amounts import amount_problems, line_amounts
+from simulator.fields import field_problems
+from simulator.options import DEFAULT_TAX_RATES
+from simulator.samples import Line, item_body, sale_body
 
 D = Decimal
 RATES = dict(DEFAULT_TAX_RATES)

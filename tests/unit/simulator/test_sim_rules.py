@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
-from worker.simulator import Simulator, SimulatorOptions
-from worker.simulator.answers import Answer
-from worker.simulator.samples import (
+from simulator import Simulator, SimulatorOptions
+from simulator.answers import Answer
+from simulator.samples import (
     Line,
     item_body,
     sale_body,

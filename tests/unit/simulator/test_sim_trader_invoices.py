@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from etims_relay.cli import app
-from worker.simulator import Simulator, SimulatorOptions, verify_records
-from worker.simulator.answers import Answer
-from worker.simulator.ledger import read_records
-from worker.simulator.samples import Line, item_body, sale_body
+from simulator import Simulator, SimulatorOptions, verify_records
+from simulator.answers import Answer
+from simulator.ledger import read_records
+from simulator.samples import Line, item_body, sale_body
 
 TIN = "P051234567A"
 ITEM = "KE2NTNO0000001"

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from etims_relay.cli import app
-from worker.simulator import Simulator, SimulatorOptions, verify_ledger, verify_records
-from worker.simulator.ledger import Ledger, read_records
-from worker.simulator.samples import Line, item_body, sale_body, stock_io_body, stock_master_body
+from simulator import Simulator, SimulatorOptions, verify_ledger, verify_records
+from simulator.ledger import Ledger, read_records
+from simulator.samples import Line, item_body, sale_body, stock_io_body, stock_master_body
 
 TIN = "P051234567A"
 ITEM = "KE2NTNO0000001"

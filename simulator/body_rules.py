@@ -1,5 +1,5 @@
 """Body rules one KRA host enforces and the other did not (oscu-reference §5.8, §6.2, §6.4,
-§7.5), each switchable in :class:`~worker.simulator.options.SimulatorOptions`.
+§7.5), each switchable in :class:`~simulator.options.SimulatorOptions`.
 
 A second reading of the same notes as ``schemas.body_rules``, written apart on purpose: if the
 relay's reading drifts, the simulator still answers as the host would. Wording follows the
@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from worker.simulator.options import SimulatorOptions
-from worker.simulator.state import Branch, SimulatorState
+from simulator.options import SimulatorOptions
+from simulator.state import Branch, SimulatorState
 
 _CODE = re.compile(
     r"^(?P<OrgnNatCd>[A-Z]{2})(?P<ItemTyCd>[123])(?P<PkgUnitCd>[A-Z0-9]{2})"

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from worker.simulator.clock import now
+from simulator.clock import now
 
 
 class LedgerError(Exception):

@@ -1,6 +1,6 @@
 """Check a ledger against the invariants KRA would hold the relay to (DESIGN.md 2 and 3).
 
-Independent of :mod:`worker.simulator.rules` on purpose: it re-derives every rule from the
+Independent of :mod:`simulator.rules` on purpose: it re-derives every rule from the
 records alone, so a bug in the live checks cannot also hide in the verdict. Checks, per
 branch (tin, bhfId), in record order:
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from worker.simulator.ledger import LedgerError, read_records
-from worker.simulator.state import (
+from simulator.ledger import LedgerError, read_records
+from simulator.state import (
     SALE_OUT_TYPE,
     STOCK_IN_TYPES,
     STOCK_OUT_TYPES,

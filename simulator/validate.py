@@ -1,7 +1,7 @@
 """Field shapes and amounts, as the simulator's own reading of the spec.
 
-:mod:`worker.simulator.fields` says what KRA accepts on each endpoint and
-:mod:`worker.simulator.amounts` which amounts are right under a VAT scheme; neither imports
+:mod:`simulator.fields` says what KRA accepts on each endpoint and
+:mod:`simulator.amounts` which amounts are right under a VAT scheme; neither imports
 ``schemas`` (the relay's request models), so the relay and the simulator do not agree by
 construction. This module only adapts their answers into the 910 messages KRA gives: one
 naming the field path, one in live-G's amount wording ("Invalid taxblAmt on item: 1.
@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from worker.simulator.amounts import amount_problems
-from worker.simulator.fields import field_problems
-from worker.simulator.options import SimulatorOptions
+from simulator.amounts import amount_problems
+from simulator.fields import field_problems
+from simulator.options import SimulatorOptions
 
 #: How many field problems one 910 message lists (KRA names one; more helps whoever fixes).
 MAX_LISTED = 3

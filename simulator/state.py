@@ -3,7 +3,7 @@
 The state changes only through :meth:`SimulatorState.apply`, which takes a ledger record.
 The server applies a record right after appending it, and a restart replays the file
 through the same method, so a restarted simulator is the one that was killed. Nothing here
-validates: the rules in :mod:`worker.simulator.rules` decide what gets recorded.
+validates: the rules in :mod:`simulator.rules` decide what gets recorded.
 """
 
 from __future__ import annotations

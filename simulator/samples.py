@@ -1,7 +1,7 @@
 """Valid OSCU request bodies, built the way a careful client builds them.
 
 Tests, the benchmark and the demo all need bodies the simulator accepts, and malformed
-variants of them; building them here (amounts from :mod:`worker.simulator.amounts` under the
+variants of them; building them here (amounts from :mod:`simulator.amounts` under the
 run's scheme) keeps every caller consistent with the validator instead of hand-copying JSON.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from worker.simulator.amounts import expected_amounts
-from worker.simulator.options import DEFAULT_TAX_RATES, DEFAULT_VAT_SCHEME
+from simulator.amounts import expected_amounts
+from simulator.options import DEFAULT_TAX_RATES, DEFAULT_VAT_SCHEME
 
 _AUDIT = {"regrId": "sim", "regrNm": "Simulator", "modrId": "sim", "modrNm": "Simulator"}
 #: A fixed, valid date-time so bodies are reproducible.

@@ -1,18 +1,18 @@
 """KRA's decisions: one method per OSCU write endpoint, from (branch, body) to an Answer.
 
-Lookups live in :mod:`worker.simulator.lookups`; :class:`Rules` routes to both.
+Lookups live in :mod:`simulator.lookups`; :class:`Rules` routes to both.
 
 Pure with respect to I/O: rules read :class:`SimulatorState` and say what to record; the
-:class:`~worker.simulator.core.Simulator` appends the record to the ledger and then folds it
+:class:`~simulator.core.Simulator` appends the record to the ledger and then folds it
 into the state. Field shapes and amounts come from the simulator's own reading of the spec
-(:mod:`worker.simulator.validate`, never ``schemas``); what
+(:mod:`simulator.validate`, never ``schemas``); what
 only KRA can know lives here: devices and keys, numbering, registered items, accepted
 originals, the stock ledger and the configured tax rates.
 
 Order of checks on a write (the first failure answers): headers (900/901) -> a JSON object
 (911) -> body tin/bhfId/cmcKey match the headers (910) -> field shapes (910) -> numbering
 (921 repeat, 910 gap) -> references (items, credit-note original and its buyer PIN) -> host
-body rules (itemCd, pkg, services in stock: :mod:`worker.simulator.body_rules`) -> amounts
+body rules (itemCd, pkg, services in stock: :mod:`simulator.body_rules`) -> amounts
 and taxRtX (910) -> stock (922/910, and "not in your stock master" when
 ``stock_before_sale``) -> trader invoice reuse (994).
 """
@@ -25,18 +25,18 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from worker.simulator import body_rules, validate
-from worker.simulator.answers import Answer, fail, invalid, ok
-from worker.simulator.clock import d14
-from worker.simulator.lookups import Lookups
-from worker.simulator.numbering import (
+from simulator import body_rules, validate
+from simulator.answers import Answer, fail, invalid, ok
+from simulator.clock import d14
+from simulator.lookups import Lookups
+from simulator.numbering import (
     SequenceVerdict,
     check_sequence,
     sequence_message,
     sign_receipt,
 )
-from worker.simulator.options import SimulatorOptions
-from worker.simulator.state import (
+from simulator.options import SimulatorOptions
+from simulator.state import (
     SALE_OUT_TYPE,
     Branch,
     SimulatorState,

@@ -7,7 +7,7 @@ throughput on a shared 2-core machine (see bench/README.md).
 
 Routing: ``POST /<path>`` for every OSCU endpoint at the root, where the path is the spec
 name or, under ``--flavour gavaconnect``, GavaConnect's name for it (plus its token endpoint
-and bearer check, :mod:`worker.simulator.gateway`); ``/__admin/...`` for the control plane
+and bearer check, :mod:`simulator.gateway`); ``/__admin/...`` for the control plane
 (faults and counters); anything else HTTP 404. Requests on one connection are
 answered in order; a request that must wait (latency fault) pauses that connection only.
 """
@@ -25,13 +25,13 @@ from typing import Any, cast
 import httptools
 import orjson
 
-from worker.simulator.admin import AdminApi
-from worker.simulator.clock import d14
-from worker.simulator.core import Simulator
-from worker.simulator.faults import FaultKind, FaultPlan
-from worker.simulator.gateway import TOKEN_PATH, UNAUTHORISED, Gateway, routes_for, wrap
+from simulator.admin import AdminApi
+from simulator.clock import d14
+from simulator.core import Simulator
+from simulator.faults import FaultKind, FaultPlan
+from simulator.gateway import TOKEN_PATH, UNAUTHORISED, Gateway, routes_for, wrap
 
-log = logging.getLogger("worker.simulator")
+log = logging.getLogger("simulator")
 
 _REASONS = {
     200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",

@@ -181,7 +181,7 @@ class SimulatorProcess:
         return response.json()
 
     def add_fault(self, **fields: Any) -> int:
-        """POST /__admin/faults with ``fields`` (see worker.simulator.faults); returns its id."""
+        """POST /__admin/faults with ``fields`` (see simulator.faults); returns its id."""
         ids: list[int] = self._admin("POST", "faults", fields)["ids"]
         return ids[0]
 

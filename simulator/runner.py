@@ -1,7 +1,7 @@
 """Run the simulator: in the foreground (the CLI), or on a background thread (tests).
 
-Both paths build the same :class:`~worker.simulator.core.Simulator` and serve it with
-:mod:`worker.simulator.server` on its own event loop, so an in-process test sees exactly
+Both paths build the same :class:`~simulator.core.Simulator` and serve it with
+:mod:`simulator.server` on its own event loop, so an in-process test sees exactly
 the behaviour a subprocess would.
 """
 
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.simulator.core import Simulator
-from worker.simulator.faults import Fault, FaultRegistry
-from worker.simulator.options import SimulatorOptions
-from worker.simulator.server import SimulatorApp, close_connections, new_event_loop, start_server
-from worker.simulator.state import SimulatorState
+from simulator.core import Simulator
+from simulator.faults import Fault, FaultRegistry
+from simulator.options import SimulatorOptions
+from simulator.server import SimulatorApp, close_connections, new_event_loop, start_server
+from simulator.state import SimulatorState
 
 
 async def _serve(

@@ -1,7 +1,7 @@
 """Which amounts KRA expects on a sale or stock movement, under each VAT scheme.
 
 Written from oscu-reference §7 apart from ``schemas.vat`` on purpose (see
-:mod:`worker.simulator.fields`): the relay fills amounts with ``schemas.vat``, the simulator
+:mod:`simulator.fields`): the relay fills amounts with ``schemas.vat``, the simulator
 checks them with this module, so a misreading on either side shows up as a refused job.
 
 Per line, with the line's tax rate ``r`` (percent / 100) and every result rounded half up to
@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from worker.simulator.fields import wire_decimal
+from simulator.fields import wire_decimal
 
 __all__ = ["TOLERANCE", "amount_problems", "expected_amounts", "line_amounts"]
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.simulator import catalog
-from worker.simulator.answers import Answer, empty, invalid, ok
-from worker.simulator.clock import d8, d14_to_detail
-from worker.simulator.options import SimulatorOptions
-from worker.simulator.state import Branch, SimulatorState, at_to_d14
+from simulator import catalog
+from simulator.answers import Answer, empty, invalid, ok
+from simulator.clock import d8, d14_to_detail
+from simulator.options import SimulatorOptions
+from simulator.state import Branch, SimulatorState, at_to_d14
 
 
 class Lookups:

@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
-from worker.simulator.core import Simulator
-from worker.simulator.faults import Fault
+from simulator.core import Simulator
+from simulator.faults import Fault
 
 
 class AdminApi:

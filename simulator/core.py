@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 
-from worker.simulator.answers import Answer, fail
-from worker.simulator.faults import FaultRegistry
-from worker.simulator.ledger import Ledger, read_records
-from worker.simulator.options import SimulatorOptions
-from worker.simulator.rules import INIT, Rules
-from worker.simulator.state import SimulatorState
+from simulator.answers import Answer, fail
+from simulator.faults import FaultRegistry
+from simulator.ledger import Ledger, read_records
+from simulator.options import SimulatorOptions
+from simulator.rules import INIT, Rules
+from simulator.state import SimulatorState
 
 
 class Simulator:
