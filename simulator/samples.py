@@ -79,22 +79,7 @@ def sale_body(
 
     ``rcpt_ty_cd="R"`` with ``org_invc_no`` makes a credit note (reason 06, refund date set).
     """
-    raw_lines = [
-        {
-            "itemSeq": seq,
-            "itemClsCd": line.item_cls_cd,
-            "itemCd": line.item_cd,
-            "itemNm": line.item_nm,
-            "pkgUnitCd": "NT",
-            "pkg": _json_number(Decimal(line.qty)),
-            "qtyUnitCd": "NO",
-            "qty": _json_number(Decimal(line.qty)),
-            "prc": _json_number(Decimal(line.prc)),
-            "dcRt": 0,
-            "taxTyCd": line.tax_ty_cd,
-        }
-        for seq, line in enumerate(lines, start=1)
-    ]
+    raw_lines = [_line(seq, line, dcRt=0) for seq, line in enumerate(lines, start=1)]
     computed, header = expected_amounts({"itemList": raw_lines}, scheme, rates, stock=False)
     item_list = [
         {**line, **_jsonify({k: v for k, v in amounts.items()})}
@@ -147,22 +132,7 @@ def stock_io_body(
     rates: Mapping[str, Decimal] = DEFAULT_TAX_RATES,
 ) -> dict[str, Any]:
     """An ``insertStockIO`` body (``sarTyCd`` 01-06 in, 11-16 out) with consistent amounts."""
-    raw_lines = [
-        {
-            "itemSeq": seq,
-            "itemCd": line.item_cd,
-            "itemClsCd": line.item_cls_cd,
-            "itemNm": line.item_nm,
-            "pkgUnitCd": "NT",
-            "pkg": _json_number(Decimal(line.qty)),
-            "qtyUnitCd": "NO",
-            "qty": _json_number(Decimal(line.qty)),
-            "prc": _json_number(Decimal(line.prc)),
-            "totDcAmt": 0,
-            "taxTyCd": line.tax_ty_cd,
-        }
-        for seq, line in enumerate(lines, start=1)
-    ]
+    raw_lines = [_line(seq, line, totDcAmt=0) for seq, line in enumerate(lines, start=1)]
     computed, header = expected_amounts({"itemList": raw_lines}, scheme, rates, stock=True)
     item_list = [
         {**line, **_jsonify(amounts)} for line, amounts in zip(raw_lines, computed, strict=True)
@@ -187,3 +157,21 @@ def stock_io_body(
 def stock_master_body(item_cd: str, rsd_qty: Decimal | int | str) -> dict[str, Any]:
     """A ``saveStockMaster`` body."""
     return {"itemCd": item_cd, "rsdQty": _json_number(Decimal(rsd_qty)), **_AUDIT}
+
+
+def _line(seq: int, line: Line, **discount: int) -> dict[str, Any]:
+    """An item line before its amounts: sale lines carry ``dcRt``, stock lines ``totDcAmt``."""
+    qty = _json_number(Decimal(line.qty))
+    return {
+        "itemSeq": seq,
+        "itemClsCd": line.item_cls_cd,
+        "itemCd": line.item_cd,
+        "itemNm": line.item_nm,
+        "pkgUnitCd": "NT",
+        "pkg": qty,
+        "qtyUnitCd": "NO",
+        "qty": qty,
+        "prc": _json_number(Decimal(line.prc)),
+        **discount,
+        "taxTyCd": line.tax_ty_cd,
+    }

@@ -13,7 +13,6 @@ The statements the drain runs for every job are plain SQL text executed through
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -34,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from schemas.jobs import ACTIVE_STATES, JobKind, JobState
+from schemas.jobs import ACTIVE_STATES, JobState
 from worker.outbox import hot
 from worker.outbox.models import (
     ACTIVE_PREDICATE,
@@ -322,29 +321,19 @@ def drop_unsent_numbers(conn: Connection, job_ids: Sequence[int], counter: str) 
 def jobs_with_trader_invoice(
     conn: Connection, tin: str, trd_invc_no: str, *, exclude_id: int
 ) -> list[Any]:
-    """Our other sales and credit notes of ``tin`` whose payload carries ``trd_invc_no``
-    (a rare path: a 994 on a first send). The LIKE narrows, the parsed payload decides."""
-    escaped = trd_invc_no.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    pattern = f"%{escaped}%"
-    rows = conn.execute(
-        select(jobs.c.id, jobs.c.idempotency_key, jobs.c.state, jobs.c.payload)
-        .where(
-            jobs.c.tin == tin,
-            jobs.c.id != exclude_id,
-            jobs.c.kind.in_([JobKind.SALE.value, JobKind.CREDIT_NOTE.value]),
-            jobs.c.payload.like(pattern, escape="\\"),
+    """Our other sales and credit notes of ``tin`` carrying ``trd_invc_no`` (the column enqueue
+    fills for every sale and credit note, indexed by ``ix_jobs_tin_trd_invc_no``)."""
+    return list(
+        conn.execute(
+            select(jobs.c.id, jobs.c.idempotency_key, jobs.c.state)
+            .where(
+                jobs.c.tin == tin,
+                jobs.c.trd_invc_no == trd_invc_no,
+                jobs.c.id != exclude_id,
+            )
+            .order_by(jobs.c.id)
         )
-        .order_by(jobs.c.id)
     )
-    found: list[Any] = []
-    for row in rows:
-        try:
-            payload = json.loads(row.payload)
-        except ValueError:
-            continue
-        if isinstance(payload, dict) and str(payload.get("trdInvcNo")) == trd_invc_no:
-            found.append(row)
-    return found
 
 
 def release_number(conn: Connection, lease: Lease, counter: str, number: int) -> None:
