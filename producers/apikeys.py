@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from schemas.types import BHF_ID_RE, TIN_RE
 from worker.outbox import intake_queries as iq
 
 __all__ = [
@@ -35,8 +36,8 @@ __all__ = [
 
 KEY_PREFIX = "etr_"
 _KEY = re.compile(r"^etr_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-_TIN = re.compile(r"^[A-Z][0-9]{9}[A-Z]$")
-_BHF = re.compile(r"^[0-9]{2}$")
+_TIN = re.compile(TIN_RE)
+_BHF = re.compile(BHF_ID_RE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from etims_relay.settings import Settings
 from producers.enqueue_rules import apply_outbox_rules, record_items
 from schemas.completion import Registrant, dumps_body
 from schemas.jobs import TRADER_INVOICE_KINDS, JobEnvelope, JobKind, JobState, TrdInvcNoScope
+from schemas.settings import Settings
 from schemas.validation import (
     EnqueueOptions,
     InvalidRecords,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+from schemas.types import BHF_ID_PATTERN, TIN_PATTERN
+
 __all__ = ["PRODUCTION_RECEIPT_HOST", "SANDBOX_RECEIPT_HOST", "receipt_qr_url"]
 
 #: Portal host that resolves production receipts.
@@ -17,8 +19,8 @@ PRODUCTION_RECEIPT_HOST = "etims.kra.go.ke"
 SANDBOX_RECEIPT_HOST = "etims-sbx.kra.go.ke"
 
 _PATH = "/common/link/etims/receipt/indexEtimsReceiptData"
-_TIN = re.compile(r"[A-Z]\d{9}[A-Z]")
-_BHF_ID = re.compile(r"\d{2}")
+_TIN = re.compile(TIN_PATTERN)
+_BHF_ID = re.compile(BHF_ID_PATTERN)
 
 
 def receipt_qr_url(tin: str, bhf_id: str, rcpt_sign: str, *, sandbox: bool = False) -> str:

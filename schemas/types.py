@@ -126,10 +126,15 @@ D14 = Annotated[str, BeforeValidator(_d14_in), AfterValidator(_check_d14)]
 #: ``yyyyMMdd``, checked to be a real calendar day.
 D8 = Annotated[str, BeforeValidator(_d8_in), AfterValidator(_check_d8)]
 
-#: Taxpayer PIN: letter + 9 digits + letter, e.g. ``P051234567A``.
-Tin = Annotated[str, StringConstraints(pattern=r"^[A-Z]\d{9}[A-Z]$")]
+#: Taxpayer PIN: letter + 9 digits + letter, e.g. ``P051234567A`` (anchored where used).
+TIN_PATTERN = r"[A-Z]\d{9}[A-Z]"
 #: Branch id: two digits, ``00`` is head office.
-BhfId = Annotated[str, StringConstraints(pattern=r"^\d{2}$")]
+BHF_ID_PATTERN = r"\d{2}"
+#: The same, anchored: what a field or a path parameter is checked against.
+TIN_RE = rf"^{TIN_PATTERN}$"
+BHF_ID_RE = rf"^{BHF_ID_PATTERN}$"
+Tin = Annotated[str, StringConstraints(pattern=TIN_RE)]
+BhfId = Annotated[str, StringConstraints(pattern=BHF_ID_RE)]
 
 
 def Char(max_length: int) -> StringConstraints:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from etims_relay.settings import Settings
+from schemas.settings import Settings
 
 ETIMS_RELAY = str(Path(sys.executable).with_name("etims-relay"))
 

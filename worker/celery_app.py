@@ -29,7 +29,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging, worker_init, worker_process_init
 
-from etims_relay.settings import Settings, get_settings
+from schemas.settings import Settings, get_settings
 from worker.wake import QUEUE, SWEEP_TASK, SYNC_CODES_TASK, SYNC_NOTICES_TASK, WEBHOOK_TASK
 
 __all__ = ["NODE_PREFIX", "VISIBILITY_TIMEOUT_S", "app", "celery_config", "create_app", "node_name"]

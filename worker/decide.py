@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from etims_relay.settings import RetrySettings
 from schemas.jobs import JobKind, JobState
 from schemas.result_codes import ResultCode
+from schemas.settings import RetrySettings
 from worker.backoff import retry_delay
 from worker.oscu.outcome import CallOutcome, OutcomeKind
 from worker.systemic import BRANCH, Expectation, expectation, systemic_rule

@@ -37,9 +37,9 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine
 
-from etims_relay.settings import Settings
 from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
 from schemas.jobs import JobKind, JobState
+from schemas.settings import Settings
 from schemas.vat import VatScheme
 from worker import effects, recovery
 from worker.decide import Accept, Dead, Decision, Park, Retry, decide

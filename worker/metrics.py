@@ -45,8 +45,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
-from etims_relay.settings import MetricsSettings
 from schemas.jobs import ACTIVE_STATES, JobKind, JobState
+from schemas.settings import MetricsSettings
 from worker.oscu.endpoints import ENDPOINTS
 from worker.oscu.outcome import CallOutcome
 from worker.outbox import ops_queries as oq

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import Engine
 
 from schemas.base import format_errors
+from schemas.types import BHF_ID_RE, TIN_RE
 from worker import authority_notifications as authority
 from worker import metrics
 from worker.outbox import ops_queries as oq
@@ -72,8 +73,8 @@ class InboundNotification(BaseModel):
 
     id: str = Field(min_length=1, max_length=200)
     event: NotificationEvent
-    tin: str | None = Field(default=None, pattern=r"^[A-Z][0-9]{9}[A-Z]$")
-    bhf_id: str | None = Field(default=None, pattern=r"^[0-9]{2}$")
+    tin: str | None = Field(default=None, pattern=TIN_RE)
+    bhf_id: str | None = Field(default=None, pattern=BHF_ID_RE)
     serial: str | None = Field(default=None, max_length=100)
     message: str | None = Field(default=None, max_length=4000)
     occurred_at: str | None = Field(default=None, max_length=40)

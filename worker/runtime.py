@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography.fernet import MultiFernet
 from sqlalchemy import Engine
 
-from etims_relay.settings import Settings, get_settings
+from schemas.settings import Settings, get_settings
 from worker.devices import DeviceDirectory, load_fernet
 from worker.drain import DrainContext
 from worker.embedded_broker import resolve_broker_url

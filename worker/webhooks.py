@@ -35,7 +35,7 @@ import httpx
 from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy import Engine
 
-from etims_relay.settings import Settings, WebhookSettings
+from schemas.settings import Settings, WebhookSettings
 from worker.backoff import backoff_delay
 from worker.outbox import intake_queries as iq
 

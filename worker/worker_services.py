@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from etims_relay.settings import Settings
+from schemas.settings import Settings
 from worker import metrics
 from worker import runtime as runtime_module
 from worker.runtime import Runtime, build_runtime

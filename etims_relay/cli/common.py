@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy import Connection
 
-from etims_relay.settings import Settings, get_settings
+from schemas.settings import Settings, get_settings
 from schemas.text import escape_controls
 from worker.outbox.dberrors import DbFailure, classify, describe
 from worker.replay import Actor, OperatorError

@@ -12,7 +12,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from etims_relay.settings import Settings
 from producers.enqueue import options_from_settings
 from producers.intake import notice_routes, ops_routes, routes_jobs, routes_ops
 from producers.intake.bodylimit import BodySizeLimit
@@ -20,6 +19,7 @@ from producers.intake.deps import IntakeContext
 from producers.intake.errors import install_error_handlers
 from producers.intake.models import schema_components
 from producers.intake.ratelimit import KeyRateLimiter
+from schemas.settings import Settings
 from worker.notices import sync_device
 from worker.runtime import Runtime
 

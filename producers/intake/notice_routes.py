@@ -31,6 +31,7 @@ from producers.apikeys import Principal
 from producers.intake.deps import ContextDep, PrincipalDep
 from producers.intake.errors import ApiError
 from producers.intake.models import ErrorBody
+from schemas.types import BHF_ID_RE, TIN_RE
 from worker.notices import mark_read, notice_view
 from worker.outbox import ops_queries as oq
 
@@ -38,8 +39,8 @@ router = APIRouter(prefix="/api/v1/notices", tags=["notices"])
 
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
-_TIN = r"^[A-Z][0-9]{9}[A-Z]$"
-_BHF = r"^[0-9]{2}$"
+_TIN = TIN_RE
+_BHF = BHF_ID_RE
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}

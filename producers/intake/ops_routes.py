@@ -38,6 +38,7 @@ from producers.apikeys import Principal
 from producers.intake.deps import ContextDep, PrincipalDep
 from producers.intake.errors import ApiError, error_response
 from producers.intake.models import ErrorBody, ErrorItem
+from schemas.types import BHF_ID_PATTERN, BHF_ID_RE, TIN_PATTERN, TIN_RE
 from worker import metrics, notifications
 from worker.notices import mark_read, notice_view
 from worker.outbox import ops_queries as oq
@@ -58,8 +59,8 @@ from worker.replay import (
 
 router = APIRouter()
 
-TIN = Annotated[str, Path(pattern=r"^[A-Z][0-9]{9}[A-Z]$")]
-BHF = Annotated[str, Path(pattern=r"^[0-9]{2}$")]
+TIN = Annotated[str, Path(pattern=TIN_RE)]
+BHF = Annotated[str, Path(pattern=BHF_ID_RE)]
 #: Ids are BIGINT: a larger number is a 422, not a database error.
 MAX_ID = 2**63 - 1
 ID = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -109,8 +110,8 @@ def get_metrics(context: ContextDep) -> Response:
 def list_notices(
     principal: PrincipalDep,
     context: ContextDep,
-    tin: Annotated[str | None, Query(pattern=r"^[A-Z][0-9]{9}[A-Z]$")] = None,
-    bhf_id: Annotated[str | None, Query(pattern=r"^[0-9]{2}$")] = None,
+    tin: Annotated[str | None, Query(pattern=TIN_RE)] = None,
+    bhf_id: Annotated[str | None, Query(pattern=BHF_ID_RE)] = None,
     is_read: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
@@ -129,8 +130,8 @@ def list_notices(
 def unread_count(
     principal: PrincipalDep,
     context: ContextDep,
-    tin: Annotated[str | None, Query(pattern=r"^[A-Z][0-9]{9}[A-Z]$")] = None,
-    bhf_id: Annotated[str | None, Query(pattern=r"^[0-9]{2}$")] = None,
+    tin: Annotated[str | None, Query(pattern=TIN_RE)] = None,
+    bhf_id: Annotated[str | None, Query(pattern=BHF_ID_RE)] = None,
 ) -> dict[str, int]:
     tin = _scoped_tin(principal, tin, bhf_id)
     if principal.branches and bhf_id is None and not principal.admin:
@@ -314,7 +315,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def admin_dead(
     admin: AdminDep,
     context: ContextDep,
-    branch: Annotated[str | None, Query(pattern=r"^[A-Z][0-9]{9}[A-Z]/[0-9]{2}$")] = None,
+    branch: Annotated[str | None, Query(pattern=rf"^{TIN_PATTERN}/{BHF_ID_PATTERN}$")] = None,
     kind: Text = None,
     code: Text = None,
     since: float | None = None,

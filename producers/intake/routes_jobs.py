@@ -35,6 +35,7 @@ from producers.intake.models import (
 )
 from producers.intake.views import job_view
 from schemas.jobs import JobState
+from schemas.types import TIN_RE
 from worker.outbox import intake_queries as iq
 from worker.outbox.dberrors import classify, describe
 
@@ -44,7 +45,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 
 #: Largest id the database can hold (BIGINT); larger ids are a 422, not a driver error.
 MAX_ID = 2**63 - 1
-_TIN = r"^[A-Z][0-9]{9}[A-Z]$"
+_TIN = TIN_RE
 _TEXT = r"^[^\x00]+$"
 
 _AUTH: dict[int | str, dict[str, Any]] = {

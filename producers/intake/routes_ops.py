@@ -23,6 +23,7 @@ from producers.intake.errors import ApiError
 from producers.intake.models import BranchView, ErrorBody, Health
 from producers.intake.routes_jobs import _AUTH
 from producers.intake.views import branch_view
+from schemas.types import BHF_ID_RE, TIN_RE
 from worker.outbox import intake_queries as iq
 
 router = APIRouter()
@@ -36,8 +37,8 @@ router = APIRouter()
     responses={**_AUTH, 404: {"model": ErrorBody, "description": "No job was ever enqueued."}},
 )
 def get_branch(
-    tin: Annotated[str, Path(pattern=r"^[A-Z][0-9]{9}[A-Z]$")],
-    bhf_id: Annotated[str, Path(pattern=r"^[0-9]{2}$")],
+    tin: Annotated[str, Path(pattern=TIN_RE)],
+    bhf_id: Annotated[str, Path(pattern=BHF_ID_RE)],
     principal: PrincipalDep,
     context: ContextDep,
 ) -> BranchView:

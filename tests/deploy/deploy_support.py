@@ -18,7 +18,7 @@ import typer
 from pydantic import BaseModel
 
 from etims_relay.cli import app as cli_app
-from etims_relay.settings import Settings
+from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

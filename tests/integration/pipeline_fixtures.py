@@ -16,8 +16,8 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from etims_relay.settings import DrainSettings, OscuSettings, RetrySettings, Settings
 from producers.enqueue import Enqueued, enqueue, options_from_settings
+from schemas.settings import DrainSettings, OscuSettings, RetrySettings, Settings
 from simulator.runner import SimulatorHandle, run_simulator
 from tests.workload import TIN
 from worker.device_init import init_device

@@ -16,8 +16,8 @@ import httpx
 from typer.testing import CliRunner
 
 from etims_relay.cli import app
-from etims_relay.settings import get_settings
 from producers import builders as b
+from schemas.settings import get_settings
 from simulator.verify import verify_ledger
 from tests.helpers import ledger_writes
 from tests.integration.pipeline_fixtures import Pipeline

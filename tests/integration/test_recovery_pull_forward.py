@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from etims_relay.settings import DrainSettings, RetrySettings
 from producers import builders as b
+from schemas.settings import DrainSettings, RetrySettings
 from tests.workload import TIN, item_code
 from worker.drain import DrainContext, drain
 from worker.outbox import queries as q

@@ -14,13 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 #: package -> module prefixes it must never import
 FORBIDDEN = {
     "schemas": ("worker", "producers", "etims_relay", "simulator", "sqlalchemy", "httpx", "celery"),
-    "worker": ("producers", "simulator"),
+    "worker": ("producers", "simulator", "etims_relay"),
     "producers": (
         "worker.tasks",
         "worker.celery_app",
         "worker.drain",
         "worker.effects",
         "simulator",
+        "etims_relay",
     ),
     # KRA's side: a second reading of the spec that shares nothing with the relay.
     "simulator": ("worker", "producers", "schemas", "etims_relay"),

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from etims_relay.settings import OscuSettings
+from schemas.settings import OscuSettings
 from worker.oscu._secrets import scrub
 from worker.oscu.auth import ClientCredentialsTokenProvider, TokenProvider
 from worker.oscu.classify import classify_response, outcome_for_error

@@ -19,7 +19,7 @@ import pytest
 import trustme
 from pydantic import SecretStr
 
-from etims_relay.settings import Settings
+from schemas.settings import Settings
 from simulator.process import SimulatorProcess
 from worker.oscu import DeviceCredentials, OscuClient, OutcomeKind
 from worker.oscu.proxy import ProxyConfigError, proxy_for

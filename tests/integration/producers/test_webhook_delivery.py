@@ -15,10 +15,10 @@ import pytest
 import standardwebhooks
 from cryptography.fernet import Fernet
 
-from etims_relay.settings import WebhookSettings
 from producers import builders as b
 from producers.enqueue import enqueue
 from producers.webhooks_verify import WebhookVerificationError, verify_webhook
+from schemas.settings import WebhookSettings
 from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
 from worker.outbox import intake_queries as iq

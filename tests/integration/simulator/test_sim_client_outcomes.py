@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from etims_relay.settings import OscuSettings
+from schemas.settings import OscuSettings
 from simulator import SimulatorHandle, run_simulator
 from simulator.ledger import read_records
 from simulator.samples import Line, item_body, sale_body, stock_io_body

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from etims_relay.settings import OscuSettings
 from producers import builders as b
+from schemas.settings import OscuSettings
 from simulator import SimulatorProcess
 from simulator.runner import SimulatorHandle, run_simulator
 from simulator.samples import Line, item_body, sale_body, stock_io_body

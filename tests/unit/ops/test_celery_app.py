@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from etims_relay.settings import Settings
+from schemas.settings import Settings
 from worker.celery_app import celery_config, create_app, node_name
 from worker.embedded_broker import PID_NAME, socket_path_for
 

@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 import worker.oscu
-from etims_relay.settings import OscuSettings
+from schemas.settings import OscuSettings
 from worker.oscu import (
     ENDPOINTS,
     CallOutcome,

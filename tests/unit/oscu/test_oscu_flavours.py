@@ -8,7 +8,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from etims_relay.settings import OscuSettings, Settings
+from schemas.settings import OscuSettings, Settings
 from tests.unit.oscu.test_oscu_client import BASE, DEVICE, METHODS, envelope
 from worker.oscu import ENDPOINTS, OscuClient
 from worker.oscu.endpoints import FLAVOURS, endpoint_path

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from etims_relay.settings import RetrySettings
 from schemas.jobs import JobKind, JobState
+from schemas.settings import RetrySettings
 from worker.backoff import backoff_delay, retry_delay
 from worker.decide import (
     Accept,

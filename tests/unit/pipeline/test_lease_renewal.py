@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from etims_relay.settings import DrainSettings, OscuSettings, Settings
+from schemas.settings import DrainSettings, OscuSettings, Settings
 from worker.drain import ROUND_TRIPS_PER_JOB, _Renewal
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from etims_relay.settings import Settings
 from producers import builders as b
 from producers.csv_import import parse_csv
 from producers.till import Till
 from schemas.body_rules import BodyRules
+from schemas.settings import Settings
 from schemas.validation import EnqueueOptions, InvalidRecords, RecordError, validate_records
 
 TIN = "P051234567A"
