@@ -41,6 +41,7 @@ from schemas.validation import (
     validate_records,
 )
 from schemas.vat import VatScheme
+from worker.outbox import enqueue_queries as eq
 from worker.outbox import intake_queries as iq
 from worker.outbox import queries as q
 from worker.outbox.dberrors import DbFailure, classify
@@ -204,7 +205,7 @@ def _write(
     for tin in {e.tin for e in envelopes}:
         keys = [e.idempotency_key for e in envelopes if e.tin == tin]
         keys += [d for e in envelopes if e.tin == tin for d in e.all_dependencies]
-        for key, row in q.find_jobs_by_keys(conn, tin, keys).items():
+        for key, row in eq.find_jobs_by_keys(conn, tin, keys).items():
             existing[(tin, key)] = row
 
     results, fresh, seen_in_call = _dedupe(envelopes, hashes, existing)
@@ -227,7 +228,7 @@ def _write(
     rows = [_job_row(envelopes[i], hashes[i], branch_ids, seqs[i], now, request_id) for i in fresh]
     for job_row, index in zip(rows, fresh, strict=True):
         job_row["trd_invc_no"], job_row["trd_invc_scope"] = claims.get(index, (None, None))
-    new_ids = q.insert_jobs(conn, rows)
+    new_ids = eq.insert_jobs(conn, rows)
     record_items(conn, [envelopes[i] for i in fresh])
     pairs: list[tuple[int, int]] = []
     for index, job_id in zip(fresh, new_ids, strict=True):
@@ -235,12 +236,12 @@ def _write(
         ids_by_key[(e.tin, e.idempotency_key)] = job_id
         pairs += [(job_id, ids_by_key[(e.tin, dep)]) for dep in dict.fromkeys(e.all_dependencies)]
         if e.original_key:
-            q.set_original(conn, job_id, ids_by_key[(e.tin, e.original_key)])
+            eq.set_original(conn, job_id, ids_by_key[(e.tin, e.original_key)])
         branch_id = branch_ids[(e.tin, e.bhf_id)]
         results[index] = Enqueued(
             index, job_id, e.idempotency_key, JobState.PENDING.value, True, branch_id
         )
-    q.insert_dependencies(conn, pairs)
+    eq.insert_dependencies(conn, pairs)
     for index, e in enumerate(envelopes):
         if index not in results:  # a repeat of a key earlier in this same call
             earlier = results[seen_in_call[(e.tin, e.idempotency_key)]]

@@ -27,8 +27,8 @@ from worker.devices import NO_RATES_PREFIX, DeviceDirectory, DeviceNotInitialise
 from worker.oscu.client import OscuClient
 from worker.oscu.credentials import DeviceCredentials
 from worker.oscu.outcome import CallOutcome, OutcomeKind
+from worker.outbox import device_queries as dq
 from worker.outbox import ops_queries as oq
-from worker.outbox import queries as q
 from worker.tax_rates import rates_from_json, rates_to_json
 
 log = logging.getLogger("etims_relay.codes")
@@ -106,10 +106,10 @@ def store_rates(engine: Engine, tin: str, bhf_id: str, rates: Mapping[str, Decim
     """Save the branch's rates and lift its "no tax rates" park; True if they changed."""
     now = time.time()
     with engine.begin() as conn:
-        row = q.get_device(conn, tin, bhf_id)
+        row = dq.get_device(conn, tin, bhf_id)
         before = rates_from_json(row.tax_rates) if row is not None else None
-        q.set_device_tax_rates(conn, tin, bhf_id, rates_to_json(rates), now)
-        q.unpark_if(conn, tin, bhf_id, reason_prefix=NO_RATES_PREFIX, now=now)
+        dq.set_device_tax_rates(conn, tin, bhf_id, rates_to_json(rates), now)
+        dq.unpark_if(conn, tin, bhf_id, reason_prefix=NO_RATES_PREFIX, now=now)
     return before != dict(rates)
 
 

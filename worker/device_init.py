@@ -26,7 +26,7 @@ from worker.devices import NO_DEVICE_PREFIX, DeviceDirectory
 from worker.oscu.client import OscuClient
 from worker.oscu.credentials import DeviceCredentials
 from worker.oscu.outcome import CallOutcome, OutcomeKind
-from worker.outbox import queries as q
+from worker.outbox import device_queries as dq
 from worker.tax_rates import rates_from_json
 
 
@@ -72,7 +72,7 @@ def init_device(
     force: bool = False,
 ) -> DeviceInfo:
     with engine.connect() as conn:
-        existing = q.get_device(conn, tin, bhf_id)
+        existing = dq.get_device(conn, tin, bhf_id)
     if existing is not None and not force:
         return DeviceInfo(
             tin,
@@ -148,7 +148,7 @@ def import_device(
     public = {"tin": tin, "bhfId": bhf_id, "sdcId": sdc_id, "mrcNo": mrc_no, "imported": True}
     _store(engine, devices, tin, bhf_id, serial, credentials.cmc_key, sdc_id, mrc_no, public)
     with engine.begin() as conn:
-        q.set_device_key_ok(conn, tin, bhf_id, time.time())
+        dq.set_device_key_ok(conn, tin, bhf_id, time.time())
     if rates is not None:
         codes.store_rates(engine, tin, bhf_id, rates)
         devices.forget(tin, bhf_id)
@@ -167,7 +167,7 @@ def _store(
     public: dict[str, Any],
 ) -> None:
     with engine.begin() as conn:
-        q.upsert_device(
+        dq.upsert_device(
             conn,
             {
                 "tin": tin,
@@ -180,14 +180,14 @@ def _store(
                 "created_at": time.time(),
             },
         )
-        q.unpark_if(conn, tin, bhf_id, reason_prefix=NO_DEVICE_PREFIX, now=time.time())
+        dq.unpark_if(conn, tin, bhf_id, reason_prefix=NO_DEVICE_PREFIX, now=time.time())
     devices.forget(tin, bhf_id)
 
 
 def device_views(engine: Engine) -> list[dict[str, Any]]:
     """Every device as ``device list`` shows it: no key, ever."""
     with engine.connect() as conn:
-        rows = q.list_devices(conn)
+        rows = dq.list_devices(conn)
     return [
         {
             "tin": r.tin,

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from sqlalchemy import Connection, Engine
 
 from worker.oscu.client import DeviceCredentials
-from worker.outbox import queries as q
+from worker.outbox import device_queries as dq
 from worker.secret_keys import cipher_from_keys
 from worker.tax_rates import rates_from_json
 
@@ -126,10 +126,10 @@ class DeviceDirectory:
                 if not need_rates or hit[1].tax_rates is not None:
                     return hit[1]
         if conn is not None:
-            row = q.get_device(conn, tin, bhf_id)
+            row = dq.get_device(conn, tin, bhf_id)
         else:
             with self._engine.connect() as own:
-                row = q.get_device(own, tin, bhf_id)
+                row = dq.get_device(own, tin, bhf_id)
         if row is None:
             raise DeviceNotInitialised(
                 f"{NO_DEVICE_PREFIX} {tin}/{bhf_id}: run etims-relay device init --tin {tin} "
@@ -181,7 +181,7 @@ class DeviceDirectory:
             self._key_ok[(tin, bhf_id)] = now
         try:
             with self._engine.begin() as conn:
-                q.set_device_key_ok(conn, tin, bhf_id, now)
+                dq.set_device_key_ok(conn, tin, bhf_id, now)
         except Exception as exc:  # a display timestamp must never fail a drain
             log.warning("device %s/%s: key_ok_at not written: %s", tin, bhf_id, exc)
 

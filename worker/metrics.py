@@ -49,8 +49,8 @@ from schemas.jobs import ACTIVE_STATES, JobKind, JobState
 from schemas.settings import MetricsSettings
 from worker.oscu.endpoints import ENDPOINTS
 from worker.oscu.outcome import CallOutcome
+from worker.outbox import device_queries as dq
 from worker.outbox import ops_queries as oq
-from worker.outbox import queries as q
 from worker.tax_rates import override_mismatches
 
 log = logging.getLogger("etims_relay.metrics")
@@ -257,7 +257,7 @@ class DbCollector(Collector):
                     "blocked": oq.blocked_branches(conn, BLOCKED_CAP),
                     "unread": oq.unread_notice_count(conn),
                     "flagged": oq.flagged_device_counts(conn, FLAG_EVENTS),
-                    "rates": override_mismatches(q.device_tax_rates(conn), self.tax_override)
+                    "rates": override_mismatches(dq.device_tax_rates(conn), self.tax_override)
                     if self.tax_override is not None
                     else [],
                 }

@@ -39,7 +39,6 @@ from schemas.types import BHF_ID_RE, TIN_RE
 from worker import authority_notifications as authority
 from worker import metrics
 from worker.outbox import ops_queries as oq
-from worker.outbox import queries as q
 
 log = logging.getLogger("etims_relay.notifications")
 
@@ -230,7 +229,7 @@ def acknowledge(engine: Engine, notification_id: int, actor: str, reason: str = 
     with engine.begin() as conn:
         done = oq.acknowledge_notification(conn, notification_id, actor, now) > 0
         if done:
-            q.insert_audit(
+            oq.insert_audit(
                 conn,
                 {
                     "at": now,

@@ -108,7 +108,7 @@ def _replay_one(conn: Connection, job_id: int, actor: Actor, reason: str, now: f
         signed = " (KRA already signed it)" if job.state == JobState.ACCEPTED.value else ""
         raise OperatorError(f"job {job_id} is {job.state}; only dead jobs can be replayed{signed}")
     seq = q.reserve_seq(conn, int(job.branch_id), 1, now)
-    q.requeue_at_tail(conn, job_id, seq, now)
+    oq.requeue_at_tail(conn, job_id, seq, now)
     _audit(conn, actor, "replay", job, reason, {"previous_code": job.result_code})
     return int(job.branch_id)
 
@@ -234,7 +234,7 @@ def skip(engine: Engine, job_id: int, actor: Actor, *, reason: str) -> Skipped:
                 f"branch {job.tin}/{job.bhf_id} is being drained; skip job {job_id} once it "
                 "parks or the drain ends"
             )
-        if not q.mark_skipped(conn, job_id, reason, now, states=SKIPPABLE):
+        if not oq.mark_skipped(conn, job_id, reason, now, states=SKIPPABLE):
             raise OperatorError(f"job {job_id} changed meanwhile; look at it again")
         done = _skipped_number(conn, job, active, parked, now)
         block_dependents(conn, [job_id], now)
@@ -403,7 +403,7 @@ def job_details(engine: Engine, job_id: int) -> dict[str, Any]:
     """Everything an operator needs about one job: payload, every attempt, dependencies, audit."""
     with engine.connect() as conn:
         job = _job(conn, job_id)
-        tries = q.job_attempts(conn, job_id)
+        tries = oq.job_attempts(conn, job_id)
         deps = oq.job_dependency_keys(conn, job_id)
         history = oq.audit_entries(conn, job_id=job_id)
     return {
@@ -507,7 +507,7 @@ def _index(node: list[Any], part: str, path: str) -> int:
 
 
 def _job(conn: Connection, job_id: int) -> Any:
-    job = q.get_job(conn, job_id)
+    job = iq.get_job(conn, job_id)
     if job is None:
         raise JobNotFound(f"job {job_id} does not exist")
     return job
@@ -530,7 +530,7 @@ def _write_audit(
     details: dict[str, Any],
 ) -> None:
     """One audit row, one log line (no payload in it), one counter."""
-    q.insert_audit(
+    oq.insert_audit(
         conn,
         {
             "at": time.time(),

@@ -13,6 +13,7 @@ import time
 
 from sqlalchemy import Engine
 
+from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.wake import Waker
 
@@ -27,6 +28,6 @@ def sweep(engine: Engine, waker: Waker, *, now: float | None = None) -> list[int
     now = time.time() if now is None else now
     with engine.begin() as conn:
         due = q.due_branches(conn, now, SWEEP_BATCH)
-        q.defer_wake(conn, due, now, now + RESWEEP_AFTER_S)
+        oq.defer_wake(conn, due, now, now + RESWEEP_AFTER_S)
     waker.wake(due)
     return due

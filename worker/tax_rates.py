@@ -16,7 +16,7 @@ from decimal import Decimal
 from sqlalchemy import Connection
 
 from schemas.validation import EnqueueOptions
-from worker.outbox import queries as q
+from worker.outbox import device_queries as dq
 
 
 def rates_from_json(text: str | None) -> dict[str, Decimal] | None:
@@ -72,6 +72,6 @@ def with_branch_rates(
     when ``ETIMS_TAX_RATES`` overrides them)."""
     if options.tax_rates is not None:
         return options
-    stored = q.device_tax_rates(conn, keys)
+    stored = dq.device_tax_rates(conn, keys)
     rates = {key: parsed for key, text in stored.items() if (parsed := rates_from_json(text))}
     return dataclasses.replace(options, branch_rates=rates)

@@ -40,8 +40,8 @@ from schemas.jobs import JobEnvelope
 from schemas.validation import validate_records
 from worker.devices import DeviceNotInitialised
 from worker.next_number import kra_confirms_next_invoice
+from worker.outbox import device_queries as dq
 from worker.outbox import ops_queries as oq
-from worker.outbox import queries as q
 from worker.replay import (
     OperatorError,
     audit_row,
@@ -180,8 +180,8 @@ def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
     """Jobs by state, each branch's backlog, and whether ETIMS_TAX_RATES disagrees with KRA."""
     override = settings().tax_rates
     with database() as conn:
-        counts, backlogs = q.job_counts(conn), q.branch_backlogs(conn, time.time())
-        mismatches = override_mismatches(q.device_tax_rates(conn), override)
+        counts, backlogs = oq.job_counts(conn), oq.branch_backlogs(conn, time.time())
+        mismatches = override_mismatches(dq.device_tax_rates(conn), override)
     rates = {
         "override": None if override is None else {k: str(v) for k, v in override.items()},
         "mismatches": [
@@ -233,7 +233,7 @@ def dead_list(
     tin, bhf = _split_branch(branch) if branch else (None, None)
     after = _since(since) if since else None
     with database() as conn:
-        rows = q.list_jobs_in_state(
+        rows = oq.list_jobs_in_state(
             conn, "dead", tin=tin, bhf_id=bhf, kind=kind, code=code, since=after
         )
     items = [

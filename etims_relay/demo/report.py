@@ -18,6 +18,8 @@ from sqlalchemy import Connection, Engine, func, select
 
 from schemas.jobs import JobState
 from simulator.verify import VerifyReport
+from worker.outbox import intake_queries as iq
+from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.outbox.models import jobs
 from worker.replay import Actor, skip
@@ -58,14 +60,14 @@ def _line(row: Any, detail: str) -> JobLine:
 
 def dead_jobs(engine: Engine) -> list[JobLine]:
     with engine.connect() as conn:
-        rows = q.list_jobs_in_state(conn, JobState.DEAD.value)
+        rows = oq.list_jobs_in_state(conn, JobState.DEAD.value)
     return [_line(r, f"[{r.result_code}] {r.result_message}") for r in rows]
 
 
 def blocked_jobs(engine: Engine) -> list[JobLine]:
     """Blocked jobs, each with the dead job it waits for (what ``etims-relay status`` shows)."""
     with engine.connect() as conn:
-        rows = q.list_jobs_in_state(conn, JobState.BLOCKED.value)
+        rows = oq.list_jobs_in_state(conn, JobState.BLOCKED.value)
         return [_line(r, _blocked_reason(conn, int(r.id))) for r in rows]
 
 
@@ -80,7 +82,7 @@ def skip_blocked(engine: Engine) -> list[JobLine]:
     skipped: list[JobLine] = []
     while True:
         with engine.connect() as conn:
-            rows = q.list_jobs_in_state(conn, JobState.BLOCKED.value)
+            rows = oq.list_jobs_in_state(conn, JobState.BLOCKED.value)
             reasons = {int(r.id): _blocked_reason(conn, int(r.id)) for r in rows}
         if not rows:
             return skipped
@@ -95,7 +97,7 @@ def _blocked_reason(conn: Connection, job_id: int) -> str:
     while frontier:
         current = frontier.pop()
         for dep in q.dependency_states(conn, current):
-            root = q.get_job(conn, int(dep.id))
+            root = iq.get_job(conn, int(dep.id))
             if root is not None and dep.state in (JobState.DEAD.value, JobState.SKIPPED.value):
                 code = f" [{root.result_code}]" if root.result_code else ""
                 return f"depends on job {root.id} ({root.idempotency_key}), {dep.state}{code}"
@@ -114,7 +116,7 @@ def collect(engine: Engine, dead: list[JobLine], skipped: list[JobLine]) -> Outc
         first, last = conn.execute(
             select(func.min(jobs.c.accepted_at), func.max(jobs.c.accepted_at)).where(accepted)
         ).one()
-        states = q.job_counts(conn)
+        states = oq.job_counts(conn)
     return Outcome(
         accepted=Counter({str(kind): int(n) for kind, n in by_kind}),
         dead=dead,

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
 from schemas.jobs import ACTIVE_STATES
-from worker.outbox import queries as q
+from worker.outbox import ops_queries as oq
 
 POLL_S = 0.25
 
@@ -50,12 +50,12 @@ class Counts:
 
 def counts(engine: Engine) -> Counts:
     with engine.connect() as conn:
-        return Counts(q.job_counts(conn))
+        return Counts(oq.job_counts(conn))
 
 
 def parked_branches(engine: Engine) -> list[str]:
     with engine.connect() as conn:
-        rows = q.branch_backlogs(conn, time.time())
+        rows = oq.branch_backlogs(conn, time.time())
     return [f"{b['tin']}/{b['bhf_id']}: {b['parked_reason']}" for b in rows if b["parked"]]
 
 
@@ -98,7 +98,7 @@ def _describe(now: Counts) -> str:
 
 def _timeout_message(engine: Engine, now: Counts, timeout_s: float) -> str:
     with engine.connect() as conn:
-        backlog = [b for b in q.branch_backlogs(conn, time.time()) if b["backlog"]]
+        backlog = [b for b in oq.branch_backlogs(conn, time.time()) if b["backlog"]]
     lines = [
         f"timed out after {timeout_s:.0f} s with {now.active} job(s) still active ({now.line()})"
     ]

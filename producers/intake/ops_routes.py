@@ -42,7 +42,6 @@ from schemas.types import BHF_ID_PATTERN, BHF_ID_RE, TIN_PATTERN, TIN_RE
 from worker import metrics, notifications
 from worker.notices import mark_read, notice_view
 from worker.outbox import ops_queries as oq
-from worker.outbox import queries as q
 from worker.replay import (
     Actor,
     InvalidInput,
@@ -322,7 +321,7 @@ def admin_dead(
 ) -> list[dict[str, Any]]:
     tin, _, bhf = (branch or "").partition("/")
     with context.engine.connect() as conn:
-        rows = q.list_jobs_in_state(
+        rows = oq.list_jobs_in_state(
             conn, "dead", tin=tin or None, bhf_id=bhf or None, kind=kind, code=code, since=since
         )
     return [

@@ -25,7 +25,7 @@ from tests.workload import TIN, item_code
 from worker import codes
 from worker.device_init import DeviceInitError, device_views, import_device, init_device
 from worker.metrics import DbCollector
-from worker.outbox import queries as q
+from worker.outbox import device_queries as dq
 
 NOW = datetime.now(UTC)
 DIESEL = b.SaleLine(item_code(2), "Diesel", Decimal("10"), Decimal("180"), tax_ty_cd="E")
@@ -128,7 +128,7 @@ def test_import_checks_the_key_with_kra_before_storing_it(pipeline_factory: Any)
 def test_device_list_shows_when_the_key_last_worked(pipeline: Pipeline) -> None:
     # Given a registered device whose key time was never set by a send
     with pipeline.runtime.engine.begin() as conn:
-        q.set_device_key_ok(conn, TIN, "00", 0.0)
+        dq.set_device_key_ok(conn, TIN, "00", 0.0)
 
     # When the branch sends accepted jobs
     pipeline.enqueue(diesel_stock())

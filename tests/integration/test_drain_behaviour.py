@@ -17,6 +17,7 @@ from tests.workload import TIN, item_code
 from worker.device_init import init_device
 from worker.drain import drain
 from worker.next_number import kra_confirms_next_invoice
+from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.outbox.models import result_events
 from worker.replay import Actor, replay, set_next, skip
@@ -138,7 +139,7 @@ def test_skip_needs_a_reason_and_is_audited(pipeline: Pipeline) -> None:
     skip(pipeline.runtime.engine, bad.id, OPS, reason="customer cancelled, credited on paper")
     assert pipeline.job("bad").state == "skipped"
     with pipeline.runtime.engine.connect() as conn:
-        audit = q.list_audit(conn)
+        audit = oq.list_audit(conn)
     assert audit[0].action == "skip" and audit[0].actor == "test-operator"
     assert audit[0].reason == "customer cancelled, credited on paper"
 
@@ -165,7 +166,7 @@ def test_lost_answer_is_resent_with_the_same_number_and_the_receipt_is_recovered
     assert job.qr_url.endswith(f"{TIN}00{recorded['rcptSign']}")
     # ... and the resend repeated the first send byte for byte (same number, same body)
     with pipeline.runtime.engine.connect() as conn:
-        sends = q.job_attempts(conn, job.id)
+        sends = oq.job_attempts(conn, job.id)
     assert len(sends) == 2 and {a.outcome for a in sends} == {"unknown", "duplicate"}
     assert len({a.request_hash for a in sends}) == 1 and {a.kra_number for a in sends} == {1}
 
@@ -303,7 +304,7 @@ def test_a_drain_that_lost_its_lease_writes_nothing(pipeline: Pipeline) -> None:
     assert pipeline.job("item-1").state == "pending"
     # ... not even the attempt row or the result event that ride with the job's state
     with engine.connect() as conn:
-        assert q.job_attempts(conn, job_id) == []
+        assert oq.job_attempts(conn, job_id) == []
         assert conn.execute(select(result_events)).all() == []
 
 
@@ -352,7 +353,7 @@ def test_a_stale_lease_holder_writes_nothing_even_without_a_transaction(
         before.next_sar_no, before.next_invc_no, before.lease_until,
     )  # fmt: skip
     with engine.connect() as conn:
-        assert q.job_attempts(conn, job_id) == []
+        assert oq.job_attempts(conn, job_id) == []
         assert (
             conn.execute(select(result_events).where(result_events.c.job_id == job_id)).all() == []
         )
@@ -378,7 +379,7 @@ def test_jobs_waiting_on_the_one_before_go_in_the_same_drain_each_sent_once(
     jobs = {r["idempotency_key"]: pipeline.job(r["idempotency_key"]) for r in records}
     assert {key: job.state for key, job in jobs.items()} == dict.fromkeys(jobs, "accepted")
     with pipeline.runtime.engine.connect() as conn:
-        calls = {key: len(q.job_attempts(conn, job.id)) for key, job in jobs.items()}
+        calls = {key: len(oq.job_attempts(conn, job.id)) for key, job in jobs.items()}
     assert calls == dict.fromkeys(jobs, 1)
 
 
@@ -525,8 +526,8 @@ def test_every_call_leaves_an_attempt_and_every_outcome_one_result_event(
     # Then each call is on record, and consumers got one event per final outcome
     s1, dead = pipeline.job("s1").id, pipeline.job("bad").id
     with pipeline.runtime.engine.connect() as conn:
-        good = [(a.number, a.outcome) for a in q.job_attempts(conn, s1)]
-        bad = [(a.number, a.result_code) for a in q.job_attempts(conn, dead)]
+        good = [(a.number, a.outcome) for a in oq.job_attempts(conn, s1)]
+        bad = [(a.number, a.result_code) for a in oq.job_attempts(conn, dead)]
         events = conn.execute(select(result_events.c.job_id, result_events.c.state)).all()
     assert good == [(1, "transient"), (2, "accepted")]
     assert bad == [(1, "910")]

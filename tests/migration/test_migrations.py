@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 
 from worker.outbox import migrate
 from worker.outbox.db import make_engine
-from worker.outbox.models import metadata
+from worker.outbox.tables import metadata
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

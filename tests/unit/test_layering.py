@@ -104,3 +104,47 @@ def test_public_names_are_exported(package: str) -> None:
     module = __import__(package, fromlist=["__all__"])
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert module.__all__ and not missing, missing
+
+
+#: The outbox's table modules declare tables and nothing else: they import the shared
+#: ``MetaData`` (``worker.outbox.base``) and the core tables they point at, never a query
+#: module or another area's tables, so every area can import its tables without a cycle.
+TABLE_MODULES = ("base", "models", "catalog_models", "intake_models", "ops_models")
+TABLE_MODULES_MAY_IMPORT = ("worker.outbox.base", "worker.outbox.models")
+
+
+def relay_imports_beyond(path: Path, allowed: tuple[str, ...]) -> list[str]:
+    """Imports of ``worker``/``producers``/``simulator``/``etims_relay`` not in ``allowed``."""
+    return sorted(
+        name
+        for name in imports_of(path)
+        if name.split(".")[0] in ("worker", "producers", "simulator", "etims_relay")
+        and not any(name == ok or name.startswith(ok + ".") for ok in allowed)
+    )
+
+
+@pytest.mark.parametrize("module", TABLE_MODULES)
+def test_table_modules_import_only_the_metadata_and_core_tables(module: str) -> None:
+    path = ROOT / "worker" / "outbox" / f"{module}.py"
+    assert not relay_imports_beyond(path, TABLE_MODULES_MAY_IMPORT)
+
+
+def test_every_table_module_is_in_the_metadata_alembic_sees() -> None:
+    from worker.outbox import tables
+
+    declared = {
+        path.stem for path in (ROOT / "worker" / "outbox").glob("*models.py")
+    }  # every area's table module
+    assert declared == {m for m in TABLE_MODULES if m != "base"}
+    assert declared <= set(tables.__all__)
+
+
+def test_the_table_check_sees_a_query_import(tmp_path: Path) -> None:
+    bad = tmp_path / "ops_models.py"
+    bad.write_text(
+        "from worker.outbox.base import metadata\nfrom worker.outbox import queries as q\n"
+    )
+    assert relay_imports_beyond(bad, TABLE_MODULES_MAY_IMPORT) == [
+        "worker.outbox",
+        "worker.outbox.queries",
+    ]

@@ -1,4 +1,4 @@
-"""Tables of the item catalogue, on the outbox's one MetaData (see worker/outbox/models.py).
+"""Tables of the item catalogue, on the outbox's one MetaData (worker/outbox/base.py).
 
 Tables
 ------
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, String, Table
 
-from worker.outbox.models import metadata
+from worker.outbox.base import metadata
 
-__all__ = ["item_catalog", "item_code_counters", "metadata"]
+__all__ = ["item_catalog", "item_code_counters"]
 
 item_catalog = Table(
     "item_catalog",

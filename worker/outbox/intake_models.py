@@ -1,4 +1,4 @@
-"""Tables of the intake area, on the outbox's one MetaData (see worker/outbox/models.py).
+"""Tables of the intake area, on the outbox's one MetaData (worker/outbox/base.py).
 
 Tables
 ------
@@ -32,9 +32,10 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from worker.outbox.models import Id, jobs, metadata
+from worker.outbox.base import Id, metadata
+from worker.outbox.models import jobs
 
-__all__ = ["api_keys", "metadata", "webhook_deliveries", "webhooks"]
+__all__ = ["api_keys", "webhook_deliveries", "webhooks"]
 
 api_keys = Table(
     "api_keys",

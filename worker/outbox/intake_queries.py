@@ -1,6 +1,6 @@
-"""Every SQL statement of the intake area (API keys, intake reads, webhooks), one function each.
+"""The statements of the intake area (API keys, intake reads, webhooks), one function each.
 
-Like :mod:`worker.outbox.queries`, each function takes a ``Connection`` inside a transaction
+As everywhere in :mod:`worker.outbox`, each function takes a ``Connection`` inside a transaction
 the caller opened, so a caller can compose several into one atomic step.
 """
 

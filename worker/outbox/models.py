@@ -37,7 +37,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     Numeric,
     String,
     Table,
@@ -47,6 +46,7 @@ from sqlalchemy import (
 )
 
 from schemas.jobs import ACTIVE_STATES, JobKind, JobState
+from worker.outbox.base import Id, metadata
 
 __all__ = [
     "ACTIVE_STATES",
@@ -58,27 +58,13 @@ __all__ = [
     "devices",
     "job_dependencies",
     "jobs",
-    "metadata",
     "result_events",
     "stock_balances",
 ]
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
 #: Jobs still to send. Written out literally (never bound) wherever it must match the partial
 #: index below: a planner only uses a partial index whose predicate the query states itself.
 ACTIVE_PREDICATE = "state IN ({})".format(", ".join(f"'{s.value}'" for s in ACTIVE_STATES))
-
-#: BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
-Id = BigInteger().with_variant(Integer(), "sqlite")
 
 branches = Table(
     "branches",
@@ -250,10 +236,3 @@ audit_log = Table(
     Column("reason", Text),
     Column("details", Text),
 )
-
-
-# Tables owned by other areas live in their own modules on the same MetaData; importing them
-# here makes ``metadata`` complete for Alembic and for ``create_all`` in tests.
-from worker.outbox import catalog_models as _catalog_models  # noqa: E402, F401
-from worker.outbox import intake_models as _intake_models  # noqa: E402, F401
-from worker.outbox import ops_models as _ops_models  # noqa: E402, F401

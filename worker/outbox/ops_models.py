@@ -1,4 +1,4 @@
-"""Tables of the ops area, on the outbox's one MetaData (see worker/outbox/models.py).
+"""Tables of the ops area, on the outbox's one MetaData (worker/outbox/base.py).
 
 Tables
 ------
@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Float, ForeignKey, Index, String, Table, Text, UniqueConstraint
 
-from worker.outbox.models import Id, jobs, metadata
+from worker.outbox.base import Id, metadata
+from worker.outbox.models import jobs
 
 __all__ = [
-    "metadata",
     "notice_syncs",
     "notices",
     "notification_registrations",

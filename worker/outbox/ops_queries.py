@@ -1,7 +1,9 @@
-"""The SQL of the ops area (metrics gauges, replay tooling, notices, notifications).
+"""The SQL of operator actions and ops reads: job and branch views (CLI, intake ops routes),
+replay and skip, the audit log, the sweeper's wake deferral, metrics gauges, notices and
+authority notifications.
 
-Same contract as :mod:`worker.outbox.queries`: one named function per statement, each taking
-a ``Connection`` inside a transaction the caller opened. The scrape-time reads at the top are
+One named function per statement, each taking a ``Connection`` inside a transaction the
+caller opened, so a caller composes several into one atomic step. The scrape-time reads are
 bounded on purpose (a ``LIMIT`` inside every count, index walks instead of scans): they run on
 every Prometheus scrape of every process, with possibly a million pending jobs.
 """
@@ -11,17 +13,181 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, literal, or_, select, union_all, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
-from schemas.jobs import JobState
-from worker.outbox.models import audit_log, branches, devices, job_dependencies, jobs
+from schemas.jobs import ACTIVE_STATES, JobState
+from worker.outbox.models import attempts, audit_log, branches, devices, job_dependencies, jobs
 from worker.outbox.ops_models import (
     notice_syncs,
     notices,
     notification_registrations,
     notifications,
 )
+
+ACTIVE = [s.value for s in ACTIVE_STATES]
+
+# --------------------------------------------------------------------------- jobs and branches
+
+
+def job_attempts(conn: Connection, job_id: int) -> list[Row[Any]]:
+    return list(
+        conn.execute(select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.id))
+    )
+
+
+def job_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))
+    counts = {state.value: 0 for state in JobState}
+    counts.update({str(state): int(n) for state, n in rows})
+    return counts
+
+
+def branch_backlogs(conn: Connection, now: float) -> list[dict[str, Any]]:
+    """Per branch: active backlog, oldest active job's age, parked reason."""
+    active = (
+        select(
+            jobs.c.branch_id,
+            func.count().label("backlog"),
+            func.min(jobs.c.created_at).label("oldest"),
+        )
+        .where(jobs.c.state.in_(ACTIVE))
+        .group_by(jobs.c.branch_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(
+            branches.c.tin,
+            branches.c.bhf_id,
+            branches.c.parked_reason,
+            func.coalesce(active.c.backlog, 0),
+            active.c.oldest,
+            branches.c.next_invc_no,
+            branches.c.next_sar_no,
+            branches.c.kra_expected_invc_no,
+            branches.c.kra_expected_sar_no,
+        )
+        .select_from(branches.outerjoin(active, active.c.branch_id == branches.c.id))
+        .order_by(branches.c.tin, branches.c.bhf_id)
+    )
+    return [
+        {
+            "tin": tin,
+            "bhf_id": bhf,
+            "backlog": int(backlog),
+            "oldest_pending_age_s": round(now - oldest, 3) if oldest is not None else 0.0,
+            "parked": parked is not None,
+            "parked_reason": parked,
+            "next_invc_no": int(next_invc),
+            "next_sar_no": int(next_sar),
+            "kra_expects_invc_no": None if kra_invc is None else int(kra_invc),
+            "kra_expects_sar_no": None if kra_sar is None else int(kra_sar),
+        }
+        for tin, bhf, parked, backlog, oldest, next_invc, next_sar, kra_invc, kra_sar in rows
+    ]
+
+
+def list_jobs_in_state(
+    conn: Connection,
+    state: str,
+    *,
+    tin: str | None = None,
+    bhf_id: str | None = None,
+    kind: str | None = None,
+    code: str | None = None,
+    since: float | None = None,
+    limit: int = 1000,
+) -> list[Row[Any]]:
+    conditions = [jobs.c.state == state]
+    if tin:
+        conditions.append(jobs.c.tin == tin)
+    if bhf_id:
+        conditions.append(jobs.c.bhf_id == bhf_id)
+    if kind:
+        conditions.append(jobs.c.kind == kind)
+    if code:
+        conditions.append(jobs.c.result_code == code)
+    if since is not None:
+        conditions.append(jobs.c.updated_at >= since)
+    return list(
+        conn.execute(select(jobs).where(and_(*conditions)).order_by(jobs.c.id).limit(limit))
+    )
+
+
+def requeue_at_tail(
+    conn: Connection,
+    job_id: int,
+    seq: int,
+    now: float,
+    payload: str | None = None,
+    payload_hash: str | None = None,
+) -> int:
+    """Replay: a dead job goes back to pending at its branch's tail with a fresh number."""
+    values: dict[str, Any] = {
+        "state": JobState.PENDING.value,
+        "seq": seq,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "maybe_recorded": False,
+        "invc_no": None,
+        "sar_no": None,
+        "body": None,
+        "updated_at": now,
+    }
+    if payload is not None:
+        values["payload"] = payload
+        values["payload_hash"] = payload_hash
+    return conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state == JobState.DEAD.value)
+        .values(**values)
+    ).rowcount
+
+
+def mark_skipped(
+    conn: Connection,
+    job_id: int,
+    reason: str,
+    now: float,
+    states: Sequence[str] = (JobState.DEAD.value, JobState.BLOCKED.value),
+) -> int:
+    return conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state.in_(list(states)))
+        .values(
+            state=JobState.SKIPPED.value, skip_reason=reason, next_attempt_at=None, updated_at=now
+        )
+    ).rowcount
+
+
+def insert_audit(conn: Connection, values: Mapping[str, Any]) -> None:
+    conn.execute(insert(audit_log).values(**values))
+
+
+def list_audit(conn: Connection, limit: int = 200) -> list[Row[Any]]:
+    return list(conn.execute(select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)))
+
+
+def defer_wake(conn: Connection, branch_ids: Sequence[int], now: float, until: float) -> None:
+    """The sweeper sent a wake: do not send another before ``until`` unless work changes."""
+    if branch_ids:
+        conn.execute(
+            update(branches)
+            .where(branches.c.id.in_(list(branch_ids)), branches.c.wake_after <= now)
+            .values(wake_after=until)
+        )
+
 
 # --------------------------------------------------------------------------- scrape-time reads
 

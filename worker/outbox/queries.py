@@ -1,4 +1,5 @@
-"""Every SQL statement of etims-relay, one named function each. Nothing else executes SQL.
+"""The statements of the branches, the lease and the drain, one named function each (the
+other areas have their own modules: see :mod:`worker.outbox`).
 
 Each function takes a ``Connection`` inside a transaction the caller opened
 (``with engine.begin() as conn``), so a caller composes several statements into one atomic
@@ -24,11 +25,9 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    func,
     insert,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -38,9 +37,7 @@ from worker.outbox import hot
 from worker.outbox.models import (
     ACTIVE_PREDICATE,
     attempts,
-    audit_log,
     branches,
-    devices,
     job_dependencies,
     jobs,
     result_events,
@@ -887,76 +884,6 @@ _INSERT_STOCK = insert(stock_balances)
 _JOB_INVC_NO = select(jobs.c.invc_no).where(jobs.c.id == bindparam("job_id"))
 
 
-def get_device(conn: Connection, tin: str, bhf_id: str) -> Row[Any] | None:
-    return conn.execute(
-        select(devices).where(devices.c.tin == tin, devices.c.bhf_id == bhf_id)
-    ).first()
-
-
-def upsert_device(conn: Connection, values: Mapping[str, Any]) -> None:
-    updated = conn.execute(
-        update(devices)
-        .where(devices.c.tin == values["tin"], devices.c.bhf_id == values["bhf_id"])
-        .values(**values)
-    ).rowcount
-    if not updated:
-        conn.execute(insert(devices).values(**values))
-
-
-def set_device_tax_rates(
-    conn: Connection, tin: str, bhf_id: str, rates_json: str, now: float
-) -> None:
-    """Store KRA's tax rates for a device's branch (a code list sync also proves the key)."""
-    conn.execute(
-        update(devices)
-        .where(devices.c.tin == tin, devices.c.bhf_id == bhf_id)
-        .values(tax_rates=rates_json, codes_synced_at=now, key_ok_at=now)
-    )
-
-
-def set_device_key_ok(conn: Connection, tin: str, bhf_id: str, now: float) -> None:
-    """Remember when the device's key was last accepted by KRA."""
-    conn.execute(
-        update(devices)
-        .where(devices.c.tin == tin, devices.c.bhf_id == bhf_id)
-        .values(key_ok_at=now)
-    )
-
-
-def list_devices(conn: Connection) -> list[Row[Any]]:
-    """Every device without its key, by branch."""
-    return list(
-        conn.execute(
-            select(
-                devices.c.tin,
-                devices.c.bhf_id,
-                devices.c.serial,
-                devices.c.sdc_id,
-                devices.c.mrc_no,
-                devices.c.created_at,
-                devices.c.tax_rates,
-                devices.c.codes_synced_at,
-                devices.c.key_ok_at,
-            ).order_by(devices.c.tin, devices.c.bhf_id)
-        )
-    )
-
-
-def device_tax_rates(
-    conn: Connection, keys: Iterable[tuple[str, str]] | None = None
-) -> dict[tuple[str, str], str]:
-    """(tin, bhf_id) -> stored rates JSON, for the devices that have rates (all, or ``keys``)."""
-    query = select(devices.c.tin, devices.c.bhf_id, devices.c.tax_rates).where(
-        devices.c.tax_rates.is_not(None)
-    )
-    if keys is not None:
-        wanted = sorted(set(keys))
-        if not wanted:
-            return {}
-        query = query.where(tuple_(devices.c.tin, devices.c.bhf_id).in_(wanted))
-    return {(str(t), str(b)): str(r) for t, b, r in conn.execute(query)}
-
-
 def dependents(conn: Connection, job_ids: Iterable[int], states: Sequence[str]) -> list[Row[Any]]:
     """Jobs in ``states`` that directly depend on any of ``job_ids``."""
     ids = list(job_ids)
@@ -1009,176 +936,3 @@ def set_state_unfenced(
         .where(jobs.c.id.in_(list(job_ids)), jobs.c.state.in_(from_states))
         .values(**values)
     ).rowcount
-
-
-# --------------------------------------------------------------------------- operators
-
-
-def get_job(conn: Connection, job_id: int) -> Row[Any] | None:
-    return conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-
-
-def job_attempts(conn: Connection, job_id: int) -> list[Row[Any]]:
-    return list(
-        conn.execute(select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.id))
-    )
-
-
-def job_counts(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))
-    counts = {state.value: 0 for state in JobState}
-    counts.update({str(state): int(n) for state, n in rows})
-    return counts
-
-
-def branch_backlogs(conn: Connection, now: float) -> list[dict[str, Any]]:
-    """Per branch: active backlog, oldest active job's age, parked reason."""
-    active = (
-        select(
-            jobs.c.branch_id,
-            func.count().label("backlog"),
-            func.min(jobs.c.created_at).label("oldest"),
-        )
-        .where(jobs.c.state.in_(ACTIVE))
-        .group_by(jobs.c.branch_id)
-        .subquery()
-    )
-    rows = conn.execute(
-        select(
-            branches.c.tin,
-            branches.c.bhf_id,
-            branches.c.parked_reason,
-            func.coalesce(active.c.backlog, 0),
-            active.c.oldest,
-            branches.c.next_invc_no,
-            branches.c.next_sar_no,
-            branches.c.kra_expected_invc_no,
-            branches.c.kra_expected_sar_no,
-        )
-        .select_from(branches.outerjoin(active, active.c.branch_id == branches.c.id))
-        .order_by(branches.c.tin, branches.c.bhf_id)
-    )
-    return [
-        {
-            "tin": tin,
-            "bhf_id": bhf,
-            "backlog": int(backlog),
-            "oldest_pending_age_s": round(now - oldest, 3) if oldest is not None else 0.0,
-            "parked": parked is not None,
-            "parked_reason": parked,
-            "next_invc_no": int(next_invc),
-            "next_sar_no": int(next_sar),
-            "kra_expects_invc_no": None if kra_invc is None else int(kra_invc),
-            "kra_expects_sar_no": None if kra_sar is None else int(kra_sar),
-        }
-        for tin, bhf, parked, backlog, oldest, next_invc, next_sar, kra_invc, kra_sar in rows
-    ]
-
-
-def list_jobs_in_state(
-    conn: Connection,
-    state: str,
-    *,
-    tin: str | None = None,
-    bhf_id: str | None = None,
-    kind: str | None = None,
-    code: str | None = None,
-    since: float | None = None,
-    limit: int = 1000,
-) -> list[Row[Any]]:
-    conditions = [jobs.c.state == state]
-    if tin:
-        conditions.append(jobs.c.tin == tin)
-    if bhf_id:
-        conditions.append(jobs.c.bhf_id == bhf_id)
-    if kind:
-        conditions.append(jobs.c.kind == kind)
-    if code:
-        conditions.append(jobs.c.result_code == code)
-    if since is not None:
-        conditions.append(jobs.c.updated_at >= since)
-    return list(
-        conn.execute(select(jobs).where(and_(*conditions)).order_by(jobs.c.id).limit(limit))
-    )
-
-
-def requeue_at_tail(
-    conn: Connection,
-    job_id: int,
-    seq: int,
-    now: float,
-    payload: str | None = None,
-    payload_hash: str | None = None,
-) -> int:
-    """Replay: a dead job goes back to pending at its branch's tail with a fresh number."""
-    values: dict[str, Any] = {
-        "state": JobState.PENDING.value,
-        "seq": seq,
-        "attempts": 0,
-        "next_attempt_at": None,
-        "maybe_recorded": False,
-        "invc_no": None,
-        "sar_no": None,
-        "body": None,
-        "updated_at": now,
-    }
-    if payload is not None:
-        values["payload"] = payload
-        values["payload_hash"] = payload_hash
-    return conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.state == JobState.DEAD.value)
-        .values(**values)
-    ).rowcount
-
-
-def mark_skipped(
-    conn: Connection,
-    job_id: int,
-    reason: str,
-    now: float,
-    states: Sequence[str] = (JobState.DEAD.value, JobState.BLOCKED.value),
-) -> int:
-    return conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.state.in_(list(states)))
-        .values(
-            state=JobState.SKIPPED.value, skip_reason=reason, next_attempt_at=None, updated_at=now
-        )
-    ).rowcount
-
-
-def insert_audit(conn: Connection, values: Mapping[str, Any]) -> None:
-    conn.execute(insert(audit_log).values(**values))
-
-
-def list_audit(conn: Connection, limit: int = 200) -> list[Row[Any]]:
-    return list(conn.execute(select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)))
-
-
-def set_original(conn: Connection, job_id: int, original_job_id: int) -> None:
-    """Link a credit note to the sale it credits (its orgInvcNo comes from there)."""
-    conn.execute(update(jobs).where(jobs.c.id == job_id).values(original_job_id=original_job_id))
-
-
-def defer_wake(conn: Connection, branch_ids: Sequence[int], now: float, until: float) -> None:
-    """The sweeper sent a wake: do not send another before ``until`` unless work changes."""
-    if branch_ids:
-        conn.execute(
-            update(branches)
-            .where(branches.c.id.in_(list(branch_ids)), branches.c.wake_after <= now)
-            .values(wake_after=until)
-        )
-
-
-def unpark_if(conn: Connection, tin: str, bhf_id: str, *, reason_prefix: str, now: float) -> None:
-    """Clear a park whose cause is now fixed (e.g. the device was registered)."""
-    conn.execute(
-        update(branches)
-        .where(
-            branches.c.tin == tin,
-            branches.c.bhf_id == bhf_id,
-            branches.c.parked_reason.like(f"{reason_prefix}%"),
-        )
-        .values(parked_reason=None, parked_at=None, wake_after=now)
-    )

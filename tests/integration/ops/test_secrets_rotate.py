@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 from tests.helpers import ETIMS_RELAY
 from worker import secret_keys
 from worker.devices import DeviceDirectory, load_fernet
-from worker.outbox import queries as q
+from worker.outbox import device_queries as dq
 from worker.outbox.db import make_engine
 from worker.outbox.intake_models import webhooks
 from worker.outbox.models import devices
@@ -33,7 +33,7 @@ def store_secrets(engine: Engine, key: str) -> str:
     old = Fernet(key.encode())
     with engine.begin() as conn:
         for bhf, cmc in CMC.items():
-            q.upsert_device(
+            dq.upsert_device(
                 conn,
                 {
                     "tin": TIN,
@@ -121,7 +121,7 @@ def test_rows_no_key_decrypts_are_named_and_left_alone(
     try:
         store_secrets(engine, lost)
         with engine.begin() as conn:
-            q.upsert_device(
+            dq.upsert_device(
                 conn,
                 {
                     "tin": TIN,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from worker.outbox.db import make_engine
-from worker.outbox.models import metadata
+from worker.outbox.tables import metadata
 
 config = context.config
 
