@@ -4,7 +4,7 @@ Field names are the OSCU wire names (camelCase) so a model dumps to the wire bod
 Every request model refuses unknown fields: a typo would otherwise be dropped silently and
 reach KRA as a missing field. Cross-field rules raise a :class:`pydantic.ValidationError`
 whose ``loc`` points at the offending field (``itemList.2.itemSeq``), not at the model, so
-intake can tell a till exactly which line to fix (DESIGN invariant 7).
+intake can tell a till exactly which line to fix (README, invariant 7).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class WireModel(BaseModel):
 
 class BranchBody(WireModel):
     """``tin``/``bhfId`` in the body: optional, since headers carry them, but some GavaConnect
-    endpoints answer "tin cannot be Null" without them (oscu-reference §1.2)."""
+    endpoints answer "tin cannot be Null" without them (docs/oscu.md, "Credentials in headers
+    and in the body")."""
 
     tin: Tin | None = None
     bhfId: BhfId | None = None

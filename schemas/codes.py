@@ -1,4 +1,4 @@
-"""OSCU code lists (oscu-reference §5) as string enums.
+"""OSCU code lists (the spec's code classes) as string enums.
 
 Values are the wire codes, so a model field typed with one of these refuses an unknown code
 with an error that names the field. KRA publishes these lists through ``selectCodeList``; the

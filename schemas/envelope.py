@@ -1,4 +1,4 @@
-"""Reading OSCU responses (oscu-reference §3.1, §3.3, §2.2, §4.1), defensively.
+"""Reading OSCU responses (the spec's response envelope and field tables), defensively.
 
 Responses come from several front doors with small differences: keys with trailing blanks
 (``"curRcptNo "`` in the spec samples), success spelled ``0``/``00``/``0000``, GavaConnect's
@@ -216,7 +216,7 @@ class InitInfo(_Lenient):
 
 class InvoiceDetails(_Lenient):
     """``selectInvoiceDetails`` answer: the stored sale (``data.salesList[0]``) and its
-    signature, used to recover a receipt after a duplicate answer (DESIGN invariant 2).
+    signature, used to recover a receipt after a duplicate answer (README, invariant 2).
 
     ``signature`` is ``None`` when the stored sale carries no readable signature: KRA holding
     the sale is still worth knowing (the job is accepted; the receipt is flagged as lost).

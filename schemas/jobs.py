@@ -12,7 +12,7 @@ The service owns the fields that encode order and identity at KRA (``invcNo``, `
 ``sarNo``, ``tin``/``bhfId``), so a producer must not send them: a producer that numbers its
 own invoices would break the no-gap rule the moment two tills share a branch.
 
-Job states (DESIGN.md)::
+Job states::
 
     pending -> in_flight -> accepted
     in_flight -> retry_wait -> in_flight      transient: refused, 5xx, 429, 990, 894, 999
@@ -114,10 +114,6 @@ class JobState(StrEnum):
     BLOCKED = "blocked"
     #: an operator gave up on it, with a reason
     SKIPPED = "skipped"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in (JobState.ACCEPTED, JobState.DEAD, JobState.SKIPPED)
 
 
 #: States a drain still has to work through, in seq order.

@@ -1,4 +1,4 @@
-"""The receipt verification link printed as a QR code (oscu-reference §8).
+"""The receipt verification link printed as a QR code (the spec's receipt verification section).
 
 Not in the spec, but identical across ``etims``, Odoo, navari and others: the customer's phone
 opens KRA's portal with ``Data`` = PIN + branch + signature.

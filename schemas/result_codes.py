@@ -1,4 +1,4 @@
-"""OSCU result codes (spec §4.18, oscu-reference §4.2) and what each means for a sender.
+"""OSCU result codes (spec §4.18) and what each means for a sender.
 
 ``resultMsg`` varies between hosts and must never be matched on; the code is the contract.
 Success is spelled ``000`` by the spec, and ``0``/``00``/``0000`` on other front doors, so

@@ -1,4 +1,5 @@
-"""``saveTrnsSalesOsdc`` (oscu-reference §3.3, §6.2): a sale or a credit note to be signed.
+"""``saveTrnsSalesOsdc``: a sale or a credit note to be signed (docs/oscu.md: numbers, credit
+notes).
 
 The model checks shape and the rules KRA enforces without context: line numbering, the line
 count, and what makes a credit note. Amounts are checked separately by

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.body_rules import BodyRules, Flavour, PkgRule
 
-#: KRA's sandbox base URL on the etims-api host (oscu-reference §1.1). Production is
+#: KRA's sandbox base URL on the etims-api host (docs/oscu.md, "Hosts and paths"). Production is
 #: ``https://etims-api.kra.go.ke/etims-api``.
 DEFAULT_OSCU_URL = "https://etims-api-sbx.kra.go.ke/etims-api"
 
@@ -39,7 +39,7 @@ class OscuSettings(BaseModel):
     #: Read timeout; KRA signs in ~2 s but congests; Odoo uses 120 s.
     read_timeout_s: float = 30.0
     #: The HTTP engine under the OSCU client: ``stdlib`` (``http.client``, one kept-alive
-    #: connection per worker thread: a third of httpx's CPU per call) or ``httpx`` (httpx's
+    #: connection per worker thread, the cheaper per call) or ``httpx`` (httpx's
     #: own pooled transport; the way back should a gateway need it). See
     #: ``worker/oscu/transport.py``.
     http_engine: Literal["stdlib", "httpx"] = "stdlib"

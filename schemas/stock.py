@@ -1,4 +1,4 @@
-"""``insertStockIO`` and ``saveStockMaster`` (oscu-reference §3.5, §3.6, §6.3, §6.4).
+"""``insertStockIO`` and ``saveStockMaster`` (docs/oscu.md: numbers; stock jobs).
 
 Stock lines differ from sale lines in two ways that matter: the discount is an amount
 (``totDcAmt``, no rate), and the header carries only totals, no per-tax-type fields.

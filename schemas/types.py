@@ -1,4 +1,4 @@
-"""Constrained wire types shared by every OSCU model (oscu-reference §3, §7).
+"""Constrained wire types shared by every OSCU model (the spec's field tables).
 
 The wire is JSON produced by KRA's Java back end, so each alias pins down what survives that
 trip: identifiers keep their exact shape, dates are KRA's compact digit strings in Kenya time,

@@ -1,4 +1,4 @@
-"""VAT arithmetic for sale, purchase and stock bodies (oscu-reference §7.1, §7.2).
+"""VAT arithmetic for sale, purchase and stock bodies (docs/oscu.md, "VAT schemes").
 
 Hosts disagree on what ``prc``, ``taxblAmt`` and ``totAmt`` mean, so the arithmetic is a
 :class:`VatScheme` chosen in configuration; the simulator checks with the same code it would
@@ -63,7 +63,8 @@ class VatScheme(StrEnum):
     EXCLUSIVE = "exclusive"
 
 
-#: Recommended by oscu-reference §7.1: the only scheme backed by server error messages.
+#: The recommended scheme (docs/oscu.md, "VAT schemes"): the only scheme backed by server
+#: error messages.
 DEFAULT_VAT_SCHEME = VatScheme.SPLIT
 #: Tolerance used by ``etims``' fake and Paybill's validator.
 DEFAULT_AMOUNT_TOLERANCE = Decimal("0.01")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the services the test suite talks to are up on loopback, installing them if needed.
 #
-# Why: the tests use real PostgreSQL and real Redis (DESIGN.md, tests/), and CI may run on a
+# Why: the tests use real PostgreSQL and real Redis (tests/), and CI may run on a
 # fresh machine where only python3/pip/gcc exist. This script is idempotent: when both
 # services already answer it only checks and exits 0 within a second. It never skips
 # silently: if a service still is not reachable at the end it exits non-zero saying which.

@@ -1,8 +1,9 @@
 """Which amounts KRA expects on a sale or stock movement, under each VAT scheme.
 
-Written from oscu-reference §7 apart from ``schemas.vat`` on purpose (see
-:mod:`simulator.fields`): the relay fills amounts with ``schemas.vat``, the simulator
-checks them with this module, so a misreading on either side shows up as a refused job.
+Written from the spec's amount rules (docs/oscu.md, "VAT schemes") apart from ``schemas.vat``
+on purpose (see :mod:`simulator.fields`): the relay fills amounts with ``schemas.vat``, the
+simulator checks them with this module, so a misreading on either side shows up as a refused
+job.
 
 Per line, with the line's tax rate ``r`` (percent / 100) and every result rounded half up to
 the cent:

@@ -1,5 +1,5 @@
-"""Body rules one KRA host enforces and the other did not (oscu-reference §5.8, §6.2, §6.4,
-§7.5), each switchable in :class:`~simulator.options.SimulatorOptions`.
+"""Body rules one KRA host enforces and the other did not (docs/oscu.md, "Body rules that
+differ by host"), each switchable in :class:`~simulator.options.SimulatorOptions`.
 
 A second reading of the same notes as ``schemas.body_rules``, written apart on purpose: if the
 relay's reading drifts, the simulator still answers as the host would. Wording follows the

@@ -1,6 +1,6 @@
 """Static reference data KRA would serve: code classes, item classes, notices.
 
-Small but real subsets of oscu-reference §5, enough for clients to cache and for the
+Small but real subsets of the spec's code lists, enough for clients to cache and for the
 simulator to answer lookups plausibly. Class 04 is built from the run's tax rates so
 ``selectCodeList`` and the amount validator never disagree.
 """

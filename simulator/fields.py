@@ -6,7 +6,7 @@ relay builds its bodies with). Had the simulator validated with those models, a 
 construction; written apart, such a misreading fails a test. tests/unit/test_layering.py keeps
 it that way.
 
-Reading rules (oscu-reference §3; spec field tables):
+Reading rules (the spec's field tables):
 
 - ``CHAR(n)``: a JSON string of at most ``n`` characters. An empty string counts as absent
   (KRA answers "cannot be null" for it), so it fails a required field and passes an optional
@@ -207,7 +207,7 @@ def opt(check: Check) -> Field:
     return Field(False, check)
 
 
-# -- code classes (oscu-reference §5) -----------------------------------------------------------
+# -- code classes (the spec's code lists) ----------------------------------------------------
 
 YES_NO = code("Y", "N")
 TAX_TYPE = code("A", "B", "C", "D", "E")
@@ -247,7 +247,7 @@ TAX_HEADER: dict[str, Field] = {
 }
 LAST_REQ_DT = {"lastReqDt": req(D14)}
 
-# -- endpoint tables (spec §3.3.x; oscu-reference §2.1, §3) ------------------------------------
+# -- endpoint tables (spec §3.3.x) -------------------------------------------------------------
 
 SALE_RECEIPT: dict[str, Field] = {
     "custTin": opt(TIN),

@@ -1,6 +1,6 @@
 """The host in front of the simulated KRA: its paths, and GavaConnect's OAuth gateway.
 
-Two front doors reach the same OSCU product (oscu-reference §1, §2.3):
+Two front doors reach the same OSCU product (docs/oscu.md, "Hosts and paths"):
 
 - ``etims-api``: every endpoint at its spec name (``/saveTrnsSalesOsdc``), no OAuth.
 - ``gavaconnect``: KRA's developer platform. Several endpoints have their own names there
@@ -36,7 +36,8 @@ TOKEN_PATH = "/v1/token/generate"  # noqa: S105 - a path, not a secret
 #: Seconds a token is said to live (KRA sends the string ``"3599"``).
 TOKEN_EXPIRES_IN = "3599"  # noqa: S105 - a lifetime, not a secret
 
-#: Spec name -> GavaConnect path (oscu-reference §2.3); endpoints not listed keep their name.
+#: Spec name -> GavaConnect path (docs/oscu.md, "GavaConnect's gateway"); endpoints not
+#: listed keep their name.
 GAVACONNECT_PATHS: Mapping[str, str] = {
     "selectInitOsdcInfo": "initialize",
     "selectItemClsList": "selectItemClass",
@@ -95,12 +96,6 @@ class Gateway:
         if scheme.lower() != "bearer" or not token:
             return False
         return any(hmac.compare_digest(token, known) for known in self._tokens)
-
-    def revoke_all(self) -> int:
-        """Forget every token (an expiry, as far as clients can tell); returns how many."""
-        count = len(self._tokens)
-        self._tokens.clear()
-        return count
 
 
 def wrap(envelope: dict[str, Any]) -> dict[str, Any]:

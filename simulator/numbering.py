@@ -1,9 +1,9 @@
 """KRA-side numbering: the per-branch ``invcNo``/``sarNo`` check and the receipt signature.
 
-KRA advances a branch's counter only on an accepted write (oscu-reference §6.1, live-G), so
-the check compares the sent number with the highest accepted one: equal-or-below is a
-repeat, more than one above is a gap (refused unless the run tolerates gaps, as the
-etims-api sandbox appears to).
+KRA advances a branch's counter only on an accepted write (docs/oscu.md, "Numbers,
+duplicates and what KRA is asked"), so the check compares the sent number with the highest
+accepted one: equal-or-below is a repeat, more than one above is a gap (refused unless the run
+tolerates gaps, as the etims-api sandbox appears to).
 """
 
 from __future__ import annotations

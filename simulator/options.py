@@ -1,4 +1,4 @@
-"""How strict the simulator is: the knobs the sources disagree on (oscu-reference §10).
+"""How strict the simulator is: the knobs the sources disagree on (docs/oscu.md).
 
 One frozen value, built by the CLI or the test helpers and passed down; it is also written
 into the ledger at every start, so ``verify`` judges each record by the rules that were in
@@ -20,14 +20,15 @@ DEFAULT_TAX_RATES: Mapping[str, Decimal] = {
     "D": Decimal("0"),
     "E": Decimal("8"),
 }
-#: The three amount schemes of oscu-reference §7.1; ``split`` is (b), the one with live
+#: The three amount schemes (docs/oscu.md, "VAT schemes"); ``split`` is (b), the one with live
 #: server-side evidence and the reference's recommendation.
 VAT_SCHEMES = ("inclusive", "split", "exclusive")
 DEFAULT_VAT_SCHEME = "split"
 #: Where a sale's trdInvcNo must be unique for the 994 answer (no source says; an assumption
 #: that follows the relay's ``ETIMS_TRD_INVC_NO_SCOPE``, whose default is ``branch``).
 TRD_INVC_NO_SCOPES = ("branch", "tin", "off")
-#: Host flavours: they differ in the body rules below (oscu-reference §5.8, §7.5).
+#: Host flavours: they differ in the body rules below (docs/oscu.md, "Body rules that differ
+#: by host").
 FLAVOURS = ("etims-api", "gavaconnect")
 PKG_RULES = ("qty", "one_for_unpackaged")
 #: Body rules per flavour; ``stock_before_sale`` is off unless asked for (live GavaConnect

@@ -293,7 +293,7 @@ class SimulatorApp:
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when installed (about twice the throughput here), else the stdlib loop."""
+    """uvloop when installed (the faster loop), else the stdlib loop."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-#: sarTyCd direction (oscu-reference §5.5): 01-06 add to the balance, 11-16 take from it.
+#: sarTyCd direction (code class 12): 01-06 add to the balance, 11-16 take from it.
 STOCK_IN_TYPES = frozenset({"01", "02", "03", "04", "05", "06"})
 STOCK_OUT_TYPES = frozenset({"11", "12", "13", "14", "15", "16"})
 #: The stock-out that delivers goods of a signed sale.

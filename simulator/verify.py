@@ -1,4 +1,5 @@
-"""Check a ledger against the invariants KRA would hold the relay to (DESIGN.md 2 and 3).
+"""Check a ledger against the invariants KRA would hold the relay to (README, invariants 2
+and 3).
 
 Independent of :mod:`simulator.rules` on purpose: it re-derives every rule from the
 records alone, so a bug in the live checks cannot also hide in the verdict. Checks, per

@@ -1,4 +1,4 @@
-"""The Celery application: a doorbell, configured per DESIGN.md "Celery settings that matter".
+"""The Celery application: a doorbell, configured as one.
 
 Celery carries only "branch N may have work" messages; the outbox is the system of record,
 so there is no result backend, acks are late, a worker lost mid-task gives its message back,

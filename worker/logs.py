@@ -93,9 +93,9 @@ class TextFormatter(logging.Formatter):
 class LineHandler(logging.Handler):
     """Writes each formatted line to a file descriptor with one ``os.write``, holding no lock.
 
-    ``StreamHandler`` holds its lock across the write and flush system calls; with eight
-    drain threads each logging two lines per job, threads queued on that lock for ~3% of
-    their time (py-spy, bench/pipeline.py). One ``write`` per line needs no lock: Linux
+    ``StreamHandler`` holds its lock across the write and flush system calls, so drain threads
+    that log every job queue on it (bench/README.md, 2026-11-22). One ``write`` per line
+    needs no lock: Linux
     keeps concurrent writes to one file or pipe from interleaving (a line is far below
     PIPE_BUF, and a regular file's offset is updated atomically per write).
 

@@ -1,6 +1,6 @@
 """Watch the outbox while the workers drain it: a progress bar fed by ``status``-like queries.
 
-The database is the truth (DESIGN.md), so progress is read from it, never from Celery: a job
+The database is the truth, so progress is read from it, never from Celery: a job
 counts as settled once it is accepted, dead, skipped or blocked (blocked waits for an
 operator, which the demo plays once the workers are done).
 """

@@ -1,6 +1,6 @@
 """Chaos on PostgreSQL: workers SIGKILLed, Redis flushed, 10% of KRA's answers faulty.
 
-Invariants under test (DESIGN.md 1-3): nothing lost (every job accepted), nothing signed
+Invariants under test (README, invariants 1-3): nothing lost (every job accepted), nothing signed
 twice (each trdInvcNo signed once, under the number our outbox holds), order per branch
 (the simulator's ledger verifies: invcNo/sarNo 1..N, stock-outs after their sales).
 """
@@ -67,7 +67,7 @@ def test_chaos_every_job_accepted_once_in_order(
 
 
 def assert_chaos_invariants(relay: RelayEnv, simulator, expected_jobs: int) -> Counter[str]:
-    """What chaos must not break (DESIGN.md 1-3); returns the attempts' outcome counts."""
+    """What chaos must not break (README, invariants 1-3); returns the attempts' outcome counts."""
     status = wait_until(
         lambda: (s := relay.status()) and all_terminal(s) and s,
         timeout=300,

@@ -139,7 +139,7 @@ def test_skip_needs_a_reason_and_is_audited(pipeline: Pipeline) -> None:
     skip(pipeline.runtime.engine, bad.id, OPS, reason="customer cancelled, credited on paper")
     assert pipeline.job("bad").state == "skipped"
     with pipeline.runtime.engine.connect() as conn:
-        audit = oq.list_audit(conn)
+        audit = oq.audit_entries(conn)
     assert audit[0].action == "skip" and audit[0].actor == "test-operator"
     assert audit[0].reason == "customer cancelled, credited on paper"
 

@@ -3,7 +3,7 @@
 Same story as tests/integration/test_chaos.py (same workload, same 10% KRA faults, workers
 SIGKILLed three times) with RabbitMQ's versions of "the broker lost its messages": the
 ``etims`` queue is purged and every client connection is closed by the broker mid-run.
-Invariants: nothing lost, nothing signed twice, order per branch (DESIGN.md 1-3).
+Invariants: nothing lost, nothing signed twice, order per branch (README, invariants 1-3).
 
 RabbitMQ runs on 127.0.0.1:5672 with guest/guest (scripts/ensure-services.sh starts it).
 """

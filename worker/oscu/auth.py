@@ -1,4 +1,5 @@
-"""OAuth client-credentials bearer tokens for the GavaConnect host (oscu-reference §1.3).
+"""OAuth client-credentials bearer tokens for the GavaConnect host (docs/oscu.md,
+"GavaConnect's gateway").
 
 The etims-api host needs no token; GavaConnect's Apigee gateway answers 401 without one. The
 token lives about an hour and there is no refresh token, so we re-run client credentials:

@@ -1,7 +1,7 @@
 """The OSCU HTTP client: one POST per call, one :class:`CallOutcome` back, never an exception
 for a network or KRA failure.
 
-Layers, each with one concern (the httpx ``Client.send`` pattern, STYLE.md §1):
+Layers, each with one concern (the httpx ``Client.send`` pattern):
 
 ``call`` (encode, time, scrub, log) -> ``_exchange`` (the one 401 re-try with a fresh token)
 -> ``_attempt`` (headers, one round trip, translate errors) -> :mod:`~worker.oscu.classify`.
@@ -40,7 +40,7 @@ __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "ENDPOINTS", "DeviceCredentials"
 
 logger = logging.getLogger("etims_relay.oscu")
 
-#: oscu-reference §9: 10 s to connect, 30 s to read (KRA signs in ~2 s but congests).
+#: 10 s to connect, 30 s to read (KRA signs in ~2 s but congests).
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0, pool=10.0)
 #: Keep as many idle connections as we allow open: a threads pool reuses them all.
 DEFAULT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -76,8 +76,8 @@ class OscuClient(EndpointsMixin):
         # The transport, not an httpx.Client: a call is one POST whose answer we classify
         # ourselves, so the Client's layers (cookie jar, auth flow, redirects -- a redirect of
         # a POST is an answer to classify, never something to follow -- event hooks) would
-        # only add work: they were a sixth of a drain's CPU per job (bench/README.md).
-        # By default http.client underneath (worker/oscu/transport.py: a third of the CPU);
+        # only add CPU to every call (bench/README.md, 2026-11-22).
+        # By default http.client underneath (worker/oscu/transport.py says why);
         # ``limits`` asks for httpx's own pooled transport. Either way through the proxy that
         # HTTPS_PROXY/HTTP_PROXY/NO_PROXY or ``proxy_url`` name for this base URL.
         if transport is None:

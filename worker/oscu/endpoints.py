@@ -1,4 +1,4 @@
-"""The OSCU endpoints (oscu-reference §2.1 and §2.2) as thin typed methods.
+"""The OSCU endpoints (the spec's eight categories and the non-spec lookup) as thin typed methods.
 
 Each method only names the endpoint and says whether it writes: that flag decides how a
 failure without an answer is classified (a lookup is safe to retry, a write may have landed).

@@ -1,7 +1,7 @@
 """Why an OSCU round trip failed, in the only terms the pipeline cares about.
 
 What matters after a failure is not *which* socket call broke but whether KRA may have
-recorded the request (invariant 2 in DESIGN.md): a request that provably never left us can be
+recorded the request (invariant 2 in README.md): a request that provably never left us can be
 sent again as if new, one that may have arrived must be re-sent with the identical body and
 number. So every foreign exception is translated, at one boundary
 (:func:`map_transport_errors`), into one of three leaves::

@@ -3,7 +3,7 @@
 Every call returns exactly one :class:`CallOutcome`; the client never raises for a network
 or KRA failure. The split that matters most is between ``TRANSIENT`` (the request provably
 never reached KRA, safe to send again as if new) and ``UNKNOWN`` (it may have been recorded:
-resend the identical body and number, never a new one). See invariant 2 in DESIGN.md.
+resend the identical body and number, never a new one). See invariant 2 in README.md.
 
 =============== =============================================================== ==============
 kind            when                                                            next step

@@ -2,12 +2,12 @@
 behind httpx's transport interface.
 
 Why: every OSCU call is one small POST, made sequentially by one drain thread. httpx's
-default transport (httpcore's connection pool and the pure-Python h11 parser) spends about
-750 µs of CPU on such a call on the development machine; ``http.client`` about 250 µs
-(``bench/README.md``, "OSCU transport"). At the benchmark's rates that is a tenth of a
-worker's CPU. Everything above the transport (requests, responses, timeouts, the error
-classes that decide NotSent vs MaybeSent) stays httpx's, and ``ETIMS_OSCU__HTTP_ENGINE=httpx``
-puts httpx's own transport back.
+default transport (httpcore's connection pool and the pure-Python h11 parser) spends several
+times the CPU of ``http.client`` on such a call, a share of a worker's CPU that shows in the
+pipeline's throughput (figures: ``bench/README.md``, 2026-11-30). Everything above the
+transport (requests, responses, timeouts, the error classes that decide NotSent vs
+MaybeSent) stays httpx's, and ``ETIMS_OSCU__HTTP_ENGINE=httpx`` puts httpx's own transport
+back.
 
 One connection per thread and per origin, kept alive: a thread never has two calls in
 flight, so there is nothing to pool. The connection count is therefore the number of worker

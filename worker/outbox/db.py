@@ -1,7 +1,7 @@
 """Engines for the outbox: SQLite (embedded default) and PostgreSQL (production).
 
-SQLite runs in WAL mode with ``synchronous=NORMAL`` (measured fastest here for the per-job
-writes, and still crash-safe for committed transactions at the OS level) and every transaction
+SQLite runs in WAL mode with ``synchronous=NORMAL`` (no fsync per commit, which the per-job
+writes would pay; still crash-safe for committed transactions at the OS level) and every transaction
 starts with ``BEGIN IMMEDIATE``: several processes write the same file, and a deferred
 transaction that later upgrades to a write lock fails with "database is locked" instead of
 waiting. PostgreSQL URLs are normalised to the psycopg 3 driver.
@@ -47,7 +47,7 @@ def make_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        # The drain pings nothing (an extra round trip per transaction, ~7% of a drain's CPU):
+        # The drain pings nothing (a ping is an extra round trip per transaction):
         # after a restart or failover the first statement on a stale connection fails, the
         # pool invalidates every older connection, and the drain is retried by its next wake.
         pool_pre_ping=pre_ping,

@@ -49,9 +49,10 @@ def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int
     """Insert jobs in the given order; return their ids in the same order.
 
     One multi-row ``INSERT ... RETURNING`` per batch on the driver's cursor
-    (:func:`worker.outbox.hot.insert_rows`): SQLAlchemy's own batching ("insertmanyvalues")
-    spends 1.5-1.7 times the client CPU on it (bench/README.md, 2026-12-05). Rows are matched
-    back to their ids by (tin, idempotency_key), unique per job.
+    (:func:`worker.outbox.hot.insert_rows`), enqueue's largest statement: SQLAlchemy's own
+    batching ("insertmanyvalues") would add client CPU to every job (bench/enqueue_insert.py;
+    figures in bench/README.md, 2026-12-05). Rows are matched back to their ids by
+    (tin, idempotency_key), unique per job.
     """
     if not rows:
         return []

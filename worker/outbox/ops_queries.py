@@ -175,10 +175,6 @@ def insert_audit(conn: Connection, values: Mapping[str, Any]) -> None:
     conn.execute(insert(audit_log).values(**values))
 
 
-def list_audit(conn: Connection, limit: int = 200) -> list[Row[Any]]:
-    return list(conn.execute(select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)))
-
-
 def defer_wake(conn: Connection, branch_ids: Sequence[int], now: float, until: float) -> None:
     """The sweeper sent a wake: do not send another before ``until`` unless work changes."""
     if branch_ids:

@@ -20,7 +20,7 @@ from worker.oscu.outcome import CallOutcome, OutcomeKind
 
 K = OutcomeKind
 
-#: oscu-reference §4.2, every row, plus 904 (inside the brief's 900-905 range) and an unknown.
+#: Result codes (spec §4.18), every row, plus 904 (inside the brief's 900-905 range) and an unknown.
 CODE_TABLE = {
     "000": K.ACCEPTED,
     "001": K.EMPTY,

@@ -307,7 +307,7 @@ def test_broken_content_encoding_is_a_bad_envelope(make_client: Any) -> None:
 
 # -- request shape ------------------------------------------------------------------------------
 
-#: Every endpoint method with arguments, and its R/W flag per oscu-reference §2.1/§2.2.
+#: Every endpoint method with arguments, and its R/W flag per the spec's endpoint list.
 METHODS: list[tuple[str, tuple[Any, ...], str, bool]] = [
     ("init_device", ("P051234567A", "00", "SERIAL-1"), "selectInitOsdcInfo", True),
     ("select_code_list", (DEVICE, "20180101000000"), "selectCodeList", False),

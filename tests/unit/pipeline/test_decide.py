@@ -1,4 +1,4 @@
-"""Every outcome class -> the job's next state (DESIGN.md job states, invariants 2 and 5)."""
+"""Every outcome class -> the job's next state (schemas.jobs; README, invariants 2 and 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VAT schemes: worked examples from oscu-reference §7.1 and properties over random baskets."""
+"""VAT schemes: worked examples (docs/oscu.md, "VAT schemes") and properties over random baskets."""
 
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ stock_lines = st.lists(
 
 
 def reference_line(line: dict[str, Any], rate: Decimal, scheme: VatScheme) -> dict[str, Decimal]:
-    """The scheme table of oscu-reference §7.1, written the obvious way with Decimal."""
+    """The scheme table of docs/oscu.md, written the obvious way with Decimal."""
     with localcontext() as context:
         context.prec = 60
         supply = oracle_round(line["qty"] * line["prc"])

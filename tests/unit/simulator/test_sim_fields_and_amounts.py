@@ -25,7 +25,7 @@ ITEM = "KE2NTNO0000001"
 @pytest.mark.parametrize(
     ("scheme", "prc", "expected"),
     [
-        # oscu-reference §7.1: one line, shelf price 1160.00 including 16 % VAT
+        # docs/oscu.md, VAT schemes: one line, shelf price 1160.00 including 16 % VAT
         (
             "inclusive",
             "1160",
