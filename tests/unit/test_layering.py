@@ -174,3 +174,34 @@ def test_the_table_check_sees_a_query_import(tmp_path: Path) -> None:
         "worker.outbox",
         "worker.outbox.queries",
     ]
+
+
+#: SQLAlchemy's statement builders: a module that imports one writes SQL.
+STATEMENT_BUILDERS = frozenset(
+    f"sqlalchemy.{name}" for name in ("select", "insert", "update", "delete", "text")
+)
+#: The core's SQL lives in worker/outbox/ (one module per area); these two keep a few
+#: statements beside the only logic that uses them (see worker/outbox/__init__.py).
+SQL_OUTSIDE_THE_OUTBOX = frozenset({"worker/pull_forward.py", "worker/secret_keys.py"})
+
+
+def modules_writing_sql(root: Path, packages: tuple[str, ...]) -> set[str]:
+    return {
+        str(path.relative_to(root))
+        for package in packages
+        for path in sorted((root / package).rglob("*.py"))
+        if imports_of(path) & STATEMENT_BUILDERS
+    }
+
+
+def test_sql_lives_in_the_outbox_package() -> None:
+    writing = modules_writing_sql(ROOT, ("schemas", "producers", "worker"))
+    outside = {m for m in writing if not m.startswith("worker/outbox/")}
+    assert outside == SQL_OUTSIDE_THE_OUTBOX
+
+
+def test_the_sql_check_sees_a_statement(tmp_path: Path) -> None:
+    (tmp_path / "producers").mkdir()
+    (tmp_path / "producers" / "enqueue.py").write_text("from sqlalchemy import select, func\n")
+    (tmp_path / "producers" / "fine.py").write_text("from sqlalchemy import Engine\n")
+    assert modules_writing_sql(tmp_path, ("producers",)) == {"producers/enqueue.py"}
