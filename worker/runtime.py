@@ -32,12 +32,16 @@ class Runtime:
     broker_url: str
     devices: DeviceDirectory
     waker: Waker
+    #: threads of this process that may call KRA at once (a worker's ``--concurrency``)
+    threads: int | None = None
     _client: OscuClient | None = None
 
     @property
     def client(self) -> OscuClient:
         if self._client is None:
-            self._client = OscuClient.from_settings(self.settings.oscu_url, self.settings.oscu)
+            self._client = OscuClient.from_settings(
+                self.settings.oscu_url, self.settings.oscu, threads=self.threads
+            )
         return self._client
 
     def drain_context(self, observer: DrainObserver | None = None) -> DrainContext:
@@ -83,10 +87,19 @@ def broker_url_for(settings: Settings) -> str:
 
 
 def build_runtime(
-    settings: Settings, *, need_broker: bool = True, pre_ping: bool = False
+    settings: Settings,
+    *,
+    need_broker: bool = True,
+    pre_ping: bool = False,
+    role: str = "cli",
+    threads: int | None = None,
 ) -> Runtime:
-    """``pre_ping`` for user-facing processes (intake, CLI): see :func:`make_engine`."""
-    engine = make_engine(settings.database_url, pre_ping=pre_ping)
+    """``pre_ping`` for user-facing processes (intake, CLI): see :func:`make_engine`.
+    ``role`` names the process in PostgreSQL's ``application_name``; ``threads`` is how many
+    of its threads may call KRA at once (sizes the OSCU client's connection pool)."""
+    engine = make_engine(
+        settings.database_url, pool=settings.database, role=role, pre_ping=pre_ping
+    )
     fernet = secrets_fernet(settings)
     broker_url = broker_url_for(settings) if need_broker else ""
     return Runtime(
@@ -95,6 +108,7 @@ def build_runtime(
         broker_url=broker_url,
         devices=DeviceDirectory(engine, fernet),
         waker=CeleryWaker.for_broker(broker_url) if broker_url else NullWaker(),
+        threads=threads,
     )
 
 
@@ -107,7 +121,7 @@ def current_runtime() -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = build_runtime(get_settings())
+            _runtime = build_runtime(get_settings(), role="worker")
         return _runtime
 
 

@@ -47,7 +47,7 @@ def worker_command(
     """Run a worker: drains branches on wake messages; with --beat also sweeps."""
     cfg = settings()
     level = configure_logging(loglevel, default=SERVICE_LOG_LEVEL)
-    rt = start_worker_services(cfg, metrics_port)
+    rt = start_worker_services(cfg, metrics_port, concurrency=concurrency)
     app = create_app(cfg, rt.broker_url)
     name = f"{hostname}@%h" if hostname else node_name(name_suffix, "%h")
     argv = [

@@ -1,0 +1,134 @@
+"""A worker's branches in flight are not capped by its database pool (issue 16).
+
+A drain waits on KRA for a whole round trip per job; it must not hold a pooled database
+connection meanwhile, or a worker can only have as many branches in flight as its pool has
+connections. Here a real ``etims-relay worker`` with 16 threads and a pool of 2 connections
+drains 16 branches against a simulator that takes a second per call: KRA must see the 16
+branches' calls overlap, every job must be accepted in order, and the worker's log must hold
+no traceback and no pool timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from simulator.process import SimulatorProcess
+from simulator.verify import verify_ledger
+from tests.helpers import RelayEnv, WorkerPool, all_terminal, wait_until
+from tests.workload import TIN, branch_ids, workload
+from worker.device_init import init_device
+from worker.outbox.db import make_engine
+from worker.runtime import build_runtime
+
+pytestmark = pytest.mark.slow
+
+BRANCHES = 16
+JOBS_PER_BRANCH = 6
+LATENCY_MS = 1000
+
+
+@pytest.fixture
+def slow_simulator(tmp_path: Path) -> Iterator[SimulatorProcess]:
+    """KRA at a realistic round trip: a second per call."""
+    sim = SimulatorProcess(
+        tmp_path / "ledger.jsonl", latency_ms=LATENCY_MS, log_path=tmp_path / "simulator.log"
+    )
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def small_pool_env(
+    tmp_path: Path, pg_url: str, redis_url: str, slow_simulator: SimulatorProcess, secret_key: str
+) -> RelayEnv:
+    relay = RelayEnv.make(tmp_path, pg_url, redis_url, slow_simulator.url, secret_key)
+    relay.extra.update(
+        ETIMS_DATABASE__POOL_SIZE="2",
+        ETIMS_DATABASE__MAX_OVERFLOW="0",
+        ETIMS_DATABASE__POOL_TIMEOUT_S="5",
+        # a second per call: timeouts and lease sized for it
+        ETIMS_OSCU__READ_TIMEOUT_S="5",
+        ETIMS_DRAIN__LEASE_TTL_S="20",
+    )
+    return relay
+
+
+def init_devices(relay: RelayEnv, branches: list[str]) -> None:
+    runtime = build_runtime(relay.settings(), need_broker=False)
+
+    def one(bhf: str) -> None:
+        init_device(
+            runtime.engine,
+            runtime.client,
+            runtime.devices,
+            tin=TIN,
+            bhf_id=bhf,
+            serial=f"SER-{bhf}",
+        )
+
+    try:
+        with ThreadPoolExecutor(len(branches)) as pool:
+            list(pool.map(one, branches))
+    finally:
+        runtime.close()
+
+
+def most_calls_in_flight_at_once(database_url: str) -> int:
+    """The largest number of OSCU calls that overlapped in time, from the attempts table."""
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        spans = conn.execute(text("SELECT started_at, latency_s FROM attempts")).all()
+    engine.dispose()
+    edges = sorted(
+        [(float(start), 1) for start, _ in spans]
+        + [(float(start) + float(latency), -1) for start, latency in spans]
+    )
+    most = current = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        current += step
+        most = max(most, current)
+    return most
+
+
+def test_sixteen_threads_on_a_pool_of_two_keep_sixteen_branches_in_flight(
+    small_pool_env: RelayEnv, slow_simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    # Given 16 branches with work, KRA at 1 s per call, and a worker with 16 threads whose
+    # database pool holds 2 connections
+    branches = branch_ids(BRANCHES)
+    init_devices(small_pool_env, branches)
+    records = workload(BRANCHES, JOBS_PER_BRANCH)
+    workers = WorkerPool(small_pool_env)
+    try:
+        workers.start(1, concurrency=BRANCHES)
+
+        # When every job is enqueued
+        small_pool_env.enqueue(records)
+
+        # Then every job is accepted and KRA's ledger verifies
+        status = wait_until(
+            lambda: (s := small_pool_env.status()) and all_terminal(s) and s,
+            timeout=240,
+            what="all jobs terminal",
+        )
+    finally:
+        workers.stop_all()
+    assert status["jobs"]["accepted"] == len(records), status
+    report = verify_ledger(slow_simulator.ledger)
+    assert report.ok, report.violations
+
+    # And the branches were in flight together, not two at a time as the pool would allow
+    # if a drain held its connection while waiting on KRA
+    in_flight = most_calls_in_flight_at_once(small_pool_env.database_url)
+    assert in_flight >= BRANCHES * 3 // 4, f"at most {in_flight} OSCU calls in flight at once"
+
+    # And the worker never ran out of connections: no pool timeout, no traceback
+    log = workers.logs()
+    for needle in ("Traceback", "QueuePool limit", "no database connection within"):
+        assert needle not in log, f"{needle!r} in the worker's log:\n{log[-4000:]}"
