@@ -46,7 +46,7 @@ def drain_task(branch_id: int) -> dict[str, Any]:
         # not all queue for the pool at once. The sweeper re-wakes it as well.
         countdown = random.uniform(1.0, MAX_COUNTDOWN_S)
         log.warning(
-            "branch %s: no database connection within %.0f s (pool of %d+%d busy); "
+            "branch %s: no database connection within %g s (pool of %d+%d busy); "
             "retrying in %.1f s",
             branch_id,
             runtime.settings.database.pool_timeout_s,

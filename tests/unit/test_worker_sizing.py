@@ -3,18 +3,25 @@ connection limit, and the open files limit (issue 16)."""
 
 from __future__ import annotations
 
+import logging
 import resource
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
-from schemas.settings import OscuSettings, Settings
+from schemas.settings import DatabaseSettings, OscuSettings, Settings
+from worker.devices import DeviceDirectory
 from worker.oscu.client import OscuClient
+from worker.outbox import migrate
 from worker.outbox.db import APPLICATION_NAME_MAX, application_name, make_engine
+from worker.runtime import Runtime, install_runtime, reset_runtime, secrets_fernet
+from worker.tasks import drain_task, sweep_task
 from worker.worker_services import raise_open_files_limit
 
 PG = "postgresql://nobody@127.0.0.1:1/none"  # never connected: engines connect lazily
@@ -156,3 +163,64 @@ def test_worker_start_raises_the_open_files_soft_limit_to_the_hard_limit() -> No
         assert raised == (lowered if hard == resource.RLIM_INFINITY else hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# --------------------------------------------------------------------------- pool exhausted
+
+
+class _RecordingWaker:
+    def __init__(self) -> None:
+        self.wakes: list[tuple[list[int], float | None]] = []
+
+    def wake(self, branch_ids: Iterable[int], countdown_s: float | None = None) -> None:
+        self.wakes.append((sorted(branch_ids), countdown_s))
+
+
+@pytest.fixture
+def exhausted_runtime(tmp_path: Path) -> Iterator[tuple[Runtime, _RecordingWaker]]:
+    """A worker runtime whose one pooled connection another thread holds."""
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    migrate.upgrade(url)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url=url,
+        database=DatabaseSettings(pool_size=1, max_overflow=0, pool_timeout_s=0.2),
+    )
+    engine = create_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    waker = _RecordingWaker()
+    rt = Runtime(settings, engine, "", DeviceDirectory(engine, secrets_fernet(settings)), waker)
+    held = engine.connect()
+    install_runtime(rt)
+    try:
+        yield rt, waker
+    finally:
+        reset_runtime()
+        held.close()
+        engine.dispose()
+
+
+def test_a_drain_that_finds_the_pool_busy_hands_its_branch_back_with_one_warning(
+    exhausted_runtime: tuple[Runtime, _RecordingWaker], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, waker = exhausted_runtime
+    with caplog.at_level(logging.WARNING):
+        result = drain_task.run(7)
+    assert result["status"] == "pool_timeout"
+    # the branch is woken again shortly (jittered), not left to the lease or lost
+    ((branches, countdown),) = waker.wakes
+    assert branches == [7] and countdown is not None and 1.0 <= countdown <= 5.0
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(";")[0] for r in warnings] == [
+        "branch 7: no database connection within 0.2 s (pool of 1+0 busy)"
+    ]
+    assert all(r.exc_info is None for r in warnings), "a traceback in the log"
+
+
+def test_a_sweep_that_finds_the_pool_busy_skips_this_beat_without_a_traceback(
+    exhausted_runtime: tuple[Runtime, _RecordingWaker], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert sweep_task.run() == 0
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "skipped until the next beat" in warning.getMessage()
+    assert warning.exc_info is None
