@@ -6,17 +6,25 @@ connections. Here a real ``etims-relay worker`` with 16 threads and a pool of 2 
 drains 16 branches against a simulator that takes a second per call: KRA must see the 16
 branches' calls overlap, every job must be accepted in order, and the worker's log must hold
 no traceback and no pool timeout.
+
+And the pool itself, on real PostgreSQL: each connection names its process in
+``application_name``; an exhausted pool is a wait for the next free connection, and only past
+``ETIMS_DATABASE__POOL_TIMEOUT_S`` an error (which the drain task turns into a retry).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from schemas.settings import DatabaseSettings
 from simulator.process import SimulatorProcess
 from simulator.verify import verify_ledger
 from tests.helpers import RelayEnv, WorkerPool, all_terminal, wait_until
@@ -24,8 +32,6 @@ from tests.workload import TIN, branch_ids, workload
 from worker.device_init import init_device
 from worker.outbox.db import make_engine
 from worker.runtime import build_runtime
-
-pytestmark = pytest.mark.slow
 
 BRANCHES = 16
 JOBS_PER_BRANCH = 6
@@ -99,6 +105,7 @@ def most_calls_in_flight_at_once(database_url: str) -> int:
     return most
 
 
+@pytest.mark.slow
 def test_sixteen_threads_on_a_pool_of_two_keep_sixteen_branches_in_flight(
     small_pool_env: RelayEnv, slow_simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
@@ -144,3 +151,45 @@ def test_sixteen_threads_on_a_pool_of_two_keep_sixteen_branches_in_flight(
     log = workers.logs()
     for needle in ("Traceback", "QueuePool limit", "no database connection within"):
         assert needle not in log, f"{needle!r} in the worker's log:\n{log[-4000:]}"
+
+
+def test_each_connection_names_its_process_and_a_url_name_wins(pg_url: str) -> None:
+    engine = make_engine(pg_url, role="worker")
+    named = make_engine(pg_url + "?application_name=till-sync", role="worker")
+    try:
+        with engine.connect() as conn:
+            assert str(conn.scalar(text("SHOW application_name"))).startswith("etims-relay-worker:")
+        with named.connect() as conn:
+            assert conn.scalar(text("SHOW application_name")) == "till-sync"
+    finally:
+        engine.dispose()
+        named.dispose()
+
+
+def test_an_exhausted_pool_is_a_wait_for_the_next_free_connection(pg_url: str) -> None:
+    pool = DatabaseSettings(pool_size=1, max_overflow=0, pool_timeout_s=10)
+    engine = make_engine(pg_url, pool=pool)
+    held = engine.connect()
+    release = threading.Timer(0.5, held.close)
+    try:
+        release.start()
+        started = time.monotonic()
+        with engine.connect() as conn:  # waits for the held connection, no error
+            assert conn.scalar(text("SELECT 1")) == 1
+        assert 0.4 <= time.monotonic() - started < 10
+    finally:
+        release.cancel()
+        held.close()
+        engine.dispose()
+
+
+def test_a_pool_that_stays_busy_times_out_after_the_setting(pg_url: str) -> None:
+    pool = DatabaseSettings(pool_size=1, max_overflow=0, pool_timeout_s=0.5)
+    engine = make_engine(pg_url, pool=pool)
+    held = engine.connect()
+    try:
+        with pytest.raises(PoolTimeout, match="QueuePool limit of size 1 overflow 0"):
+            engine.connect()
+    finally:
+        held.close()
+        engine.dispose()
