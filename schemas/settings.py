@@ -61,9 +61,10 @@ class OscuSettings(BaseModel):
     #: ``worker/oscu/transport.py``.
     http_engine: Literal["stdlib", "httpx"] = "stdlib"
     #: Connections kept per worker process (the ``httpx`` engine; ``stdlib`` keeps one per
-    #: worker thread). Unset: as many as the process has threads calling KRA (the worker's
-    #: ``--concurrency``, at least 64), so the pool never caps the branches in flight.
-    max_connections: int | None = Field(default=None, ge=1)
+    #: worker thread, so it never caps the branches in flight). More than 64 does not help:
+    #: httpx's pool itself tops out near that many calls/s per process (bench/README.md,
+    #: "issue 16"); a worker with hundreds of threads uses the ``stdlib`` engine.
+    max_connections: int = Field(default=64, ge=1)
     #: HTTP proxy for OSCU and token calls (``http://[user:pass@]host:port``), winning over
     #: ``HTTPS_PROXY``/``HTTP_PROXY``; ``NO_PROXY`` still applies. Unset: those variables
     #: decide. Secret because it may carry proxy credentials.

@@ -151,7 +151,7 @@ def _start_services_for_celery_cli(sender: Any = None, **_: object) -> None:
         return  # etims-relay worker (or a test's app) wired itself already
     from worker.worker_services import start_worker_services
 
-    start_worker_services(get_settings(), concurrency=getattr(sender, "concurrency", None))
+    start_worker_services(get_settings())
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

@@ -32,16 +32,12 @@ class Runtime:
     broker_url: str
     devices: DeviceDirectory
     waker: Waker
-    #: threads of this process that may call KRA at once (a worker's ``--concurrency``)
-    threads: int | None = None
     _client: OscuClient | None = None
 
     @property
     def client(self) -> OscuClient:
         if self._client is None:
-            self._client = OscuClient.from_settings(
-                self.settings.oscu_url, self.settings.oscu, threads=self.threads
-            )
+            self._client = OscuClient.from_settings(self.settings.oscu_url, self.settings.oscu)
         return self._client
 
     def drain_context(self, observer: DrainObserver | None = None) -> DrainContext:
@@ -92,11 +88,9 @@ def build_runtime(
     need_broker: bool = True,
     pre_ping: bool = False,
     role: str = "cli",
-    threads: int | None = None,
 ) -> Runtime:
     """``pre_ping`` for user-facing processes (intake, CLI): see :func:`make_engine`.
-    ``role`` names the process in PostgreSQL's ``application_name``; ``threads`` is how many
-    of its threads may call KRA at once (sizes the OSCU client's connection pool)."""
+    ``role`` names the process in PostgreSQL's ``application_name``."""
     engine = make_engine(
         settings.database_url, pool=settings.database, role=role, pre_ping=pre_ping
     )
@@ -108,7 +102,6 @@ def build_runtime(
         broker_url=broker_url,
         devices=DeviceDirectory(engine, fernet),
         waker=CeleryWaker.for_broker(broker_url) if broker_url else NullWaker(),
-        threads=threads,
     )
 
 

@@ -17,13 +17,11 @@ from worker.runtime import Runtime, build_runtime
 log = logging.getLogger("etims_relay.worker")
 
 
-def start_worker_services(
-    settings: Settings, metrics_port: int | None = None, *, concurrency: int | None = None
-) -> Runtime:
+def start_worker_services(settings: Settings, metrics_port: int | None = None) -> Runtime:
     """Build and install the process runtime; serve metrics on ``metrics_port`` (else the
-    configured ``ETIMS_METRICS__PORT``, else none). ``concurrency``: the drain threads."""
+    configured ``ETIMS_METRICS__PORT``, else none)."""
     raise_open_files_limit()
-    rt = build_runtime(settings, role="worker", threads=concurrency)
+    rt = build_runtime(settings, role="worker")
     runtime_module.install_runtime(rt)
     port = metrics_port if metrics_port is not None else settings.metrics.port
     if port is not None:

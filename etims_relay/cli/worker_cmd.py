@@ -53,7 +53,7 @@ def worker_command(
     """Run a worker: drains branches on wake messages; with --beat also sweeps."""
     cfg = settings()
     level = configure_logging(loglevel, default=SERVICE_LOG_LEVEL)
-    rt = start_worker_services(cfg, metrics_port, concurrency=concurrency)
+    rt = start_worker_services(cfg, metrics_port)
     app = create_app(cfg, rt.broker_url)
     name = f"{hostname}@%h" if hostname else node_name(name_suffix, "%h")
     argv = [

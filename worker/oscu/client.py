@@ -43,10 +43,7 @@ logger = logging.getLogger("etims_relay.oscu")
 #: oscu-reference §9: 10 s to connect, 30 s to read (KRA signs in ~2 s but congests).
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0, pool=10.0)
 #: Keep as many idle connections as we allow open: a threads pool reuses them all.
-DEFAULT_MAX_CONNECTIONS = 64
-DEFAULT_LIMITS = httpx.Limits(
-    max_connections=DEFAULT_MAX_CONNECTIONS, max_keepalive_connections=DEFAULT_MAX_CONNECTIONS
-)
+DEFAULT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64)
 USER_AGENT = "etims-relay"
 
 
@@ -104,14 +101,8 @@ class OscuClient(EndpointsMixin):
         settings: OscuSettings,
         *,
         transport: httpx.BaseTransport | None = None,
-        threads: int | None = None,
     ) -> OscuClient:
-        """Build from configuration; a bearer token is used only when ``token_url`` is set.
-
-        ``threads``: how many threads of this process may call at once (a worker's
-        ``--concurrency``); the ``httpx`` engine's pool then holds at least that many
-        connections unless ``max_connections`` says otherwise, so it never caps the branches
-        in flight."""
+        """Build from configuration; a bearer token is used only when ``token_url`` is set."""
         timeout = httpx.Timeout(
             settings.read_timeout_s,
             connect=settings.connect_timeout_s,
@@ -132,8 +123,10 @@ class OscuClient(EndpointsMixin):
             )
         limits = None
         if settings.http_engine == "httpx":
-            size = settings.max_connections or max(threads or 0, DEFAULT_MAX_CONNECTIONS)
-            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            limits = httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            )
         client = cls(
             oscu_url,
             timeout=timeout,
