@@ -31,6 +31,23 @@ DEFAULT_DATABASE_URL = "sqlite:///etims-relay.db"
 VatSchemeName = Literal["inclusive", "split", "exclusive"]
 
 
+class DatabaseSettings(BaseModel):
+    """The pool of PostgreSQL connections each process keeps (SQLite ignores it).
+
+    A drain holds a connection only for its own short transactions, never while it waits on
+    KRA, so a worker with hundreds of threads needs a pool of tens, not hundreds; the sizing
+    rule is in docs/operations.md ("Sizing a worker").
+    """
+
+    #: Connections the pool keeps open.
+    pool_size: int = Field(default=10, ge=1)
+    #: Extra connections opened on demand above ``pool_size`` (closed when returned).
+    max_overflow: int = Field(default=10, ge=0)
+    #: Seconds a thread waits for a free connection before giving up; a drain that gives up
+    #: hands its branch back and its next wake retries it.
+    pool_timeout_s: float = Field(default=30.0, gt=0)
+
+
 class OscuSettings(BaseModel):
     """How we talk to OSCU (or the simulator)."""
 
@@ -44,8 +61,10 @@ class OscuSettings(BaseModel):
     #: ``worker/oscu/transport.py``.
     http_engine: Literal["stdlib", "httpx"] = "stdlib"
     #: Connections kept per worker process (the ``httpx`` engine; ``stdlib`` keeps one per
-    #: worker thread).
-    max_connections: int = 64
+    #: worker thread, so it never caps the branches in flight). More than 64 does not help:
+    #: httpx's pool itself tops out near that many calls/s per process (bench/README.md,
+    #: "issue 16"); a worker with hundreds of threads uses the ``stdlib`` engine.
+    max_connections: int = Field(default=64, ge=1)
     #: HTTP proxy for OSCU and token calls (``http://[user:pass@]host:port``), winning over
     #: ``HTTPS_PROXY``/``HTTP_PROXY``; ``NO_PROXY`` still applies. Unset: those variables
     #: decide. Secret because it may carry proxy credentials.
@@ -221,6 +240,7 @@ class Settings(BaseSettings):
     #: answer; their INFO lines would only repeat it).
     log_level: str | None = None
 
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     oscu: OscuSettings = Field(default_factory=OscuSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     drain: DrainSettings = Field(default_factory=DrainSettings)

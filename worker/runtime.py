@@ -83,10 +83,17 @@ def broker_url_for(settings: Settings) -> str:
 
 
 def build_runtime(
-    settings: Settings, *, need_broker: bool = True, pre_ping: bool = False
+    settings: Settings,
+    *,
+    need_broker: bool = True,
+    pre_ping: bool = False,
+    role: str = "cli",
 ) -> Runtime:
-    """``pre_ping`` for user-facing processes (intake, CLI): see :func:`make_engine`."""
-    engine = make_engine(settings.database_url, pre_ping=pre_ping)
+    """``pre_ping`` for user-facing processes (intake, CLI): see :func:`make_engine`.
+    ``role`` names the process in PostgreSQL's ``application_name``."""
+    engine = make_engine(
+        settings.database_url, pool=settings.database, role=role, pre_ping=pre_ping
+    )
     fernet = secrets_fernet(settings)
     broker_url = broker_url_for(settings) if need_broker else ""
     return Runtime(
@@ -107,7 +114,7 @@ def current_runtime() -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = build_runtime(get_settings())
+            _runtime = build_runtime(get_settings(), role="worker")
         return _runtime
 
 

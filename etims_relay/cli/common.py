@@ -30,7 +30,7 @@ def settings() -> Settings:
 
 
 def runtime(*, need_broker: bool = True) -> Runtime:
-    return build_runtime(settings(), need_broker=need_broker, pre_ping=True)
+    return build_runtime(settings(), need_broker=need_broker, pre_ping=True, role="cli")
 
 
 def actor() -> Actor:

@@ -27,7 +27,7 @@ def intake_command(
     cfg = settings()
     level = configure_logging(loglevel, default=SERVICE_LOG_LEVEL).lower()
     route_uvicorn_logs()
-    runtime = build_runtime(cfg, pre_ping=True)
+    runtime = build_runtime(cfg, pre_ping=True, role="intake")
     app = create_app(context_from_runtime(cfg, runtime), max_body_bytes=cfg.intake.max_body_bytes)
     try:
         # log_config=None: uvicorn keeps its hands off logging; its lines reach our handler.

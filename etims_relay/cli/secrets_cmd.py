@@ -29,7 +29,7 @@ def rotate(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         cipher = secrets_fernet(config)
     except (SecretKeyInvalid, SecretKeyMissing) as exc:
         raise fail(str(exc)) from None
-    engine = make_engine(config.database_url)
+    engine = make_engine(config.database_url, pool=config.database, role="cli")
     try:
         report = rotate_stored_secrets(engine, cipher)
     finally:

@@ -22,7 +22,13 @@ from worker.worker_services import start_worker_services
 
 
 def worker_command(
-    concurrency: int = typer.Option(8, "--concurrency", "-c", help="Drains run at once."),
+    concurrency: int = typer.Option(
+        8,
+        "--concurrency",
+        "-c",
+        help="Drains run at once = branches in flight; hundreds work "
+        "(docs/operations.md, 'Sizing a worker').",
+    ),
     beat: bool = typer.Option(
         False, "--beat", help="Also run the sweeper schedule (one per fleet)."
     ),
