@@ -47,8 +47,6 @@ from worker.steps import Called, LocalFailure, Send, Verdict
 
 log = logging.getLogger("etims_relay.drain")
 
-#: Active jobs read per head read: the head is the only one ever sent next.
-HEAD_WINDOW = 1
 #: A head waiting for a dependency in another branch is looked at again after this long at
 #: the latest; normally the dependency's acceptance wakes the branch at once.
 DEPENDENCY_WAIT_S = 5.0
@@ -140,8 +138,10 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
     started = ctx.clock()
     renewal = _Renewal.for_lease(ctx.settings, started)
     sent, woken = 0, frozenset[int]()
+    head: BranchHead | None = None  # as the last record step read it along, if it did
     while True:
-        prepared = _prepare(lease, ctx, renewal)
+        prepared = _prepare(lease, ctx, renewal, head)
+        head = None
         woken |= prepared.woken
         step, seen = prepared.step, prepared.next_seq
         if isinstance(step, _Idle):
@@ -159,7 +159,7 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
         now = ctx.clock()
         recorded = store.record(lease, effects.record_of(verdict, now, ctx.recorder))
         ctx.observer.job_decided(verdict.job, verdict.decision, verdict.outcome, now)
-        sent, woken = sent + 1, woken | recorded.woken
+        sent, woken, head = sent + 1, woken | recorded.woken, recorded.head
         if isinstance(verdict.decision, Accept) and verdict.job.state in _BACKING_OFF:
             _kra_is_back(ctx)
         if isinstance(verdict.decision, Park):
@@ -243,15 +243,19 @@ def choose(head: BranchHead, now: float) -> _Ready | _Blocked | _Wait | _Idle:
     return _Ready(job)
 
 
-def _prepare(lease: Lease, ctx: DrainContext, renewal: _Renewal) -> _Prepared:
-    """Read the head and make the job to send ready, committed before the call."""
+def _prepare(
+    lease: Lease, ctx: DrainContext, renewal: _Renewal, head: BranchHead | None
+) -> _Prepared:
+    """Make the head job ready to send, committed before the call. ``head``: the branch's
+    head as the previous job's record step read it along (else it is read here)."""
     woken = frozenset[int]()
     while True:
         now = ctx.clock()
-        head = ctx.store.read_head(lease, HEAD_WINDOW)
+        head = head or ctx.store.read_head(lease)
         match choose(head, now):
             case _Blocked(job, blocked_by):
                 woken |= ctx.store.block(lease, job, blocked_by, now)
+                head = None
             case _Ready(job):
                 try:
                     return _Prepared(_start(lease, job, head, ctx, renewal), head.next_seq, woken)
@@ -259,6 +263,7 @@ def _prepare(lease: Lease, ctx: DrainContext, renewal: _Renewal) -> _Prepared:
                     # An operator set the branch's next number since the head was read;
                     # nothing was written. Read again; build with the number as it is now.
                     log.info("branch %s: counter set meanwhile; preparing again", lease.branch_id)
+                    head = None
             case _Wait() | _Idle() as other:
                 return _Prepared(other, head.next_seq, woken)
 

@@ -21,7 +21,7 @@ from worker.drain import drain
 from worker.next_number import kra_confirms_next_invoice
 from worker.outbox import queries as q
 from worker.outbox import writes
-from worker.outbox.branch_store import BranchStore, SqlBranchStore
+from worker.outbox.branch_store import BranchStore
 from worker.outbox.models import result_events, stock_balances
 from worker.outbox.rows import BranchHead, Lease, LeaseLost
 from worker.outbox.writes import AttemptRow, JobRecord, Number, Start
@@ -261,11 +261,12 @@ def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes
     pipeline.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
 
     # When the operator sets the counter to 2 just after the drain read the head (with 1)
-    read_head = SqlBranchStore.read_head
+    store_class = type(pipeline.runtime.drain_context().store)
+    read_head = store_class.read_head
     seen: list[int] = []
 
-    def read_head_then_set_next(store: Any, lease: Lease, window: int) -> BranchHead:
-        head = read_head(store, lease, window)
+    def read_head_then_set_next(store: Any, lease: Lease) -> BranchHead:
+        head = read_head(store, lease)
         if not seen and head.jobs:
             seen.append(head.next_invc_no)
             set_next(
@@ -274,7 +275,7 @@ def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes
             )  # fmt: skip
         return head
 
-    monkeypatch.setattr(SqlBranchStore, "read_head", read_head_then_set_next)
+    monkeypatch.setattr(store_class, "read_head", read_head_then_set_next)
     report = pipeline.drain()
 
     # Then the sale was built again and went out under 2; nothing went out under the stale 1
@@ -298,7 +299,7 @@ def stale_writes(p: Pipeline, old: Lease, new: Lease) -> list[Callable[[BranchSt
     """Every write a drain makes for the head job (the opening stock movement), as the
     holder of ``old`` would make it: its start with a number, each result, blocking it."""
     store = p.runtime.drain_context().store
-    head = store.read_head(new, 1).jobs[0]
+    head = store.read_head(new).jobs[0]
     attempt = AttemptRow(1, 1, 0.0, 0.1, "accepted", "000", "ok", 200, None, "h", "old")
     stock = ((item_code(1), Decimal("50")),)
     records = [
@@ -643,7 +644,6 @@ def test_the_head_of_a_branch_is_read_from_the_active_jobs_index(engine: Any) ->
     # both planners can use the partial index of active jobs for the drain's head query.
     from sqlalchemy import text
 
-    from worker.drain import HEAD_WINDOW
     from worker.outbox.named_sql import load
 
     head = load("drain.sql")["read_head"]
@@ -651,7 +651,7 @@ def test_the_head_of_a_branch_is_read_from_the_active_jobs_index(engine: Any) ->
         explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
         if conn.dialect.name == "postgresql":  # an empty table: make it show what it can use
             conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        params = {"branch_id": 1, "window": HEAD_WINDOW}
+        params = {"branch_id": 1}
         plan = " ".join(str(row) for row in conn.execute(text(explain + head.text), params))
     assert "ix_jobs_branch_active_seq" in plan
 

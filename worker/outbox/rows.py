@@ -108,8 +108,11 @@ class BranchHead:
     jobs: tuple[HeadJob, ...]
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Any], branch_id: int) -> BranchHead:
-        """Group the head read's rows (one per job and dependency)."""
+    def from_rows(
+        cls, rows: Sequence[Any], branch_id: int, accepted_id: int | None = None
+    ) -> BranchHead:
+        """Group the head read's rows (one per job and dependency). ``accepted_id``: a job
+        the same statement accepted, which its snapshot still shows in its old state."""
         if not rows:
             raise LookupError(f"no branch {branch_id}")
         jobs: dict[int, tuple[Any, list[Dependency]]] = {}
@@ -118,7 +121,9 @@ class BranchHead:
                 continue
             _, deps = jobs.setdefault(int(row.id), (row, []))
             if row.dep_id is not None:
-                deps.append(Dependency(int(row.dep_id), str(row.dep_state)))
+                dep_id = int(row.dep_id)
+                state = JobState.ACCEPTED.value if dep_id == accepted_id else str(row.dep_state)
+                deps.append(Dependency(dep_id, state))
         first = rows[0]
         return cls(
             next_seq=int(first.branch_next_seq),

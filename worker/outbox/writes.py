@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Literal
 
 from schemas.jobs import JobState
-from worker.outbox.rows import HeadJob
+from worker.outbox.rows import BranchHead, HeadJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +126,8 @@ class Recorded:
     state: JobState
     #: other branches whose jobs it unblocked or that wait for this job: wake them
     woken: frozenset[int] = frozenset()
+    #: the branch's head as it stands after the write, when the store read it along
+    head: BranchHead | None = None
 
 
 @dataclass(frozen=True, slots=True)

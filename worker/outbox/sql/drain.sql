@@ -5,9 +5,10 @@
 -- use the partial index ix_jobs_branch_active_seq.
 
 -- name: read_head
--- The branch's counters and its first :window active jobs in seq order, one row per job
--- and dependency. wakes_dependents: accepting the job must look at its dependents (some
--- wait in another branch, or are blocked after a replay).
+-- The branch's counters and its first active job (the only one ever sent next), one row
+-- per dependency. The LIMIT is literal: a generic prepared plan must still stop at the
+-- first entry of the partial index. wakes_dependents: accepting the job must look at its
+-- dependents (some wait in another branch, or are blocked after a replay).
 SELECT b.next_seq AS branch_next_seq,
        b.next_invc_no AS branch_next_invc_no,
        b.next_sar_no AS branch_next_sar_no,
@@ -27,7 +28,7 @@ SELECT b.next_seq AS branch_next_seq,
               WHERE branch_id = :branch_id
                 AND state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
               ORDER BY seq
-              LIMIT :window) AS w ON 1 = 1
+              LIMIT 1) AS w ON 1 = 1
   LEFT JOIN job_dependencies AS d ON d.job_id = w.id
   LEFT JOIN jobs AS dep ON dep.id = d.depends_on_id
  WHERE b.id = :branch_id

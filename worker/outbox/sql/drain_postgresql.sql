@@ -1,4 +1,4 @@
--- The drain's two per-job writes on PostgreSQL, each one statement (run in autocommit: one
+-- The drain's per-job writes on PostgreSQL, each one statement (run in autocommit: one
 -- round trip, no BEGIN/COMMIT). The fence is a CTE every other part selects from, so a
 -- refused fence writes nothing at all. Their plain equivalents, one statement per part in
 -- one transaction, are in drain.sql (SQLite, and the reference for what these do).
@@ -28,8 +28,12 @@ UPDATE jobs
        updated_at = :now
  WHERE id = :job_id AND EXISTS (SELECT 1 FROM fence)
 
--- name: accept_job
--- accept_job + insert_attempt + insert_event + add_stock (per item) of drain.sql.
+-- name: accept_job_reading_head
+-- accept_job + insert_attempt + insert_event + add_stock (per item), then read_head of
+-- drain.sql, in one statement. The SELECT's snapshot
+-- predates the statement's own writes: it leaves the accepted job out, and a dependency on
+-- it still shows its old state (the store counts it as accepted). accepted: 0 if the fence
+-- refused the write.
 WITH fence AS (
     SELECT 1 AS ok FROM branches WHERE id = :branch_id AND fencing_token = :token
 ),
@@ -56,20 +60,49 @@ stock AS (
       FROM fence, unnest(CAST(:stock_items AS text[]), CAST(:stock_qtys AS numeric[]))
                   AS s (item_cd, qty)
     ON CONFLICT (branch_id, item_cd) DO UPDATE SET qty = stock_balances.qty + excluded.qty
+),
+accepted AS (
+    UPDATE jobs
+       SET state = 'accepted',
+           result_code = :result_code,
+           result_message = :result_message,
+           next_attempt_at = NULL,
+           accepted_at = :now,
+           updated_at = :now,
+           receipt = :receipt,
+           receipt_missing = COALESCE(:receipt_missing, receipt_missing),
+           qr_url = :qr_url,
+           sdc_id = COALESCE(:sdc_id, sdc_id),
+           mrc_no = COALESCE(:mrc_no, mrc_no)
+     WHERE id = :job_id AND EXISTS (SELECT 1 FROM fence)
+    RETURNING 1 AS ok
 )
-UPDATE jobs
-   SET state = 'accepted',
-       result_code = :result_code,
-       result_message = :result_message,
-       next_attempt_at = NULL,
-       accepted_at = :now,
-       updated_at = :now,
-       receipt = :receipt,
-       receipt_missing = COALESCE(:receipt_missing, receipt_missing),
-       qr_url = :qr_url,
-       sdc_id = COALESCE(:sdc_id, sdc_id),
-       mrc_no = COALESCE(:mrc_no, mrc_no)
- WHERE id = :job_id AND EXISTS (SELECT 1 FROM fence)
+SELECT (SELECT count(*) FROM accepted) AS accepted,
+       b.next_seq AS branch_next_seq,
+       b.next_invc_no AS branch_next_invc_no,
+       b.next_sar_no AS branch_next_sar_no,
+       w.*,
+       dep.id AS dep_id,
+       dep.state AS dep_state,
+       EXISTS (SELECT 1
+                 FROM job_dependencies AS wd
+                 JOIN jobs AS wj ON wj.id = wd.job_id
+                WHERE wd.depends_on_id = w.id
+                  AND (wj.branch_id <> :branch_id OR wj.state = 'blocked')) AS wakes_dependents
+  FROM branches AS b
+  LEFT JOIN (SELECT id, tin, bhf_id, seq, kind, idempotency_key, payload, original_job_id,
+                    state, attempts, next_attempt_at, maybe_recorded, invc_no, sar_no, body,
+                    created_at
+               FROM jobs
+              WHERE branch_id = :branch_id
+                AND state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
+                AND id <> :job_id
+              ORDER BY seq
+              LIMIT 1) AS w ON 1 = 1
+  LEFT JOIN job_dependencies AS d ON d.job_id = w.id
+  LEFT JOIN jobs AS dep ON dep.id = d.depends_on_id
+ WHERE b.id = :branch_id
+ ORDER BY w.seq
 
 -- name: retry_job
 -- retry_job + insert_attempt of drain.sql.
