@@ -166,26 +166,14 @@ def profile_drain(args: argparse.Namespace) -> int:
             if key == "SELECT":
                 f = re.search(r"FROM (\w+)", stmt)
                 key += f" {f.group(1) if f else '?'}" + (" JOIN" if " JOIN " in stmt else "")
-            elif key == "WITH":  # the drain's fenced statements (worker/outbox/queries.py)
-                key += " fence" + (" (branch UPDATE)" if "fence AS (UPDATE" in stmt else "")
-                key += ": job UPDATE" + (" + head SELECT" if " AS wrote" in stmt else "")
+            elif key == "WITH":  # the drain's fenced statements (sql/drain_postgresql.sql)
+                key += " fence" + (" (branch UPDATE)" if "fence AS (\n    UPDATE" in stmt else "")
+                key += ": job UPDATE" + (" + attempt" if "attempt AS" in stmt else "")
             kinds[key] += 1
 
         @event.listens_for(runtime.engine, "begin")
         def _begin(conn: Any) -> None:
             begins[0] += 1
-
-        # The drain's per-job statements run on the driver (worker/outbox/hot.py), under
-        # SQLAlchemy's events: count them where they are executed.
-        from worker.outbox import hot
-
-        execute = hot._execute
-
-        def _count_hot(conn: Any, sql: str, values: Any, returns_rows: bool) -> Any:
-            _count(None, None, sql, None, None, None)
-            return execute(conn, sql, values, returns_rows)
-
-        hot._execute = _count_hot
 
         with stack.engine.connect() as conn:
             ids = [int(r[0]) for r in conn.execute(text("SELECT id FROM branches ORDER BY id"))]

@@ -4,7 +4,7 @@ The drain calls :func:`resolve` when :func:`worker.decide.decide` returned somet
 than a plain decision: a :class:`~worker.decide.Verify` (the answer would end a job that an
 earlier attempt may have put at KRA, or KRA answered "duplicate" to a resend), or a 994 on a
 first send whose other holder may be one of our own jobs. Accepted jobs never come here,
-so the drain's hot path stays one statement per job.
+so the drain's hot path makes one call per job.
 
 What KRA holds under the number comes from ``selectInvoiceDetails`` for sales and credit
 notes; KRA offers no lookup of a branch's own stock movements by ``sarNo``, so for those the
@@ -14,19 +14,16 @@ answer is "unsupported" and the job parks with its number held.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import Connection
+from typing import Any
 
 from schemas.envelope import InvoiceDetails
 from schemas.jobs import JobKind
+from schemas.settings import Settings
 from worker.decide import Dead, Decision, Held, Holding, Verify, settle
+from worker.oscu.client import OscuClient
 from worker.oscu.outcome import OutcomeKind
-from worker.outbox import queries as q
-
-if TYPE_CHECKING:
-    from worker.devices import Device
-    from worker.drain import DrainContext
+from worker.outbox.branch_store import BranchStore
+from worker.steps import Called
 
 log = logging.getLogger("etims_relay.drain")
 
@@ -36,51 +33,58 @@ _LOOKUP_RETRYABLE = frozenset(
 )
 
 
+def needed(verdict: Decision | Verify) -> bool:
+    """Whether the verdict needs KRA or the outbox before it is final."""
+    return isinstance(verdict, Verify) or (isinstance(verdict, Dead) and verdict.names_holder)
+
+
 def resolve(
-    conn: Connection,
-    kind: JobKind,
-    step: Any,
     verdict: Decision | Verify,
-    device: Device,
-    ctx: DrainContext,
-) -> tuple[dict[str, Any] | None, Decision]:
+    called: Called,
+    store: BranchStore,
+    client: OscuClient,
+    settings: Settings,
+) -> tuple[Decision, dict[str, Any] | None]:
     """The final decision (and a recovered receipt) for a verdict that needs KRA or the
     outbox; any other verdict is returned unchanged, with no receipt."""
     if isinstance(verdict, Dead) and verdict.names_holder:
-        return None, _naming_holder(conn, step, verdict)
+        return _naming_holder(store, called, verdict), None
     if not isinstance(verdict, Verify):
-        return None, verdict
-    holding, receipt = holding_of(kind, step, device, ctx)
+        return verdict, None
+    send = called.send
+    kind = send.job.kind
+    holding, receipt = holding_of(called, client, settings)
     decision = settle(
         verdict,
         holding,
         counter=kind.numbered_by,
-        number=step.number,
-        attempt=step.attempt,
-        retry=ctx.settings.retry,
+        number=send.number,
+        attempt=send.attempt,
+        retry=settings.retry,
     )
     log.warning(
         "job %s: KRA answered %s after an earlier attempt of %s %s may have reached it; "
         "KRA holds %s there -> %s",
-        step.job.id, verdict.code, kind.numbered_by, step.number, holding.held.value,
+        send.job.id, verdict.code, kind.numbered_by, send.number, holding.held.value,
         type(decision).__name__.lower(),
     )  # fmt: skip
-    return (receipt if holding.held is Held.OURS else None), decision
+    return decision, (receipt if holding.held is Held.OURS else None)
 
 
 def holding_of(
-    kind: JobKind, step: Any, device: Device, ctx: DrainContext
+    called: Called, client: OscuClient, settings: Settings
 ) -> tuple[Holding, dict[str, Any] | None]:
     """What KRA holds under the job's number, and the receipt when it is our sale."""
-    ours = str(step.body.get("trdInvcNo")) if step.body.get("trdInvcNo") is not None else None
-    if kind not in SALE_KINDS or step.number is None:
+    send = called.send
+    ours = str(send.body.get("trdInvcNo")) if send.body.get("trdInvcNo") is not None else None
+    if send.job.kind not in SALE_KINDS or send.number is None:
         return Holding(
             Held.UNREACHABLE, ours=ours, detail="no lookup by number", unsupported=True
         ), None
-    if not ctx.settings.oscu.invoice_details_supported:
+    if not settings.oscu.invoice_details_supported:
         detail = "selectInvoiceDetails is switched off"
         return Holding(Held.UNREACHABLE, ours=ours, detail=detail, unsupported=True), None
-    lookup = ctx.client.select_invoice_details(device.credentials, step.number)
+    lookup = client.select_invoice_details(called.device.credentials, send.number)
     if lookup.kind is OutcomeKind.EMPTY:
         return Holding(Held.NOTHING, ours=ours), None
     if lookup.kind is not OutcomeKind.ACCEPTED:
@@ -103,19 +107,16 @@ def holding_of(
     return Holding(Held.OURS, theirs=theirs, ours=ours), receipt
 
 
-def _naming_holder(conn: Connection, step: Any, dead: Dead) -> Dead:
+def _naming_holder(store: BranchStore, called: Called, dead: Dead) -> Dead:
     """A 994 on a first send: KRA already holds this trader invoice. Name our job that
     carries the same trdInvcNo, if one does (the producer submitted the sale twice)."""
-    trd = step.body.get("trdInvcNo")
+    job, trd = called.send.job, called.send.body.get("trdInvcNo")
     if trd is None:
         return dead
-    with conn.begin():  # its own short read: the record step opens the next transaction
-        others = q.jobs_with_trader_invoice(
-            conn, step.job.tin, str(trd), exclude_id=int(step.job.id)
-        )
+    others = store.jobs_with_trader_invoice(job.tin, str(trd), exclude_id=job.id)
     if not others:
         return dead
-    named = ", ".join(f"{row.idempotency_key} ({row.state})" for row in others[:3])
+    named = ", ".join(f"{other.idempotency_key} ({other.state})" for other in others[:3])
     message = (
         f"{dead.message} [trdInvcNo {trd} is also carried by our job {named}: the producer "
         "submitted this sale twice]"

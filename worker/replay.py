@@ -37,11 +37,11 @@ from schemas.completion import dumps_body, loads_payload
 from schemas.jobs import TRADER_INVOICE_KINDS, JobKind, JobState, TrdInvcNoScope
 from schemas.validation import EnqueueOptions, payload_errors
 from worker import metrics
-from worker.effects import block_dependents
 from worker.next_number import CounterView, refusal
 from worker.outbox import intake_queries as iq
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
+from worker.outbox.dependents import block_dependents
 from worker.tax_rates import with_branch_rates
 from worker.wake import NullWaker, Waker
 

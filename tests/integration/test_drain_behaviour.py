@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from producers import builders as b
+from schemas.jobs import JobState
 from tests.helpers import ledger_writes
 from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
@@ -19,7 +21,11 @@ from worker.drain import drain
 from worker.next_number import kra_confirms_next_invoice
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
-from worker.outbox.models import result_events
+from worker.outbox import writes
+from worker.outbox.branch_store import BranchStore
+from worker.outbox.models import result_events, stock_balances
+from worker.outbox.rows import BranchHead, Lease, LeaseLost
+from worker.outbox.writes import AttemptRow, JobRecord, Number, Start
 from worker.replay import Actor, replay, set_next, skip
 
 NOW = datetime.now(UTC)
@@ -234,12 +240,11 @@ def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(pipeline: Pipe
     assert pipeline.branch().parked_reason is None
 
 
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes_with(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # PostgreSQL only: on SQLite a drain step holds the write lock from its first read, so
-    # an operator's set-next cannot land between the head read and the send.
+    # The head read and the start are separate short transactions on both databases: an
+    # operator's set-next can land between them.
     from simulator.samples import Line, sale_body
     from simulator.testing import SimClient
 
@@ -257,20 +262,21 @@ def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes
     pipeline.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
 
     # When the operator sets the counter to 2 just after the drain read the head (with 1)
-    read_head = q.head_candidates
+    store_class = type(pipeline.runtime.drain_context().store)
+    read_head = store_class.read_head
     seen: list[int] = []
 
-    def read_head_then_set_next(conn: Any, branch_id: int, limit: int) -> q.BranchHead:
-        head = read_head(conn, branch_id, limit)
-        if not seen and head.candidates:
-            seen.append(head.next_numbers["invcNo"])
+    def read_head_then_set_next(store: Any, lease: Lease) -> BranchHead:
+        head = read_head(store, lease)
+        if not seen and head.jobs:
+            seen.append(head.next_invc_no)
             set_next(
                 pipeline.runtime.engine, TIN, "00", OPS, invc_no=2, sar_no=None, reason="x",
                 force=True,
             )  # fmt: skip
         return head
 
-    monkeypatch.setattr(q, "head_candidates", read_head_then_set_next)
+    monkeypatch.setattr(store_class, "read_head", read_head_then_set_next)
     report = pipeline.drain()
 
     # Then the sale was built again and went out under 2; nothing went out under the stale 1
@@ -280,78 +286,66 @@ def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes
     assert pipeline.job("s1").state == "accepted" and pipeline.job("s1").invc_no == 2
 
 
-def taken_over(p: Pipeline, key: str) -> tuple[q.Lease, int, dict[str, Any], dict[str, Any]]:
-    """A lease another worker has since taken over, and the attempt and result event its
-    holder would record for job ``key``."""
-    with p.runtime.engine.begin() as conn:
-        branch_id = int(q.get_branch(conn, TIN, "00").id)
-        old = q.claim_lease(conn, branch_id, "old-worker", 0.0, 1.0)  # expired at once
-        new = q.claim_lease(conn, branch_id, "new-worker", 10.0**10, 60.0)
+def taken_over(p: Pipeline) -> tuple[Lease, Lease]:
+    """A lease another worker has since taken over (and the new holder's)."""
+    store = p.runtime.drain_context().store
+    branch_id = p.branch().id
+    old = store.claim(branch_id, "old-worker", 0.0, 1.0)  # expired at once
+    new = store.claim(branch_id, "new-worker", 10.0**10, 60.0)
     assert old is not None and new is not None and new.token > old.token
-    job_id = p.job(key).id
-    attempt = {"job_id": job_id, "number": 1, "started_at": 0.0, "latency_s": 0.1,
-               "outcome": "accepted", "fencing_token": old.token}  # fmt: skip
-    event = {"job_id": job_id, "tin": TIN, "state": "accepted", "body": "{}", "created_at": 0.0}
-    return old, job_id, attempt, event
+    return old, new
+
+
+def stale_writes(p: Pipeline, old: Lease, new: Lease) -> list[Callable[[BranchStore], object]]:
+    """Every write a drain makes for the head job (the opening stock movement), as the
+    holder of ``old`` would make it: its start with a number, each result, blocking it."""
+    store = p.runtime.drain_context().store
+    head = store.read_head(new).jobs[0]
+    attempt = AttemptRow(1, 1, 0.0, 0.1, "accepted", "000", "ok", 200, None, "h", "old")
+    stock = ((item_code(1), Decimal("50")),)
+    records = [
+        JobRecord(head, 0.0, writes.Accept("000", "ok", stock=stock), attempt, "{}"),
+        JobRecord(head, 0.0, writes.Accept("000", "ok", stock=stock), None, "{}"),
+        JobRecord(head, 0.0, writes.Retry(JobState.UNKNOWN, 1.0, True, None, "x"), attempt),
+        JobRecord(head, 0.0, writes.Kill("910", "x", "release", Number("sarNo", 1)), attempt, "{}"),
+        JobRecord(head, 0.0, writes.Park("x", "keep", expected=Number("sarNo", 7)), attempt),
+    ]
+    start = Start(head.id, 1, False, "{}", Number("sarNo", 1), 10.0**11)
+    calls: list[Callable[[BranchStore], object]] = [
+        lambda s: s.start(old, start, 0.0),
+        lambda s: s.block(old, head, head.id, 0.0),
+    ]
+    calls += [lambda s, r=r: s.record(old, r) for r in records]  # type: ignore[misc]
+    return calls
 
 
 def test_a_drain_that_lost_its_lease_writes_nothing(pipeline: Pipeline) -> None:
-    pipeline.enqueue(registered_stock())
-    old, job_id, attempt, event = taken_over(pipeline, "item-1")
-    engine = pipeline.runtime.engine
-    with pytest.raises(q.LeaseLost), engine.begin() as conn:
-        q.update_job_fenced(conn, old, job_id, {"state": "accepted"}, attempt=attempt, event=event)
-    assert pipeline.job("item-1").state == "pending"
-    # ... not even the attempt row or the result event that ride with the job's state
-    with engine.connect() as conn:
-        assert oq.job_attempts(conn, job_id) == []
-        assert conn.execute(select(result_events)).all() == []
-
-
-def test_a_stale_lease_holder_writes_nothing_even_without_a_transaction(
-    pipeline: Pipeline,
-) -> None:
-    # Given a worker whose lease was taken over, recording an accepted stock movement the
-    # way a drain step does (on PostgreSQL: one statement, autocommit, no transaction)
-    from worker.outbox import hot
-    from worker.outbox.models import stock_balances
-
+    # Given a worker whose lease was taken over, with the opening stock movement at the head
+    # and a sale behind it; on PostgreSQL its per-job writes run as single statements in
+    # autocommit, with no transaction around them
     item, opening = registered_stock()
     pipeline.enqueue([item])
-    pipeline.drain()  # the opening stock is the head, the sale comes next
+    pipeline.drain()
     pipeline.enqueue([opening, b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
-    old, job_id, attempt, event = taken_over(pipeline, "opening")
+    old, new = taken_over(pipeline)
     before = pipeline.branch()
-    engine = pipeline.runtime.engine
-    took_number = q.BranchWrite(lease_until=10.0**11, counter="sarNo", number=1)
-    # (also as the statement that reads the branch's next head along with the result, and,
-    # on PostgreSQL, the one that marks the next sale in_flight with its number as well)
-    cases: list[tuple[Any, Any, Any]] = [(None, None, None), (took_number, None, None),
-                                         (None, 2, None)]  # fmt: skip
-    if engine.dialect.name == "postgresql":
-        sale_starts = q.NextStart(
-            pipeline.job("s1").id,
-            {"state": "in_flight", "invc_no": 1, "body": "{}", "updated_at": 0.0},
-            q.BranchWrite(lease_until=10.0**11, counter="invcNo", number=1),
-        )
-        cases.append((None, 2, sale_starts))
-    with engine.connect() as conn:
-        for branch_write, then_head, then_start in cases:
-            with pytest.raises(q.LeaseLost), hot.step(conn, single_statements=True):
-                q.update_job_fenced(
-                    conn, old, job_id, {"state": "accepted"}, attempt=attempt, event=event,
-                    stock={item_code(1): Decimal("50")}, branch=branch_write,
-                    then_head=then_head, then_start=then_start,
-                )  # fmt: skip
+    store = pipeline.runtime.drain_context().store
+
+    # When it writes what a drain writes for its head job, each is refused
+    for write in stale_writes(pipeline, old, new):
+        with pytest.raises(LeaseLost):
+            write(store)
 
     # Then none of it landed: job state, attempt row, result event, stock, counters, lease,
-    # the next sale's mark
-    assert pipeline.job("opening").state == "pending"
-    assert (pipeline.job("s1").state, pipeline.job("s1").body) == ("pending", None)
+    # the park
+    job_id = pipeline.job("opening").id
+    assert (pipeline.job("opening").state, pipeline.job("opening").body) == ("pending", None)
+    assert pipeline.job("s1").state == "pending"
     after = pipeline.branch()
-    assert (after.next_sar_no, after.next_invc_no, after.lease_until) == (
-        before.next_sar_no, before.next_invc_no, before.lease_until,
+    assert (after.next_sar_no, after.next_invc_no, after.lease_until, after.parked_reason) == (
+        before.next_sar_no, before.next_invc_no, before.lease_until, None,
     )  # fmt: skip
+    engine = pipeline.runtime.engine
     with engine.connect() as conn:
         assert oq.job_attempts(conn, job_id) == []
         assert (
@@ -651,15 +645,15 @@ def test_the_head_of_a_branch_is_read_from_the_active_jobs_index(engine: Any) ->
     # both planners can use the partial index of active jobs for the drain's head query.
     from sqlalchemy import text
 
-    from worker.drain import HEAD_WINDOW
-    from worker.outbox.queries import head_query
+    from worker.outbox.named_sql import load
 
-    sql = head_query(HEAD_WINDOW).source  # ":name" parameters, as text() takes them
+    head = load("drain.sql")["read_head"]
     with engine.begin() as conn:
         explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
         if conn.dialect.name == "postgresql":  # an empty table: make it show what it can use
             conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        plan = " ".join(str(row) for row in conn.execute(text(explain + sql), {"branch_id": 1}))
+        params = {"branch_id": 1}
+        plan = " ".join(str(row) for row in conn.execute(text(explain + head.text), params))
     assert "ix_jobs_branch_active_seq" in plan
 
 

@@ -1,0 +1,458 @@
+"""The drain's view of the outbox: one method per step, each its own short transaction.
+
+Every method checks a connection out of the engine's pool and returns it before it
+returns, so a drain holds no database connection while it waits on KRA: the number of
+branches in flight is bounded by threads, not by connections. A pool that is momentarily
+empty is a wait (the pool's timeout), not an error.
+
+:class:`SqlBranchStore` runs the plain statements of ``sql/drain.sql`` and ``sql/lease.sql``
+in one transaction per step (SQLite, where a transaction holds the database's write lock,
+and every rare path on PostgreSQL). :class:`PostgresBranchStore` runs the per-job writes
+(start; accept and retry) as the single fenced statements of ``sql/drain_postgresql.sql``
+in autocommit: one round trip each instead of a transaction of four to six. They write the
+same rows: the tests run both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Protocol
+
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Connection, Engine
+
+from schemas.jobs import JobState
+from worker.outbox.dependents import block_dependents, wake_dependents
+from worker.outbox.named_sql import load
+from worker.outbox.rows import BranchHead, CounterMoved, HeadJob, Lease, LeaseLost
+from worker.outbox.writes import (
+    Accept,
+    AttemptRow,
+    JobRecord,
+    Kill,
+    Number,
+    Park,
+    Recorded,
+    Retry,
+    Start,
+    event_json,
+)
+from worker.pull_forward import pull_forward
+
+_LEASE = load("lease.sql")
+_DRAIN = load("drain.sql")
+_PG = load("drain_postgresql.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class TraderInvoiceHolder:
+    """Another job of ours that carries a given trdInvcNo."""
+
+    idempotency_key: str
+    state: str
+
+
+class BranchStore(Protocol):
+    """What a drain reads and writes. Writes are fenced by the lease: a holder whose lease
+    was taken over writes nothing and gets :class:`LeaseLost`."""
+
+    def claim(self, branch_id: int, owner: str, now: float, ttl_s: float) -> Lease | None: ...
+
+    def release(self, lease: Lease, wake_after: float | None, seen_next_seq: int | None) -> bool:
+        """Give the branch back, due at ``wake_after``; False (and due now) if a job was
+        enqueued after the read that returned ``seen_next_seq``."""
+        ...
+
+    def read_head(self, lease: Lease) -> BranchHead:
+        """The branch's counters and its first active job, if any."""
+        ...
+
+    def block(self, lease: Lease, job: HeadJob, blocked_by: int, now: float) -> frozenset[int]:
+        """The job's dependency can never be satisfied: block it and what depends on it."""
+        ...
+
+    def start(self, lease: Lease, start: Start, now: float) -> None:
+        """Mark the job in_flight (raises :class:`CounterMoved` if its number was taken)."""
+        ...
+
+    def record(self, lease: Lease, record: JobRecord) -> Recorded: ...
+
+    def stock_balance(self, branch_id: int, item_cd: str) -> Decimal | None: ...
+
+    def invc_no_of(self, job_id: int) -> int | None: ...
+
+    def jobs_with_trader_invoice(
+        self, tin: str, trd_invc_no: str, exclude_id: int
+    ) -> list[TraderInvoiceHolder]: ...
+
+    def pull_forward(self, now: float, spread_s: float) -> int: ...
+
+
+def branch_store(engine: Engine) -> BranchStore:
+    """The store for ``engine``'s database."""
+    if engine.dialect.name == "postgresql":
+        return PostgresBranchStore(engine)
+    return SqlBranchStore(engine)
+
+
+class SqlBranchStore:
+    """Plain statements, one transaction per step."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _single(self) -> Iterator[Connection]:
+        """For one statement that needs no transaction of its own (a read, or a write that
+        is atomic by itself)."""
+        with self._transaction() as conn:
+            yield conn
+
+    # ------------------------------------------------------------------ lease
+
+    def claim(self, branch_id: int, owner: str, now: float, ttl_s: float) -> Lease | None:
+        params = {"branch_id": branch_id, "owner": owner, "now": now, "ttl": ttl_s}
+        with self._single() as conn:
+            token = conn.execute(_LEASE["claim_lease"], params).scalar()
+        return None if token is None else Lease(branch_id, int(token), owner)
+
+    def release(self, lease: Lease, wake_after: float | None, seen_next_seq: int | None) -> bool:
+        fence = {"branch_id": lease.branch_id, "token": lease.token}
+        with self._transaction() as conn:
+            if seen_next_seq is None:
+                conn.execute(_LEASE["release_lease_due_at"], {**fence, "wake_after": wake_after})
+                return True
+            params = {**fence, "wake_after": wake_after, "seen_next_seq": seen_next_seq}
+            if conn.execute(_LEASE["release_lease_if_unchanged"], params).rowcount:
+                return True
+            conn.execute(_LEASE["release_lease"], fence)
+            return False
+
+    # ------------------------------------------------------------------ reads
+
+    def read_head(self, lease: Lease) -> BranchHead:
+        with self._single() as conn:
+            rows = conn.execute(_DRAIN["read_head"], _head_params(lease)).all()
+        return BranchHead.from_rows(rows, lease.branch_id)
+
+    def stock_balance(self, branch_id: int, item_cd: str) -> Decimal | None:
+        with self._single() as conn:
+            value = conn.execute(
+                _DRAIN["stock_balance"], {"branch_id": branch_id, "item_cd": item_cd}
+            ).scalar()
+        if value is None:
+            return None
+        if isinstance(value, float):  # SQLite keeps NUMERIC as REAL: two decimals, exact
+            return Decimal(f"{value:.2f}")
+        return Decimal(value)
+
+    def invc_no_of(self, job_id: int) -> int | None:
+        with self._single() as conn:
+            value = conn.execute(_DRAIN["job_invc_no"], {"job_id": job_id}).scalar()
+        return None if value is None else int(value)
+
+    def jobs_with_trader_invoice(
+        self, tin: str, trd_invc_no: str, exclude_id: int
+    ) -> list[TraderInvoiceHolder]:
+        params = {"tin": tin, "trd_invc_no": trd_invc_no, "exclude_id": exclude_id}
+        with self._single() as conn:
+            rows = conn.execute(_DRAIN["jobs_with_trader_invoice"], params).all()
+        return [TraderInvoiceHolder(str(r.idempotency_key), str(r.state)) for r in rows]
+
+    def pull_forward(self, now: float, spread_s: float) -> int:
+        with self._transaction() as conn:
+            return pull_forward(conn, now, spread_s=spread_s)
+
+    # ------------------------------------------------------------------ writes
+
+    def block(self, lease: Lease, job: HeadJob, blocked_by: int, now: float) -> frozenset[int]:
+        params = {**_fence(lease), "job_id": job.id, "blocked_by": blocked_by, "now": now}
+        with self._transaction() as conn:
+            _fenced(conn.execute(_DRAIN["block_job"], params).rowcount)
+            _insert_event(conn, job, JobState.BLOCKED, now, event_json(job, JobState.BLOCKED, now))
+            return block_dependents(conn, [job.id], now)
+
+    def start(self, lease: Lease, start: Start, now: float) -> None:
+        with self._transaction() as conn:
+            if not conn.execute(
+                _DRAIN["claim_branch_for_start"], _start_params(lease, start, now)
+            ).rowcount:
+                _refused(conn, lease, start.takes)
+            _fenced(conn.execute(_DRAIN["start_job"], _start_params(lease, start, now)).rowcount)
+
+    def record(self, lease: Lease, record: JobRecord) -> Recorded:
+        job, now, write = record.job, record.now, record.write
+        with self._transaction() as conn:
+            statement, values = _job_statement(write)
+            params = {**_fence(lease), "job_id": job.id, "now": now, **values}
+            _fenced(conn.execute(_DRAIN[statement], params).rowcount)
+            if record.attempt is not None:
+                params = _attempt_params(lease, job.id, record.attempt)
+                conn.execute(_DRAIN["insert_attempt"], params)
+            if record.event is not None:
+                _insert_event(conn, job, _STATE_OF[type(write)], now, record.event)
+            recorded = self._after(conn, lease, record)
+            if isinstance(write, Park):
+                return recorded
+            head = conn.execute(_DRAIN["read_head"], _head_params(lease)).all()
+            return replace(recorded, head=BranchHead.from_rows(head, lease.branch_id))
+
+    def _after(self, conn: Connection, lease: Lease, record: JobRecord) -> Recorded:
+        """What follows from a job's new state, in the same transaction."""
+        job, now, write = record.job, record.now, record.write
+        match write:
+            case Accept():
+                for item_cd, qty in write.stock:
+                    # as text: sqlite3 binds no Decimal; NUMERIC affinity makes it a number
+                    params = {"branch_id": lease.branch_id, "item_cd": item_cd, "qty": str(qty)}
+                    conn.execute(_DRAIN["add_stock"], params)
+                if not job.wakes_dependents:
+                    return Recorded(JobState.ACCEPTED)
+                return Recorded(
+                    JobState.ACCEPTED, wake_dependents(conn, job.id, lease.branch_id, now)
+                )
+            case Retry():
+                return Recorded(write.state)
+            case Kill():
+                _give_back(conn, lease, write.gives_back)
+                return Recorded(JobState.DEAD, block_dependents(conn, [job.id], now))
+            case Park():
+                _give_back(conn, lease, write.gives_back)
+                expected = write.expected
+                params = {
+                    **_fence(lease), "reason": write.reason, "now": now,
+                    "expected_invc_no": _value_of(expected, "invcNo"),
+                    "expected_sar_no": _value_of(expected, "sarNo"),
+                }  # fmt: skip
+                _fenced(conn.execute(_LEASE["park_branch"], params).rowcount)
+                return Recorded(JobState.PENDING)
+        raise TypeError(write)
+
+
+class PostgresBranchStore(SqlBranchStore):
+    """The per-job statements as single fenced statements in autocommit (the rest as above).
+
+    They run on the driver's cursor, with their text compiled once by SQLAlchemy for the
+    driver: SQLAlchemy's execution path cost about four times the driver's own CPU per
+    statement, most of a job's CPU in the drain (bench/README.md, "2026-12-05 drain
+    redesign"). The text is the file's; only the parameter markers differ.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._sql = {
+            name: str(clause.compile(dialect=engine.dialect))
+            for name, clause in {**_DRAIN, **{f"pg_{k}": v for k, v in _PG.items()}}.items()
+        }
+
+    @contextmanager
+    def _single(self) -> Iterator[Connection]:
+        with self._autocommit.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        """A pooled connection's cursor in autocommit, returned to the pool afterwards."""
+        fairy = self._engine.raw_connection()
+        driver: Any = fairy.driver_connection
+        try:
+            driver.autocommit = True
+            with driver.cursor(row_factory=namedtuple_row) as cursor:
+                yield cursor
+        except Exception as exc:
+            if driver.broken or driver.closed:  # never hand a dead connection out again
+                fairy.invalidate(exc)
+            raise
+        finally:
+            if not driver.closed:
+                driver.autocommit = False
+            fairy.close()
+
+    def _run(self, name: str, params: Mapping[str, Any]) -> tuple[list[Any], int]:
+        with self._cursor() as cursor:
+            cursor.execute(self._sql[name], params)
+            rows = cursor.fetchall() if cursor.description is not None else []
+            return rows, cursor.rowcount
+
+    def read_head(self, lease: Lease) -> BranchHead:
+        rows, _ = self._run("read_head", _head_params(lease))
+        return BranchHead.from_rows(rows, lease.branch_id)
+
+    def stock_balance(self, branch_id: int, item_cd: str) -> Decimal | None:
+        rows, _ = self._run("stock_balance", {"branch_id": branch_id, "item_cd": item_cd})
+        return None if not rows else Decimal(rows[0].qty)
+
+    def start(self, lease: Lease, start: Start, now: float) -> None:
+        if not self._run("pg_start_job", _start_params(lease, start, now))[1]:
+            with self._single() as conn:
+                _refused(conn, lease, start.takes)
+
+    def record(self, lease: Lease, record: JobRecord) -> Recorded:
+        """An acceptance or a retry is one statement (an acceptance reads the next head
+        along); one that must look at dependents, a dead job or a park is a transaction."""
+        write, job, attempt = record.write, record.job, record.attempt
+        if attempt is None or not (
+            isinstance(write, Retry) or (isinstance(write, Accept) and not job.wakes_dependents)
+        ):
+            return super().record(lease, record)
+        params: dict[str, Any] = {**_fence(lease), "job_id": job.id, "now": record.now}
+        params.update({f"a_{k}": v for k, v in _attempt_params(lease, job.id, attempt).items()})
+        if isinstance(write, Retry):
+            _fenced(self._run("pg_retry_job", {**params, **_retry_params(write)})[1])
+            return Recorded(write.state)
+        params.update(_accept_params(write))
+        params.update(
+            _head_params(lease),
+            e_tin=job.tin,
+            e_body=record.event,
+            stock_items=[item for item, _ in write.stock],
+            stock_qtys=[qty for _, qty in write.stock],
+        )
+        rows, _ = self._run("pg_accept_job_reading_head", params)
+        _fenced(rows[0].accepted)
+        return Recorded(JobState.ACCEPTED, head=BranchHead.from_rows(rows, lease.branch_id, job.id))
+
+
+# ---------------------------------------------------------------------- parameters
+
+
+_KILL: Mapping[str, str] = {
+    "keep": "kill_job",
+    "rebuild": "kill_job_dropping_body",
+    "release": "kill_job_releasing_number",
+}
+_PARK: Mapping[str, str] = {
+    "keep": "park_job_keeping_body",
+    "rebuild": "park_job_rebuilding_body",
+    "release": "park_job_releasing_number",
+}
+_STATE_OF: Mapping[type, JobState] = {
+    Accept: JobState.ACCEPTED, Kill: JobState.DEAD, Park: JobState.PENDING,
+}  # fmt: skip
+_GIVE_BACK = {"invcNo": "give_back_invc_no", "sarNo": "give_back_sar_no"}
+
+
+def _head_params(lease: Lease) -> dict[str, Any]:
+    return {"branch_id": lease.branch_id}
+
+
+def _job_statement(write: Accept | Retry | Kill | Park) -> tuple[str, dict[str, Any]]:
+    """The named statement that writes the job's new state, and its own parameters."""
+    match write:
+        case Accept():
+            return "accept_job", _accept_params(write)
+        case Retry():
+            return "retry_job", _retry_params(write)
+        case Kill():
+            values = {"result_code": write.result_code, "result_message": write.result_message}
+            return _KILL[write.body], values
+        case Park():
+            return _PARK[write.body], {}
+    raise TypeError(write)
+
+
+def _fence(lease: Lease) -> dict[str, Any]:
+    return {"branch_id": lease.branch_id, "token": lease.token}
+
+
+def _fenced(rowcount: int) -> None:
+    if rowcount == 0:
+        raise LeaseLost
+
+
+def _refused(conn: Connection, lease: Lease, takes: Number | None) -> None:
+    """Nothing was written: say why. Only a start that took a number can have been refused
+    for the counter; any other refusal is the lease's."""
+    if takes is None:
+        raise LeaseLost
+    token = conn.execute(_LEASE["fencing_token"], {"branch_id": lease.branch_id}).scalar()
+    if token is None or int(token) != lease.token:
+        raise LeaseLost
+    raise CounterMoved
+
+
+def _start_params(lease: Lease, start: Start, now: float) -> dict[str, Any]:
+    takes = start.takes
+    return {
+        **_fence(lease),
+        "job_id": start.job_id,
+        "attempts": start.attempt,
+        "maybe_recorded": start.maybe_recorded,
+        "body": start.body,
+        "counter": None if takes is None else takes.counter,
+        "number": None if takes is None else takes.value,
+        "invc_no": _value_of(takes, "invcNo"),
+        "sar_no": _value_of(takes, "sarNo"),
+        "lease_until": start.lease_until,
+        "now": now,
+    }
+
+
+def _value_of(number: Number | None, counter: str) -> int | None:
+    return number.value if number is not None and number.counter == counter else None
+
+
+def _accept_params(write: Accept) -> dict[str, Any]:
+    return {
+        "result_code": write.result_code,
+        "result_message": write.result_message,
+        "receipt": write.receipt,
+        "receipt_missing": write.receipt_missing,
+        "qr_url": write.qr_url,
+        "sdc_id": write.sdc_id,
+        "mrc_no": write.mrc_no,
+    }
+
+
+def _retry_params(write: Retry) -> dict[str, Any]:
+    return {
+        "state": write.state.value,
+        "next_attempt_at": write.next_attempt_at,
+        "maybe_recorded": write.maybe_recorded,
+        "result_code": write.result_code,
+        "result_message": write.result_message,
+    }
+
+
+def _attempt_params(lease: Lease, job_id: int, attempt: AttemptRow) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "number": attempt.number,
+        "kra_number": attempt.kra_number,
+        "started_at": attempt.started_at,
+        "latency_s": attempt.latency_s,
+        "outcome": attempt.outcome,
+        "result_code": attempt.result_code,
+        "message": attempt.message,
+        "http_status": attempt.http_status,
+        "error": attempt.error,
+        "request_hash": attempt.request_hash,
+        "fencing_token": lease.token,
+        "worker": attempt.worker,
+    }
+
+
+def _insert_event(conn: Connection, job: HeadJob, state: JobState, now: float, body: str) -> None:
+    params = {
+        "job_id": job.id,
+        "tin": job.tin,
+        "state": state.value,
+        "body": body,
+        "created_at": now,
+    }
+    conn.execute(_DRAIN["insert_event"], params)
+
+
+def _give_back(conn: Connection, lease: Lease, number: Number | None) -> None:
+    if number is not None:
+        params = {**_fence(lease), "number": number.value}
+        conn.execute(_DRAIN[_GIVE_BACK[number.counter]], params)

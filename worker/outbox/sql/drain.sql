@@ -1,0 +1,210 @@
+-- The drain's statements, valid on SQLite and PostgreSQL. Every write to a job of the
+-- leased branch is fenced: it happens only while (:branch_id, :token) still holds.
+-- Active states are written out literally ('pending', 'in_flight', 'retry_wait', 'unknown',
+-- schemas.jobs.ACTIVE_STATES; a unit test keeps them equal): only then can both planners
+-- use the partial index ix_jobs_branch_active_seq.
+
+-- name: read_head
+-- The branch's counters and its first active job (the only one ever sent next), one row
+-- per dependency. The LIMIT is literal: a generic prepared plan must still stop at the
+-- first entry of the partial index. wakes_dependents: accepting the job must look at its
+-- dependents (some wait in another branch, or are blocked after a replay).
+SELECT b.next_seq AS branch_next_seq,
+       b.next_invc_no AS branch_next_invc_no,
+       b.next_sar_no AS branch_next_sar_no,
+       w.*,
+       dep.id AS dep_id,
+       dep.state AS dep_state,
+       EXISTS (SELECT 1
+                 FROM job_dependencies AS wd
+                 JOIN jobs AS wj ON wj.id = wd.job_id
+                WHERE wd.depends_on_id = w.id
+                  AND (wj.branch_id <> :branch_id OR wj.state = 'blocked')) AS wakes_dependents
+  FROM branches AS b
+  LEFT JOIN (SELECT id, tin, bhf_id, seq, kind, idempotency_key, payload, original_job_id,
+                    state, attempts, next_attempt_at, maybe_recorded, invc_no, sar_no, body,
+                    created_at
+               FROM jobs
+              WHERE branch_id = :branch_id
+                AND state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
+              ORDER BY seq
+              LIMIT 1) AS w ON 1 = 1
+  LEFT JOIN job_dependencies AS d ON d.job_id = w.id
+  LEFT JOIN jobs AS dep ON dep.id = d.depends_on_id
+ WHERE b.id = :branch_id
+ ORDER BY w.seq
+
+-- name: claim_branch_for_start
+-- A job's start on its branch row: the fence; the lease pushed out when :lease_until is
+-- set; KRA's next number of :counter taken, compare-and-set on :number (the value the head
+-- read showed, which the body was built with).
+UPDATE branches
+   SET lease_until = COALESCE(:lease_until, lease_until),
+       next_invc_no = CASE WHEN :counter = 'invcNo' THEN next_invc_no + 1 ELSE next_invc_no END,
+       next_sar_no = CASE WHEN :counter = 'sarNo' THEN next_sar_no + 1 ELSE next_sar_no END
+ WHERE id = :branch_id
+   AND fencing_token = :token
+   AND (CAST(:counter AS text) IS NULL
+        OR (:counter = 'invcNo' AND next_invc_no = :number)
+        OR (:counter = 'sarNo' AND next_sar_no = :number))
+
+-- name: start_job
+-- Mark the job in_flight, committed before the call: the body (NULL: keep the frozen one)
+-- and the number it was built with are stored with it.
+UPDATE jobs
+   SET state = 'in_flight',
+       attempts = :attempts,
+       maybe_recorded = :maybe_recorded,
+       body = COALESCE(:body, body),
+       invc_no = COALESCE(:invc_no, invc_no),
+       sar_no = COALESCE(:sar_no, sar_no),
+       updated_at = :now
+ WHERE id = :job_id
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: accept_job
+UPDATE jobs
+   SET state = 'accepted',
+       result_code = :result_code,
+       result_message = :result_message,
+       next_attempt_at = NULL,
+       accepted_at = :now,
+       updated_at = :now,
+       receipt = :receipt,
+       receipt_missing = COALESCE(:receipt_missing, receipt_missing),
+       qr_url = :qr_url,
+       sdc_id = COALESCE(:sdc_id, sdc_id),
+       mrc_no = COALESCE(:mrc_no, mrc_no)
+ WHERE id = :job_id
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: retry_job
+-- :state is retry_wait or unknown.
+UPDATE jobs
+   SET state = :state,
+       next_attempt_at = :next_attempt_at,
+       maybe_recorded = :maybe_recorded,
+       result_code = :result_code,
+       result_message = :result_message,
+       updated_at = :now
+ WHERE id = :job_id
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: kill_job
+UPDATE jobs
+   SET state = 'dead',
+       result_code = :result_code,
+       result_message = :result_message,
+       next_attempt_at = NULL,
+       updated_at = :now
+ WHERE id = :job_id
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: kill_job_dropping_body
+-- Dead, holding no number: the body goes (a replay builds it again).
+UPDATE jobs
+   SET state = 'dead',
+       result_code = :result_code,
+       result_message = :result_message,
+       next_attempt_at = NULL,
+       body = NULL,
+       updated_at = :now
+ WHERE id = :job_id
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: kill_job_releasing_number
+-- Dead, and KRA provably does not hold its number: the number and the body go.
+UPDATE jobs
+   SET state = 'dead',
+       result_code = :result_code,
+       result_message = :result_message,
+       next_attempt_at = NULL,
+       body = NULL,
+       invc_no = NULL,
+       sar_no = NULL,
+       updated_at = :now
+ WHERE id = :job_id
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: park_job_releasing_number
+-- The job waits at the head of a parked branch; KRA provably does not hold its number.
+UPDATE jobs
+   SET state = 'pending', body = NULL, invc_no = NULL, sar_no = NULL, updated_at = :now
+ WHERE id = :job_id
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: park_job_rebuilding_body
+-- No attempt may have reached KRA: keep the number, rebuild the body once the cause is fixed.
+UPDATE jobs
+   SET state = 'pending', body = NULL, updated_at = :now
+ WHERE id = :job_id
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: park_job_keeping_body
+-- An attempt may have reached KRA: a resend must repeat the exact body.
+UPDATE jobs
+   SET state = 'pending', maybe_recorded = TRUE, updated_at = :now
+ WHERE id = :job_id
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: block_job
+UPDATE jobs
+   SET state = 'blocked', blocked_by = :blocked_by, updated_at = :now
+ WHERE id = :job_id
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: give_back_invc_no
+-- Hand a number back after a definitive rejection, if nothing was allocated after it.
+UPDATE branches
+   SET next_invc_no = :number
+ WHERE id = :branch_id AND fencing_token = :token AND next_invc_no = :number + 1
+
+-- name: give_back_sar_no
+UPDATE branches
+   SET next_sar_no = :number
+ WHERE id = :branch_id AND fencing_token = :token AND next_sar_no = :number + 1
+
+-- name: insert_attempt
+INSERT INTO attempts (job_id, number, kra_number, started_at, latency_s, outcome,
+                      result_code, message, http_status, error, request_hash,
+                      fencing_token, worker)
+VALUES (:job_id, :number, :kra_number, :started_at, :latency_s, :outcome,
+        :result_code, :message, :http_status, :error, :request_hash,
+        :fencing_token, :worker)
+
+-- name: insert_event
+INSERT INTO result_events (job_id, tin, state, body, created_at)
+VALUES (:job_id, :tin, :state, :body, :created_at)
+
+-- name: add_stock
+-- An accepted movement's quantity for one item, added to the branch's balance.
+INSERT INTO stock_balances (branch_id, item_cd, qty)
+VALUES (:branch_id, :item_cd, :qty)
+ON CONFLICT (branch_id, item_cd) DO UPDATE SET qty = stock_balances.qty + excluded.qty
+
+-- name: stock_balance
+SELECT qty FROM stock_balances WHERE branch_id = :branch_id AND item_cd = :item_cd
+
+-- name: job_invc_no
+SELECT invc_no FROM jobs WHERE id = :job_id
+
+-- name: jobs_with_trader_invoice
+-- Our other sales and credit notes of :tin carrying :trd_invc_no (ix_jobs_tin_trd_invc_no).
+SELECT id, idempotency_key, state
+  FROM jobs
+ WHERE tin = :tin AND trd_invc_no = :trd_invc_no AND id <> :exclude_id
+ ORDER BY id
+
+-- name: dependents_in_state
+-- Jobs in :state that directly depend on :job_id.
+SELECT j.id, j.branch_id, j.tin, j.idempotency_key, j.kind, j.state, d.depends_on_id
+  FROM jobs AS j
+  JOIN job_dependencies AS d ON d.job_id = j.id
+ WHERE d.depends_on_id = :job_id AND j.state = :state
+
+-- name: move_dependent
+-- A dependent outside the lease holder's branch moves between pending and blocked, states
+-- no drain is writing: the :from_state guard is its fence.
+UPDATE jobs
+   SET state = :to_state, blocked_by = :blocked_by, updated_at = :now
+ WHERE id = :job_id AND state = :from_state

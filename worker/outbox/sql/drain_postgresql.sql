@@ -1,0 +1,130 @@
+-- The drain's per-job writes on PostgreSQL, each one statement (run in autocommit: one
+-- round trip, no BEGIN/COMMIT). The fence is a CTE every other part selects from, so a
+-- refused fence writes nothing at all. Their plain equivalents, one statement per part in
+-- one transaction, are in drain.sql (SQLite, and the reference for what these do).
+-- Parameters inside a SELECT list have no type to infer: hence the CASTs.
+
+-- name: start_job
+-- claim_branch_for_start + start_job of drain.sql.
+WITH fence AS (
+    UPDATE branches
+       SET lease_until = COALESCE(:lease_until, lease_until),
+           next_invc_no = CASE WHEN :counter = 'invcNo' THEN next_invc_no + 1 ELSE next_invc_no END,
+           next_sar_no = CASE WHEN :counter = 'sarNo' THEN next_sar_no + 1 ELSE next_sar_no END
+     WHERE id = :branch_id
+       AND fencing_token = :token
+       AND (CAST(:counter AS text) IS NULL
+            OR (:counter = 'invcNo' AND next_invc_no = :number)
+            OR (:counter = 'sarNo' AND next_sar_no = :number))
+    RETURNING 1 AS ok
+)
+UPDATE jobs
+   SET state = 'in_flight',
+       attempts = :attempts,
+       maybe_recorded = :maybe_recorded,
+       body = COALESCE(:body, body),
+       invc_no = COALESCE(:invc_no, invc_no),
+       sar_no = COALESCE(:sar_no, sar_no),
+       updated_at = :now
+ WHERE id = :job_id AND EXISTS (SELECT 1 FROM fence)
+
+-- name: accept_job_reading_head
+-- accept_job + insert_attempt + insert_event + add_stock (per item), then read_head of
+-- drain.sql, in one statement. The SELECT's snapshot
+-- predates the statement's own writes: it leaves the accepted job out, and a dependency on
+-- it still shows its old state (the store counts it as accepted). accepted: 0 if the fence
+-- refused the write.
+WITH fence AS (
+    SELECT 1 AS ok FROM branches WHERE id = :branch_id AND fencing_token = :token
+),
+attempt AS (
+    INSERT INTO attempts (job_id, number, kra_number, started_at, latency_s, outcome,
+                          result_code, message, http_status, error, request_hash,
+                          fencing_token, worker)
+    SELECT CAST(:job_id AS bigint), CAST(:a_number AS integer), CAST(:a_kra_number AS bigint),
+           CAST(:a_started_at AS double precision), CAST(:a_latency_s AS double precision),
+           CAST(:a_outcome AS text), CAST(:a_result_code AS text), CAST(:a_message AS text),
+           CAST(:a_http_status AS integer), CAST(:a_error AS text),
+           CAST(:a_request_hash AS text), CAST(:token AS bigint), CAST(:a_worker AS text)
+      FROM fence
+),
+event AS (
+    INSERT INTO result_events (job_id, tin, state, body, created_at)
+    SELECT CAST(:job_id AS bigint), CAST(:e_tin AS text), 'accepted', CAST(:e_body AS text),
+           CAST(:now AS double precision)
+      FROM fence
+),
+stock AS (
+    INSERT INTO stock_balances (branch_id, item_cd, qty)
+    SELECT CAST(:branch_id AS bigint), s.item_cd, s.qty
+      FROM fence, unnest(CAST(:stock_items AS text[]), CAST(:stock_qtys AS numeric[]))
+                  AS s (item_cd, qty)
+    ON CONFLICT (branch_id, item_cd) DO UPDATE SET qty = stock_balances.qty + excluded.qty
+),
+accepted AS (
+    UPDATE jobs
+       SET state = 'accepted',
+           result_code = :result_code,
+           result_message = :result_message,
+           next_attempt_at = NULL,
+           accepted_at = :now,
+           updated_at = :now,
+           receipt = :receipt,
+           receipt_missing = COALESCE(:receipt_missing, receipt_missing),
+           qr_url = :qr_url,
+           sdc_id = COALESCE(:sdc_id, sdc_id),
+           mrc_no = COALESCE(:mrc_no, mrc_no)
+     WHERE id = :job_id AND EXISTS (SELECT 1 FROM fence)
+    RETURNING 1 AS ok
+)
+SELECT (SELECT count(*) FROM accepted) AS accepted,
+       b.next_seq AS branch_next_seq,
+       b.next_invc_no AS branch_next_invc_no,
+       b.next_sar_no AS branch_next_sar_no,
+       w.*,
+       dep.id AS dep_id,
+       dep.state AS dep_state,
+       EXISTS (SELECT 1
+                 FROM job_dependencies AS wd
+                 JOIN jobs AS wj ON wj.id = wd.job_id
+                WHERE wd.depends_on_id = w.id
+                  AND (wj.branch_id <> :branch_id OR wj.state = 'blocked')) AS wakes_dependents
+  FROM branches AS b
+  LEFT JOIN (SELECT id, tin, bhf_id, seq, kind, idempotency_key, payload, original_job_id,
+                    state, attempts, next_attempt_at, maybe_recorded, invc_no, sar_no, body,
+                    created_at
+               FROM jobs
+              WHERE branch_id = :branch_id
+                AND state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
+                AND id <> :job_id
+              ORDER BY seq
+              LIMIT 1) AS w ON 1 = 1
+  LEFT JOIN job_dependencies AS d ON d.job_id = w.id
+  LEFT JOIN jobs AS dep ON dep.id = d.depends_on_id
+ WHERE b.id = :branch_id
+ ORDER BY w.seq
+
+-- name: retry_job
+-- retry_job + insert_attempt of drain.sql.
+WITH fence AS (
+    SELECT 1 AS ok FROM branches WHERE id = :branch_id AND fencing_token = :token
+),
+attempt AS (
+    INSERT INTO attempts (job_id, number, kra_number, started_at, latency_s, outcome,
+                          result_code, message, http_status, error, request_hash,
+                          fencing_token, worker)
+    SELECT CAST(:job_id AS bigint), CAST(:a_number AS integer), CAST(:a_kra_number AS bigint),
+           CAST(:a_started_at AS double precision), CAST(:a_latency_s AS double precision),
+           CAST(:a_outcome AS text), CAST(:a_result_code AS text), CAST(:a_message AS text),
+           CAST(:a_http_status AS integer), CAST(:a_error AS text),
+           CAST(:a_request_hash AS text), CAST(:token AS bigint), CAST(:a_worker AS text)
+      FROM fence
+)
+UPDATE jobs
+   SET state = :state,
+       next_attempt_at = :next_attempt_at,
+       maybe_recorded = :maybe_recorded,
+       result_code = :result_code,
+       result_message = :result_message,
+       updated_at = :now
+ WHERE id = :job_id AND EXISTS (SELECT 1 FROM fence)
