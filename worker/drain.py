@@ -127,8 +127,8 @@ class _Run:
     status: Status
     sent: int
     woken: frozenset[int]
-    #: the branch's next_seq as last read (None: release without the "no new work" check)
-    seen_next_seq: int | None
+    #: the branch's next_seq as last read: a job enqueued since keeps the branch due
+    seen_next_seq: int
     wake_after: float | None = None
 
 
@@ -163,9 +163,9 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
         if isinstance(verdict.decision, Accept) and verdict.job.state in _BACKING_OFF:
             _kra_is_back(ctx)
         if isinstance(verdict.decision, Park):
-            return _Run("parked", sent, woken, None)
+            return _Run("parked", sent, woken, seen)
         if sent >= limits.max_jobs or ctx.clock() - started >= limits.max_seconds:
-            return _Run("more", sent, woken, None, ctx.clock())
+            return _Run("more", sent, woken, seen, ctx.clock())
 
 
 #: A job read in one of these states had failed before: its acceptance means KRA is back.
@@ -229,7 +229,9 @@ def choose(head: BranchHead, now: float) -> _Ready | _Blocked | _Wait | _Idle:
     """What to do with the branch's head: send it, block it, wait, or nothing to do.
 
     The one place that decides which job goes next (a job is never sent before the jobs
-    ahead of it in its branch, nor before what it depends on)."""
+    ahead of it in its branch, nor before what it depends on). A further verdict for the
+    head (e.g. a stock master that a later one for the same item supersedes) is one more
+    case here and one more store write in :func:`_prepare`, as :class:`_Blocked` is."""
     if not head.jobs:
         return _Idle()
     job = head.jobs[0]

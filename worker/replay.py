@@ -5,7 +5,7 @@ action      what it does
 =========== ==================================================================================
 replay      a dead job goes back to pending at its branch's tail, same idempotency key, a
             fresh KRA number on its next send; its blocked dependents follow once it is
-            accepted (worker/effects.py unblocks them)
+            accepted (worker/outbox/dependents.py unblocks them)
 edit        a dead or blocked job gets a corrected payload, validated exactly like intake
             (``schemas.validation.payload_errors``); the audit row keeps the old values
 skip        a dead or blocked job, or a branch's pending head (parked, or not being drained),

@@ -2,7 +2,9 @@
 
 Errors reach callers in three dresses: SQLAlchemy's wrappers (``IntegrityError``,
 ``OperationalError``... with the driver's error in ``.orig``), psycopg's own classes raised
-by the hot statements of :mod:`worker.outbox.hot` (which bypass SQLAlchemy), and sqlite3's.
+by the statements run on the driver's cursor (the PostgreSQL drain's per-job statements in
+:mod:`worker.outbox.branch_store`, enqueue's insert in :mod:`worker.outbox.hot`), and
+sqlite3's.
 Entry points (the intake, the CLI, the admin API) ask :func:`classify` instead of naming
 classes, so a new path through the driver cannot turn a race into a 500 again::
 

@@ -29,8 +29,7 @@ def block_dependents(conn: Connection, job_ids: Iterable[int], now: float) -> fr
     while frontier:
         found = [r for r in _dependents(conn, frontier, JobState.PENDING) if r.id not in seen]
         for row in found:  # which dependency blocks it is kept for operators
-            moved = _move(conn, row, JobState.PENDING, JobState.BLOCKED, now, row.depends_on_id)
-            if moved:
+            if _block(conn, row, now):
                 job = EventJob(int(row.id), row.idempotency_key, row.kind, row.tin)
                 _insert_event(conn, job, JobState.BLOCKED, now)
             branches.add(int(row.branch_id))
@@ -51,7 +50,7 @@ def wake_dependents(conn: Connection, job_id: int, branch_id: int, now: float) -
         found = [r for r in _dependents(conn, frontier, JobState.BLOCKED) if r.id not in seen]
         _wake(conn, {int(r.branch_id) for r in found}, now)
         for row in found:
-            _move(conn, row, JobState.BLOCKED, JobState.PENDING, now, None)
+            _unblock(conn, row, now)
             branches.add(int(row.branch_id))
         frontier = list({int(r.id) for r in found})
         seen.update(frontier)
@@ -66,12 +65,27 @@ def _dependents(conn: Connection, job_ids: list[int], state: JobState) -> list[A
     return list(rows.values())
 
 
-def _move(
-    conn: Connection, row: Any, src: JobState, dst: JobState, now: float, blocked_by: int | None
-) -> bool:
-    params = {"job_id": row.id, "from_state": src.value, "to_state": dst.value,
-              "blocked_by": blocked_by, "now": now}  # fmt: skip
+def _block(conn: Connection, row: Any, now: float) -> bool:
+    """Pending -> blocked, naming the dependency that blocks it (for operators)."""
+    params = {
+        "job_id": row.id,
+        "from_state": JobState.PENDING.value,
+        "to_state": JobState.BLOCKED.value,
+        "blocked_by": row.depends_on_id,
+        "now": now,
+    }
     return bool(conn.execute(_SQL["move_dependent"], params).rowcount)
+
+
+def _unblock(conn: Connection, row: Any, now: float) -> None:
+    params = {
+        "job_id": row.id,
+        "from_state": JobState.BLOCKED.value,
+        "to_state": JobState.PENDING.value,
+        "blocked_by": None,
+        "now": now,
+    }
+    conn.execute(_SQL["move_dependent"], params)
 
 
 def _wake(conn: Connection, branch_ids: set[int], now: float) -> None:

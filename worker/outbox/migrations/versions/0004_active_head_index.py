@@ -24,7 +24,7 @@ branch_labels = None
 depends_on = None
 
 #: Literal, not bound: the planner only uses a partial index whose predicate it can prove
-#: from the query's own text (worker/outbox/queries.py writes the same list).
+#: from the query's own text (worker/outbox/sql/drain.sql writes the same list).
 ACTIVE_PREDICATE = "state IN ('pending', 'in_flight', 'retry_wait', 'unknown')"
 
 
