@@ -3,6 +3,8 @@
     take the branch lease (fencing token)
     loop, bounded by max_jobs and max_seconds:
         prepare  pick the head job (lowest seq still active) whose dependencies are accepted,
+                 end it superseded instead if it is a stock master a later one makes moot
+                 (worker/coalesce.py), else
                  allocate its invcNo/sarNo on first send, freeze its body, mark it in_flight
                  -- committed BEFORE the call
         send     one OSCU call (the client never raises; it returns a CallOutcome)
@@ -41,7 +43,7 @@ from schemas.completion import Registrant, complete_body, dumps_body, loads_payl
 from schemas.jobs import JobKind, JobState
 from schemas.settings import Settings
 from schemas.vat import VatScheme
-from worker import effects, recovery
+from worker import coalesce, effects, recovery
 from worker.decide import Accept, Dead, Decision, Park, Retry, decide
 from worker.devices import Device, DeviceDirectory, DeviceNotInitialised, NoTaxRates
 from worker.observe import DrainObserver
@@ -381,6 +383,10 @@ def _prepare_in(
                 return _Wait(now + DEPENDENCY_WAIT_S, inline=False), head.next_seq
             if job.next_attempt_at is not None and job.next_attempt_at > now:
                 return _Wait(job.next_attempt_at), head.next_seq
+            later = coalesce.supersede_head(conn, lease, job, ctx.settings.coalesce, now)
+            if later is not None:  # a later stock master carries its balance: no call
+                ctx.observer.job_superseded(job, later, now)
+                continue
             try:
                 return _start(conn, lease, job, head, ctx, now, upcoming), head.next_seq
             except q.CounterMoved:
@@ -396,9 +402,15 @@ def _dependencies_verdict(deps: list[tuple[int, str]]) -> tuple[str, int]:
     for dep_id, state in deps:
         if state in HOPELESS:
             return "hopeless", dep_id
-    if any(state != JobState.ACCEPTED.value for _, state in deps):
+    if any(state not in _SATISFIED for _, state in deps):
         return "waiting", 0
     return "ready", 0
+
+
+#: A dependency in one of these states lets its dependent go. Superseded counts: a stock
+#: master with a dependent is never superseded, so only a job enqueued after the fact can
+#: name one, and in its branch it comes after the superseding job (worker/coalesce.py).
+_SATISFIED = frozenset({JobState.ACCEPTED.value, JobState.SUPERSEDED.value})
 
 
 def _start(
@@ -737,6 +749,8 @@ def _riding_start(
     successor = step.successor
     if successor is None or not successor.ready_after(int(step.job.id), now):
         return None
+    if coalesce.may_be_superseded(successor.job, ctx.settings.coalesce):
+        return None  # the prepare step asks whether a later stock master supersedes it
     planned = _plan_start(
         conn, lease, successor.job, successor.next_numbers, ctx, now, then, stock_plus=stock
     )
