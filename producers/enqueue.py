@@ -335,8 +335,10 @@ def _job_row(
 
 
 def _stock_item_cd(e: JobEnvelope) -> str | None:
-    """A stock master's itemCd: the drain looks up a later one of the same item by it."""
-    if e.kind is not JobKind.STOCK_MASTER:
+    """A stock master's itemCd: the drain looks up a later one of the same item by it. Only
+    for one whose rsdQty the relay computes: a producer's own count (a stock-take) is news
+    for KRA, never superseded and never superseding (worker/coalesce.py)."""
+    if e.kind is not JobKind.STOCK_MASTER or e.payload.get("rsdQty") is not None:
         return None
     item_cd = e.payload.get("itemCd")
     return None if item_cd is None else str(item_cd)

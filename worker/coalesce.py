@@ -12,6 +12,9 @@ movement accepted by then.
 A head is superseded only when all of these hold:
 
 - ``ETIMS_COALESCE__STOCK_MASTER`` is on (the default);
+- the relay computes its ``rsdQty``: a producer's own count (a stock-take) is news for KRA,
+  even a wrong one, so it is always sent, and never supersedes another either (enqueue
+  leaves its ``stock_item_cd`` empty);
 - it has never possibly reached KRA: pending, no frozen body, not maybe recorded. A job that
   may have been sent is resent byte for byte as the drain always does;
 - no job depends on it: a dependent asked for *this* report to come first;
@@ -64,8 +67,9 @@ def supersede_head(
     return the id of that later job, or None (send ``job`` as usual). Fenced by ``lease``."""
     if not may_be_superseded(job, settings):
         return None
-    item_cd = loads_payload(job.payload).get("itemCd")
-    if item_cd is None:
+    payload = loads_payload(job.payload)
+    item_cd = payload.get("itemCd")
+    if item_cd is None or payload.get("rsdQty") is not None:
         return None
     facts = cq.stock_master_facts(conn, lease.branch_id, int(job.id), int(job.seq), str(item_cd))
     later = superseder(facts)

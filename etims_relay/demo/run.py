@@ -217,9 +217,11 @@ def _render(
     if outcome.skipped:
         report.render_jobs(console, "blocked -> skipped", outcome.skipped, "never sent")
     accepted = outcome.accepted.total()
+    superseded = outcome.superseded.total()
     console.print(
-        f"[bold]accepted {accepted} of {sum(outcome.states.values())} job(s)[/bold] "
-        f"(the scenario expects {expected.total()})",
+        f"[bold]accepted {accepted} of {sum(outcome.states.values())} job(s)[/bold], "
+        f"{superseded} stock master(s) superseded by a later one "
+        f"(the scenario expects {expected.total()} accepted or superseded)",
         highlight=False,
     )
     first = first_run.accepted.total()

@@ -145,6 +145,27 @@ def test_a_stock_master_another_job_depends_on_is_sent(pipeline: Pipeline) -> No
     assert_kra_agrees_with_the_outbox(pipeline)
 
 
+def test_a_producers_own_count_is_always_sent(pipeline: Pipeline) -> None:
+    # Given a backlog with a stock-take in the middle: a stock master whose rsdQty the
+    # producer counted itself (wrongly, as it turns out)
+    records = backlog()
+    middle = next(i for i, r in enumerate(records) if r["idempotency_key"] == "00:sale:6")
+    counted = b.stock_master(TIN, "00", "stock-take", item_cd=item_code(1), rsd_qty=Decimal(1))
+    records.insert(middle, counted)
+    pipeline.enqueue(records)
+
+    pipeline.drain()
+
+    # Then KRA was told, and refused it (910), although later stock masters of the item waited
+    stock_take = pipeline.job("stock-take")
+    assert stock_take.state == "dead" and stock_take.result_code == "910"
+    assert "rsdQty" in stock_take.result_message
+    # ... while the relay's own counts around it were still coalesced
+    assert pipeline.job(f"00:sale:4:stock-master:{item_code(1)}").state == "superseded"
+    assert pipeline.job(f"00:sale:8:stock-master:{item_code(1)}").state == "superseded"
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
 def test_a_stock_master_with_an_unknown_outcome_is_resent_not_superseded(
     pipeline: Pipeline,
 ) -> None:

@@ -3,9 +3,10 @@
 A stock master reports an item's balance (state, not an event): one that was never sent
 ends ``superseded`` when a later stock master of the same item is waiting in its branch,
 and ``superseded_by`` names that later job. ``stock_item_cd`` holds a stock master's
-``itemCd`` (from its payload; filled by enqueue) so the drain finds the later one through
-the partial index ``ix_jobs_branch_stock_item_seq`` instead of reading payloads. The state
-column is a plain string with no CHECK constraint: the new state needs no schema change.
+``itemCd`` (from its payload, when the relay computes its ``rsdQty``; filled by enqueue) so
+the drain finds the later one through the partial index ``ix_jobs_branch_stock_item_seq``
+instead of reading payloads. The state column is a plain string with no CHECK constraint:
+the new state needs no schema change.
 
 Revision ID: 0009
 Revises: 0008
@@ -44,7 +45,7 @@ def upgrade() -> None:
 
 
 def _backfill() -> None:
-    """Copy itemCd out of the stored payload of every stock master."""
+    """Copy itemCd out of the stored payload of every stock master the relay counts for."""
     conn = op.get_bind()
     jobs = sa.table(
         "jobs",
@@ -65,8 +66,9 @@ def _backfill() -> None:
             return
         updates = []
         for job_id, payload in rows:
-            item_cd = json.loads(payload).get("itemCd")
-            if item_cd is not None:
+            body = json.loads(payload)
+            item_cd = body.get("itemCd")
+            if item_cd is not None and body.get("rsdQty") is None:  # as enqueue does
                 updates.append({"job_id": job_id, "item_cd": str(item_cd)[:20]})
         if updates:
             conn.execute(
