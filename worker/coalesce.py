@@ -60,19 +60,25 @@ def superseder(facts: cq.StockMasterFacts) -> int | None:
     return facts.later_id
 
 
-def supersede_head(
-    conn: Connection, lease: Lease, job: Any, settings: CoalesceSettings, now: float
-) -> int | None:
-    """End the ready head ``job`` as superseded if a later stock master carries its balance;
-    return the id of that later job, or None (send ``job`` as usual). Fenced by ``lease``."""
+def carrier(conn: Connection, branch_id: int, job: Any, settings: CoalesceSettings) -> int | None:
+    """The later stock master that would carry ``job``'s balance, if ``job`` may be
+    superseded; None: ``job`` is sent as usual. Reads only."""
     if not may_be_superseded(job, settings):
         return None
     payload = loads_payload(job.payload)
     item_cd = payload.get("itemCd")
     if item_cd is None or payload.get("rsdQty") is not None:
         return None
-    facts = cq.stock_master_facts(conn, lease.branch_id, int(job.id), int(job.seq), str(item_cd))
-    later = superseder(facts)
+    facts = cq.stock_master_facts(conn, branch_id, int(job.id), int(job.seq), str(item_cd))
+    return superseder(facts)
+
+
+def supersede_head(
+    conn: Connection, lease: Lease, job: Any, settings: CoalesceSettings, now: float
+) -> int | None:
+    """End the ready head ``job`` as superseded if a later stock master carries its balance;
+    return the id of that later job, or None (send ``job`` as usual). Fenced by ``lease``."""
+    later = carrier(conn, lease.branch_id, job, settings)
     if later is None:
         return None
     values = {

@@ -749,8 +749,8 @@ def _riding_start(
     successor = step.successor
     if successor is None or not successor.ready_after(int(step.job.id), now):
         return None
-    if coalesce.may_be_superseded(successor.job, ctx.settings.coalesce):
-        return None  # the prepare step asks whether a later stock master supersedes it
+    if coalesce.carrier(conn, lease.branch_id, successor.job, ctx.settings.coalesce) is not None:
+        return None  # a later stock master carries it: the prepare step supersedes it
     planned = _plan_start(
         conn, lease, successor.job, successor.next_numbers, ctx, now, then, stock_plus=stock
     )
