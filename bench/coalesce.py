@@ -14,10 +14,12 @@ branch in flight):
    ``--arrival`` of the coalescing-off capacity, per branch (``1 / (r x (2 + lines))`` sales
    per second with ``r`` the round trip), until the backlog is drained.
 
-Measured per mode: catch-up time (clock start to the last job enqueued before it leaving
-the active states), OSCU writes per sale while catching up (write calls started in that
-window / sales accepted in it), and the ledger verdict (``simulator verify``: order,
-numbers, every rsdQty equal to KRA's running balance) once everything has drained.
+Measured per mode: catch-up time (clock start to the first moment no job older than one
+arrival period is still waiting, i.e. a new sale goes out before the next one arrives: the
+backlog, and what arrived meanwhile, is gone), OSCU writes per sale while catching up (write
+calls started in that window / sales accepted in it), and the ledger verdict (``simulator
+verify``: order, numbers, every rsdQty equal to KRA's running balance) once everything has
+drained.
 
 The backlog is scaled down from "four hours of a busy branch": catch-up time scales with it
 (T = S x r x w / (1 - lambda x r x w) for S backlog sales, w writes per sale and lambda
@@ -160,7 +162,7 @@ def run_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
         stack.workers.start(1, concurrency=args.concurrency, prefix="c")
         arrivals = Arrivals(stack, sales, rate)
         arrivals.start()
-        caught_up = wait_caught_up(stack, start, args.timeout)
+        caught_up = wait_caught_up(stack, start, 1 / rate, args.timeout)
         arrivals.stopped.set()
         arrivals.join()
         if arrivals.error is not None:
@@ -181,6 +183,7 @@ def run_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
         "writes": writes,
         "sales": sales_done,
         "writes_per_sale": writes / max(1, sales_done),
+        "capacity_sales_per_h": 3600 / (r * writes / max(1, sales_done)),
         "counts": counts,
         "ledger_ok": report.ok,
         "violations": report.violations[:5],
@@ -188,14 +191,17 @@ def run_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
     }
 
 
-def wait_caught_up(stack: Stack, start: float, timeout: float) -> float:
-    """When no job enqueued before ``start`` is active any more."""
+def wait_caught_up(stack: Stack, start: float, period: float, timeout: float) -> float:
+    """When the backlog (jobs enqueued before ``start``) is sent and no active job is older
+    than ``period`` (one arrival period) any more."""
     deadline = start + timeout
-    query = text(f"SELECT count(*) FROM jobs WHERE created_at < :start AND state IN {ACTIVE}")
+    query = text(f"SELECT min(created_at) FROM jobs WHERE state IN {ACTIVE}")
     while time.time() < deadline:
         with stack.engine.connect() as conn:
-            if conn.execute(query, {"start": start}).scalar_one() == 0:
-                return time.time()
+            oldest = conn.execute(query).scalar_one()
+        now = time.time()
+        if oldest is None or (float(oldest) >= start and now - float(oldest) < period):
+            return now
         time.sleep(0.25)
     raise TimeoutError(f"backlog not drained after {timeout}s: {stack.counts()}")
 
@@ -247,7 +253,8 @@ def main() -> int:
         print(
             f"  {'on ' if res['coalesce'] else 'off'}: catch-up {res['catch_up_s']:.0f} s, "
             f"{res['writes_per_sale']:.2f} OSCU writes per sale ({res['writes']} writes, "
-            f"{res['sales']} sales), ledger verifies: {res['ledger_ok']}, states {res['counts']}"
+            f"{res['sales']} sales; 3600 / (r x w) = {res['capacity_sales_per_h']:.0f} sales/h "
+            f"per branch), ledger verifies: {res['ledger_ok']}, states {res['counts']}"
         )
         print(f"       load at start: {res['load']}")
     speedup = off["catch_up_s"] / on["catch_up_s"]
