@@ -72,7 +72,7 @@ def _terminate(signum: int, frame: object) -> None:
 signal.signal(signal.SIGTERM, _terminate)
 
 ACTIVE_STATES = ("pending", "in_flight", "retry_wait", "unknown")
-TERMINAL_STATES = ("accepted", "dead", "blocked", "skipped")
+TERMINAL_STATES = ("accepted", "dead", "blocked", "skipped", "superseded")
 
 
 def pg_url(dbname: str) -> str:

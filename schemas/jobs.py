@@ -23,6 +23,8 @@ Job states::
                                               maybe-sent number KRA could not confirm
     pending -> blocked -> pending             a dependency is dead; back when it is accepted
     dead | blocked | pending -> skipped       operator, with a reason
+    pending -> superseded                     a stock master never sent, whose balance a later
+                                              stock master of the same item carries
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ TRADER_INVOICE_KINDS = frozenset({JobKind.SALE, JobKind.CREDIT_NOTE})
 
 
 class JobState(StrEnum):
-    """Where a job is in its life; terminal states are accepted, dead and skipped."""
+    """Where a job is in its life; terminal states are accepted, dead, skipped, superseded."""
 
     #: waiting for its turn in the branch
     PENDING = "pending"
@@ -114,6 +116,9 @@ class JobState(StrEnum):
     BLOCKED = "blocked"
     #: an operator gave up on it, with a reason
     SKIPPED = "skipped"
+    #: a stock master that was never sent: a later one of the same item carries its balance
+    #: (``superseded_by``)
+    SUPERSEDED = "superseded"
 
 
 #: States a drain still has to work through, in seq order.

@@ -188,6 +188,15 @@ class NoticesSettings(BaseModel):
     sync_interval_s: float = Field(default=3600.0, gt=0)
 
 
+class CoalesceSettings(BaseModel):
+    """Fewer OSCU writes per sale under a backlog, without losing anything KRA must know."""
+
+    #: A stock master reports an item's remaining quantity (state, not an event): when one is
+    #: due and a later stock master of the same item is already waiting in its branch, it ends
+    #: ``superseded`` without a call, since the later send carries the newer balance.
+    stock_master: bool = True
+
+
 class CelerySettings(BaseModel):
     """Celery options operators switch (worker/celery_app.py holds the fixed ones)."""
 
@@ -250,6 +259,7 @@ class Settings(BaseSettings):
     notices: NoticesSettings = Field(default_factory=NoticesSettings)
     codes: CodesSettings = Field(default_factory=CodesSettings)
     rules: BodyRulesSettings = Field(default_factory=BodyRulesSettings)
+    coalesce: CoalesceSettings = Field(default_factory=CoalesceSettings)
 
     def body_rules(self) -> BodyRules:
         """The body rules in force: the host flavour's defaults with any override applied."""

@@ -14,6 +14,13 @@ branch (tin, bhfId), in record order:
 - a type-11 stock-out releases only quantities that earlier accepted sales sold and no
   earlier type-11 movement released;
 - every ``saveStockMaster.rsdQty`` equals the item's running balance at that point.
+
+Order, as these checks see it: sales and credit notes in number order; a stock-out after the
+sales it releases; a stock master after every movement it reflects. Nothing requires one
+stock master per movement: the relay may leave out a stock master whose balance a later one
+reports (``superseded``), and the report's ``balances`` and ``stock_masters`` (the last
+``rsdQty`` sent per item) let a caller check that what KRA ends with is what the relay's
+outbox says.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class _Branch:
     sale_invc_nos: set[int] = field(default_factory=set)
     unreleased: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     balance: dict[str, Decimal] = field(default_factory=dict)
+    last_master: dict[str, Decimal] = field(default_factory=dict)
     items: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
@@ -58,6 +66,10 @@ class VerifyReport:
     records: int = 0
     violations: list[str] = field(default_factory=list)
     branches: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: per branch ("tin/bhfId"): each item's balance after every accepted movement
+    balances: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    #: per branch: the rsdQty of each item's last accepted stock master
+    stock_masters: dict[str, dict[str, Decimal]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -177,6 +189,7 @@ class _Verifier:
         item_cd = str(body.get("itemCd"))
         balance = branch.balance.get(item_cd)
         sent = qty(body.get("rsdQty", 0))
+        branch.last_master[item_cd] = sent
         if balance is None:
             self.violation(record, f"stock master of {item_cd} before any stock IO")
         elif sent != balance:
@@ -193,6 +206,8 @@ def verify_records(records: list[dict[str, Any]] | Any) -> VerifyReport:
             verifier.violation(record, f"malformed record ({type(exc).__name__}: {exc})")
     for (tin, bhf_id), branch in verifier.branches.items():
         verifier.report.branches[f"{tin}/{bhf_id}"] = dict(branch.counts)
+        verifier.report.balances[f"{tin}/{bhf_id}"] = dict(branch.balance)
+        verifier.report.stock_masters[f"{tin}/{bhf_id}"] = dict(branch.last_master)
     return verifier.report
 
 

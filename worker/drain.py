@@ -34,14 +34,22 @@ from schemas.completion import Registrant, complete_body, dumps_body, loads_payl
 from schemas.jobs import JobKind, JobState
 from schemas.settings import Settings
 from schemas.vat import VatScheme
-from worker import effects, recovery
+from worker import coalesce, effects, recovery
 from worker.decide import Accept, Dead, Decision, Park, decide
 from worker.devices import DeviceDirectory, DeviceNotInitialised, NoTaxRates
 from worker.observe import DrainObserver
 from worker.oscu.client import OscuClient
 from worker.oscu.outcome import CallOutcome, OutcomeKind
 from worker.outbox.branch_store import BranchStore, branch_store
-from worker.outbox.rows import HOPELESS, BranchHead, CounterMoved, HeadJob, Lease, LeaseLost
+from worker.outbox.rows import (
+    HOPELESS,
+    SATISFIED,
+    BranchHead,
+    CounterMoved,
+    HeadJob,
+    Lease,
+    LeaseLost,
+)
 from worker.outbox.writes import Number, Start
 from worker.steps import Called, LocalFailure, Send, Verdict
 
@@ -238,7 +246,7 @@ def choose(head: BranchHead, now: float) -> _Ready | _Blocked | _Wait | _Idle:
     for dependency in job.dependencies:
         if dependency.state in HOPELESS:
             return _Blocked(job, dependency.job_id)
-    if any(d.state != JobState.ACCEPTED.value for d in job.dependencies):
+    if any(d.state not in SATISFIED for d in job.dependencies):
         return _Wait(now + DEPENDENCY_WAIT_S, inline=False)
     if job.next_attempt_at is not None and job.next_attempt_at > now:
         return _Wait(job.next_attempt_at)
@@ -258,6 +266,10 @@ def _prepare(
             case _Blocked(job, blocked_by):
                 woken |= ctx.store.block(lease, job, blocked_by, now)
                 head = None
+            case _Ready(job) if (later := _superseding(lease, job, ctx)) is not None:
+                ctx.store.supersede(lease, job, later, now)
+                ctx.observer.job_superseded(job, later, now)
+                head = None
             case _Ready(job):
                 try:
                     return _Prepared(_start(lease, job, head, ctx, renewal), head.next_seq, woken)
@@ -268,6 +280,17 @@ def _prepare(
                     head = None
             case _Wait() | _Idle() as other:
                 return _Prepared(other, head.next_seq, woken)
+
+
+def _superseding(lease: Lease, job: HeadJob, ctx: DrainContext) -> int | None:
+    """The later stock master that makes the ready head moot (:mod:`worker.coalesce`), if
+    any; None: send it."""
+    if not coalesce.may_be_superseded(job, ctx.settings.coalesce):
+        return None
+    item_cd = coalesce.computed_item(job.payload)
+    if item_cd is None:
+        return None
+    return coalesce.superseder(ctx.store.stock_master_facts(lease, job, item_cd))
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,8 @@ OSCU_LATENCY = Histogram(
 )
 JOB_OUTCOMES = Counter(
     "etims_job_outcomes_total",
-    "What each send decided for its job: accepted, retry, dead or parked.",
+    "What each send decided for its job: accepted, retry, dead or parked; superseded for a "
+    "stock master ended without a call because a later one carries its balance.",
     ["kind", "outcome"],
     registry=REGISTRY,
 )

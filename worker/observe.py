@@ -72,6 +72,20 @@ class DrainObserver:
             extra=fields,
         )
 
+    def job_superseded(self, job: Any, superseded_by: int, now: float) -> None:
+        """A stock master ended superseded without a call (worker/coalesce.py)."""
+        fields = _job_fields(job)
+        fields.update(event="job_state", state="superseded", superseded_by=superseded_by)
+        log.info(
+            "job=%s key=%s branch=%s kind=%s -> superseded by job %s",
+            job.id,
+            job.idempotency_key,
+            fields["branch"],
+            job.kind,
+            superseded_by,
+            extra=fields,
+        )
+
     def job_decided(self, job: Any, decision: Decision, outcome: CallOutcome, now: float) -> None:
         """A job changed state after a call; one log line per transition."""
         state = _state_of(decision)
@@ -123,6 +137,10 @@ class MetricsObserver(DrainObserver):
     ) -> None:
         super().call_finished(kind, outcome, job, attempt)
         metrics.record_call(outcome)
+
+    def job_superseded(self, job: Any, superseded_by: int, now: float) -> None:
+        super().job_superseded(job, superseded_by, now)
+        metrics.JOB_OUTCOMES.labels(str(job.kind), "superseded").inc()
 
     def job_decided(self, job: Any, decision: Decision, outcome: CallOutcome, now: float) -> None:
         super().job_decided(job, decision, outcome, now)

@@ -81,7 +81,7 @@ def quantile(q: float, metric: str, by: str = "") -> str:
 PANELS = [
     panel(
         "Throughput by kind and outcome",
-        "Jobs decided per second (accepted, retry, dead, parked), summed over workers.",
+        "Jobs decided per second (accepted, retry, dead, parked, superseded), summed over workers.",
         [("sum by (kind, outcome) (rate(etims_job_outcomes_total[5m]))", "{{kind}} {{outcome}}")],
         unit="ops",
         stack=True,
@@ -162,6 +162,23 @@ PANELS = [
         [
             ("sum(increase(etims_lease_takeovers_total[15m]))", "lease takeovers"),
             ("sum by (outcome) (rate(etims_webhook_deliveries_total[5m]))", "webhook {{outcome}}"),
+        ],
+    ),
+    panel(
+        "Stock masters coalesced",
+        "Stock masters superseded per second (not sent: a later one of the item carries "
+        "the balance), and jobs accepted per accepted sale (the OSCU writes a sale costs).",
+        [
+            (
+                'sum(rate(etims_job_outcomes_total{kind="stock_master", '
+                'outcome="superseded"}[5m]))',
+                "superseded/s",
+            ),
+            (
+                'sum(rate(etims_job_outcomes_total{outcome="accepted"}[5m])) / '
+                'sum(rate(etims_job_outcomes_total{kind="sale", outcome="accepted"}[5m]))',
+                "writes per sale",
+            ),
         ],
     ),
     panel(

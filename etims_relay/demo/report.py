@@ -47,6 +47,8 @@ class JobLine:
 @dataclass
 class Outcome:
     accepted: Counter[str] = field(default_factory=Counter)
+    #: stock masters never sent because a later one carried their balance
+    superseded: Counter[str] = field(default_factory=Counter)
     dead: list[JobLine] = field(default_factory=list)
     skipped: list[JobLine] = field(default_factory=list)
     states: dict[str, int] = field(default_factory=dict)
@@ -109,16 +111,21 @@ def _blocked_reason(conn: Connection, job_id: int) -> str:
 
 def collect(engine: Engine, dead: list[JobLine], skipped: list[JobLine]) -> Outcome:
     accepted = jobs.c.state == JobState.ACCEPTED.value
+    superseded = jobs.c.state == JobState.SUPERSEDED.value
     with engine.connect() as conn:
         by_kind = conn.execute(
             select(jobs.c.kind, func.count()).where(accepted).group_by(jobs.c.kind)
-        )
+        ).all()
+        superseded_by_kind = conn.execute(
+            select(jobs.c.kind, func.count()).where(superseded).group_by(jobs.c.kind)
+        ).all()
         first, last = conn.execute(
             select(func.min(jobs.c.accepted_at), func.max(jobs.c.accepted_at)).where(accepted)
         ).one()
         states = oq.job_counts(conn)
     return Outcome(
         accepted=Counter({str(kind): int(n) for kind, n in by_kind}),
+        superseded=Counter({str(kind): int(n) for kind, n in superseded_by_kind}),
         dead=dead,
         skipped=skipped,
         states=states,
@@ -137,14 +144,22 @@ def ledger_counts(report: VerifyReport) -> Counter[str]:
 def render_accepted(
     console: Console, outcome: Outcome, expected: Counter[str], ledger: Counter[str]
 ) -> None:
+    """``expected``: jobs expected to be done (accepted, or superseded by a later send)."""
     table = Table(title="accepted by kind", title_justify="left")
-    for column in ("kind", "accepted", "expected", "in KRA's ledger"):
+    for column in ("kind", "accepted", "superseded", "expected", "in KRA's ledger"):
         table.add_column(column, justify="left" if column == "kind" else "right")
     for kind in sorted(set(expected) | set(outcome.accepted)):
-        table.add_row(kind, str(outcome.accepted[kind]), str(expected[kind]), str(ledger[kind]))
+        table.add_row(
+            kind,
+            str(outcome.accepted[kind]),
+            str(outcome.superseded[kind]),
+            str(expected[kind]),
+            str(ledger[kind]),
+        )
     table.add_row(
         "total",
         str(outcome.accepted.total()),
+        str(outcome.superseded.total()),
         str(expected.total()),
         str(ledger.total()),
         style="bold",

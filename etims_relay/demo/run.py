@@ -4,8 +4,8 @@ The steps are the ones a user would type (and the demo prints them as it runs th
 the simulator, ``db upgrade``, ``device init`` per branch, ``enqueue jobs.jsonl``, run
 workers until every job is settled, play the operator for what KRA refused (fix the cause of
 the refused sales, ``replay`` them, and watch their blocked dependents follow), then check
-KRA's ledger. The exit code is 0 only when every job is terminal (accepted, dead or skipped),
-the outcome is exactly what the scenario predicts, and the ledger verifies.
+KRA's ledger. The exit code is 0 only when every job is terminal (accepted, superseded, dead
+or skipped), the outcome is exactly what the scenario predicts, and the ledger verifies.
 """
 
 from __future__ import annotations
@@ -217,9 +217,11 @@ def _render(
     if outcome.skipped:
         report.render_jobs(console, "blocked -> skipped", outcome.skipped, "never sent")
     accepted = outcome.accepted.total()
+    superseded = outcome.superseded.total()
     console.print(
-        f"[bold]accepted {accepted} of {sum(outcome.states.values())} job(s)[/bold] "
-        f"(the scenario expects {expected.total()})",
+        f"[bold]accepted {accepted} of {sum(outcome.states.values())} job(s)[/bold], "
+        f"{superseded} stock master(s) superseded by a later one "
+        f"(the scenario expects {expected.total()} accepted or superseded)",
         highlight=False,
     )
     first = first_run.accepted.total()
@@ -248,13 +250,14 @@ def _problems(
     problems = [
         f"{n} job(s) still {state}"
         for state, n in outcome.states.items()
-        if n and state not in ("accepted", "dead", "skipped")
+        if n and state not in ("accepted", "dead", "skipped", "superseded")
     ]
     if not ledger.ok:
         problems.append(f"the ledger has {len(ledger.violations)} violation(s)")
     expected = plan.expected_accepted_in_the_end
-    if outcome.accepted != expected:
-        problems.append(f"accepted {dict(outcome.accepted)}, expected {dict(expected)}")
+    done = outcome.accepted + outcome.superseded  # a superseded stock master is done
+    if done != expected:
+        problems.append(f"accepted or superseded {dict(done)}, expected {dict(expected)}")
     if report.ledger_counts(ledger) != outcome.accepted:
         problems.append("KRA's ledger and the outbox disagree on what was accepted")
     first_dead, first_blocked = {d.key for d in refused.dead}, {b.key for b in refused.blocked}
@@ -281,8 +284,8 @@ def _verdict(console: Console, problems: list[str], fleet: Fleet, options: DemoO
             console.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
         return
     console.print(
-        "[green bold]OK:[/green bold] every job is terminal (accepted, dead or "
-        "skipped) and KRA's ledger verifies",
+        "[green bold]OK:[/green bold] every job is terminal (accepted, "
+        "superseded, dead or skipped) and KRA's ledger verifies",
         highlight=False,
     )
     if options.keep is not None:

@@ -98,6 +98,15 @@ class Signature(BaseModel):
     sdcDateTime: str
 
 
+class Carrier(BaseModel):
+    """The stock master whose send carries a superseded one's balance."""
+
+    job_id: int
+    state: JobState = Field(
+        description="Once accepted, KRA holds the balance the superseded job would have sent."
+    )
+
+
 class JobView(BaseModel):
     id: int
     kind: str
@@ -120,6 +129,16 @@ class JobView(BaseModel):
     created_at: float = Field(description="UNIX epoch seconds.")
     updated_at: float
     accepted_at: float | None
+    superseded_by: int | None = Field(
+        default=None,
+        description="A superseded stock master: the later one of the same item that replaced "
+        "it (its balance is newer).",
+    )
+    carried_by: Carrier | None = Field(
+        default=None,
+        description="A superseded stock master: the send that carries its balance, following "
+        "superseded_by through any later superseding. The job is done once this is accepted.",
+    )
 
 
 class RequestView(BaseModel):

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Connection
 
 from producers.apikeys import Principal
 from producers.enqueue import (
@@ -36,6 +37,7 @@ from producers.intake.models import (
 from producers.intake.views import job_view
 from schemas.jobs import JobState
 from schemas.types import TIN_RE
+from worker.outbox import coalesce_queries as cq
 from worker.outbox import intake_queries as iq
 from worker.outbox.dberrors import classify, describe
 
@@ -182,7 +184,7 @@ def get_job(
             if row is None and principal.admin:
                 raise ApiError(404, f"no job {job_id}")
             raise _hidden(job_id)
-        return job_view(row, iq.dependency_keys(conn, job_id))
+        return _job_view(conn, row)
 
 
 @router.get(
@@ -209,7 +211,7 @@ def find_job(
             if row is None and principal.covers_tin(tin):
                 raise ApiError(404, "no job with this idempotency_key")
             raise _hidden(idempotency_key)
-        return job_view(row, iq.dependency_keys(conn, int(row.id)))
+        return _job_view(conn, row)
 
 
 @router.get(
@@ -230,5 +232,13 @@ def get_request(
             if not rows and principal.admin:
                 raise ApiError(404, f"no request {request_id}")
             raise ApiError(403, f"no request {request_id} is visible to this API key")
-        views = [job_view(r, iq.dependency_keys(conn, int(r.id))) for r in rows]
+        views = [_job_view(conn, r) for r in rows]
     return RequestView(request_id=request_id, jobs=views)
+
+
+def _job_view(conn: Connection, row: Any) -> JobView:
+    """The view of ``row``; a superseded stock master shows the send that carries it."""
+    carrier = None
+    if row.state == JobState.SUPERSEDED.value:
+        carrier = cq.superseding_job(conn, int(row.id))
+    return job_view(row, iq.dependency_keys(conn, int(row.id)), carrier=carrier)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from producers.intake.models import BranchView, JobView, KraResult, Signature
+from producers.intake.models import BranchView, Carrier, JobView, KraResult, Signature
 from schemas.jobs import ACTIVE_STATES, JobKind, JobState
 
 _SIGNED = (JobKind.SALE.value, JobKind.CREDIT_NOTE.value)
 
 
-def job_view(row: Any, depends_on: list[str]) -> JobView:
+def job_view(row: Any, depends_on: list[str], *, carrier: tuple[int, str] | None = None) -> JobView:
+    """``carrier``: for a superseded job, (id, state) of the send that carries its balance."""
     signature = None
     if row.kind in _SIGNED and row.receipt:
         try:
@@ -40,6 +41,8 @@ def job_view(row: Any, depends_on: list[str]) -> JobView:
         created_at=float(row.created_at),
         updated_at=float(row.updated_at),
         accepted_at=None if row.accepted_at is None else float(row.accepted_at),
+        superseded_by=None if row.superseded_by is None else int(row.superseded_by),
+        carried_by=None if carrier is None else Carrier(job_id=carrier[0], state=carrier[1]),
     )
 
 

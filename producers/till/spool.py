@@ -26,8 +26,10 @@ from typing import Any
 
 from schemas.completion import dumps_body
 
-#: KRA states after which a forwarded record needs no more polling.
-FINAL_JOB_STATES = ("accepted", "dead", "skipped")
+#: KRA states after which a forwarded record needs no more polling. A superseded stock master
+#: is stored as such only once the send that carries its balance is accepted
+#: (:func:`till_state`); until then it follows that send's state.
+FINAL_JOB_STATES = ("accepted", "dead", "skipped", "superseded")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -234,7 +236,7 @@ class Spool:
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, job_id FROM records WHERE status = 'forwarded' AND (checked_at IS"
-                " NULL OR job_state IS NULL OR job_state NOT IN (?, ?, ?))"
+                " NULL OR job_state IS NULL OR job_state NOT IN (?, ?, ?, ?))"
                 " ORDER BY COALESCE(checked_at, 0), seq LIMIT ?",
                 (*FINAL_JOB_STATES, limit),
             ).fetchall()
@@ -250,7 +252,7 @@ class Spool:
                 " signature = ?, qr_url = ?, sdc_id = ?, mrc_no = ?, invc_no = ?, checked_at = ?"
                 " WHERE seq = ?",
                 (
-                    view.get("state"),
+                    till_state(view),
                     kra.get("code"),
                     kra.get("message"),
                     None if signature is None else json.dumps(signature),
@@ -301,3 +303,13 @@ class Spool:
         counts.update({str(s): int(n) for s, n in by_status})
         counts.update({f"forwarded.{s}": int(n) for s, n in by_state})
         return counts
+
+
+def till_state(view: Mapping[str, Any]) -> str | None:
+    """The state a till keeps for a job view: a superseded stock master is done only once the
+    send that carries its balance is accepted; before that it has that send's state."""
+    state = view.get("state")
+    carrier = view.get("carried_by")
+    if state == "superseded" and isinstance(carrier, Mapping):
+        return "superseded" if carrier.get("state") == "accepted" else carrier.get("state")
+    return None if state is None else str(state)

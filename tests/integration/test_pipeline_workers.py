@@ -38,15 +38,19 @@ def init_devices(relay: RelayEnv, branches: list[str]) -> None:
 
 
 def acceptance_matches_enqueue_order(relay: RelayEnv, ledger: Path) -> None:
-    """Per branch, KRA received the jobs in exactly the order they were enqueued."""
+    """Per branch, KRA received the jobs it was sent in exactly the order they were enqueued
+    (a stock master superseded by a later one of its item was never sent)."""
     engine = make_engine(relay.database_url)
     with engine.connect() as conn:
         rows = conn.execute(select(jobs).order_by(jobs.c.branch_id, jobs.c.seq)).all()
     engine.dispose()
     expected: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for job in rows:
-        assert job.state == "accepted", (job.idempotency_key, job.state, job.result_message)
-        expected[job.bhf_id].append(_identity_of_job(job))
+        assert job.state in ("accepted", "superseded"), (
+            job.idempotency_key, job.state, job.result_message
+        )  # fmt: skip
+        if job.state == "accepted":
+            expected[job.bhf_id].append(_identity_of_job(job))
     seen: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for record in ledger_writes(ledger):
         if record["endpoint"] == "selectInitOsdcInfo":
@@ -109,7 +113,8 @@ def test_eight_branches_of_200_jobs_on_four_workers_reach_kra_in_order(
         timeout=240,
         what="all jobs terminal",
     )
-    assert status["jobs"]["accepted"] == len(records), status
+    jobs_done = status["jobs"]["accepted"] + status["jobs"]["superseded"]
+    assert jobs_done == len(records), status
     report = verify_ledger(simulator.ledger)
     assert report.ok, report.violations
     acceptance_matches_enqueue_order(relay_env, simulator.ledger)

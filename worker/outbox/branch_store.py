@@ -15,6 +15,7 @@ same rows: the tests run both.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -27,7 +28,14 @@ from sqlalchemy import Connection, Engine
 from schemas.jobs import JobState
 from worker.outbox.dependents import block_dependents, wake_dependents
 from worker.outbox.named_sql import load
-from worker.outbox.rows import BranchHead, CounterMoved, HeadJob, Lease, LeaseLost
+from worker.outbox.rows import (
+    BranchHead,
+    CounterMoved,
+    HeadJob,
+    Lease,
+    LeaseLost,
+    StockMasterFacts,
+)
 from worker.outbox.writes import (
     Accept,
     AttemptRow,
@@ -89,6 +97,13 @@ class BranchStore(Protocol):
     ) -> list[TraderInvoiceHolder]: ...
 
     def pull_forward(self, now: float, spread_s: float) -> int: ...
+
+    def stock_master_facts(self, lease: Lease, job: HeadJob, item_cd: str) -> StockMasterFacts:
+        """What coalescing asks before a stock master goes (``worker.coalesce``)."""
+
+    def supersede(self, lease: Lease, job: HeadJob, superseded_by: int, now: float) -> None:
+        """End a never-sent stock master without a call, naming the job that carries its
+        balance; fenced, and only while the job is still as the head read showed it."""
 
 
 def branch_store(engine: Engine) -> BranchStore:
@@ -171,7 +186,24 @@ class SqlBranchStore:
         with self._transaction() as conn:
             return pull_forward(conn, now, spread_s=spread_s)
 
+    def stock_master_facts(self, lease: Lease, job: HeadJob, item_cd: str) -> StockMasterFacts:
+        params = {
+            "branch_id": lease.branch_id, "item_cd": item_cd, "seq": job.seq, "job_id": job.id,
+        }  # fmt: skip
+        with self._single() as conn:
+            return StockMasterFacts.from_row(
+                conn.execute(_DRAIN["stock_master_facts"], params).one()
+            )
+
     # ------------------------------------------------------------------ writes
+
+    def supersede(self, lease: Lease, job: HeadJob, superseded_by: int, now: float) -> None:
+        params = {**_fence(lease), "job_id": job.id, "superseded_by": superseded_by, "now": now}
+        body = json.loads(event_json(job, JobState.SUPERSEDED, now))
+        body["superseded_by"] = superseded_by  # what a webhook consumer follows
+        with self._transaction() as conn:
+            _fenced(conn.execute(_DRAIN["supersede_job"], params).rowcount)
+            _insert_event(conn, job, JobState.SUPERSEDED, now, json.dumps(body, default=str))
 
     def block(self, lease: Lease, job: HeadJob, blocked_by: int, now: float) -> frozenset[int]:
         params = {**_fence(lease), "job_id": job.id, "blocked_by": blocked_by, "now": now}

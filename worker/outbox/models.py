@@ -24,7 +24,8 @@ Indexes that carry the hot paths: ``ix_jobs_branch_active_seq`` (pick the head o
 partial: active jobs only),
 ``uq_jobs_tin_key`` (idempotent intake), ``uq_jobs_trd_invc_scope_trd_invc_no`` (a trader
 invoice number claimed once per scope), ``ix_branches_wake_after`` (the sweeper),
-``ix_job_dependencies_depends_on`` (unblock dependents).
+``ix_job_dependencies_depends_on`` (unblock dependents), ``ix_jobs_branch_stock_item_seq``
+(a later stock master of the same item, which supersedes an earlier one).
 """
 
 from __future__ import annotations
@@ -150,6 +151,10 @@ jobs = Table(
     Column("trd_invc_no", String(50)),
     #: where that trdInvcNo is claimed ("tin" or "tin/bhf_id"; NULL when the check is off)
     Column("trd_invc_scope", String(20)),
+    #: a stock master's itemCd (0009): finds a later stock master of the same item
+    Column("stock_item_cd", String(20)),
+    #: a superseded stock master: the later one whose send carries its balance (0009)
+    Column("superseded_by", Id),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("accepted_at", Float),
@@ -164,6 +169,15 @@ jobs = Table(
         sqlite_where=text(ACTIVE_PREDICATE),
     ),
     Index("ix_jobs_state_kind", "state", "kind"),
+    # A branch's stock masters per item in seq order: the later one that supersedes (0009).
+    Index(
+        "ix_jobs_branch_stock_item_seq",
+        "branch_id",
+        "stock_item_cd",
+        "seq",
+        postgresql_where=text("stock_item_cd IS NOT NULL"),
+        sqlite_where=text("stock_item_cd IS NOT NULL"),
+    ),
     # A trdInvcNo is claimed once per scope: two concurrent enqueues cannot both take it (0006).
     Index(
         "uq_jobs_trd_invc_scope_trd_invc_no",

@@ -33,6 +33,10 @@ class Lease:
 
 #: A dependency in one of these states can never be satisfied without an operator.
 HOPELESS = frozenset({JobState.DEAD.value, JobState.BLOCKED.value, JobState.SKIPPED.value})
+#: A dependency in one of these states lets its dependent go. Superseded counts: a stock
+#: master with a dependent is never superseded (``worker.coalesce``), so only a job enqueued
+#: after the fact can name one, and in its branch it comes after the superseding job.
+SATISFIED = frozenset({JobState.ACCEPTED.value, JobState.SUPERSEDED.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +139,20 @@ class BranchHead:
     def next_number(self, counter: str) -> int:
         """What a job taking a number of ``counter`` ("invcNo", "sarNo") gets now."""
         return self.next_invc_no if counter == "invcNo" else self.next_sar_no
+
+
+@dataclass(frozen=True, slots=True)
+class StockMasterFacts:
+    """What the branch says about a stock master about to be sent (``worker.coalesce``)."""
+
+    #: the latest stock master of the same item still to send in the branch, if any
+    later_id: int | None
+    #: whether KRA already accepted a stock master of this item from this branch
+    item_reported: bool
+    #: whether any job depends on this one
+    has_dependents: bool
+
+    @classmethod
+    def from_row(cls, row: Any) -> StockMasterFacts:
+        later = None if row.later_id is None else int(row.later_id)
+        return cls(later, bool(row.item_reported), bool(row.has_dependents))

@@ -163,3 +163,28 @@ def test_torn_last_line_is_ignored_and_cut(tmp_path: Path) -> None:
     records = list(read_records(ledger))
     assert len(records) == len(good_ledger()) + 1
     assert records[-1]["seq"] == 100
+
+
+def test_one_stock_master_after_several_movements_verifies_and_reports_the_balances() -> None:
+    # Coalesced: the stock master of the first sale never went; the last one carries both
+    records = [
+        *good_ledger()[:5],
+        rec("insertStockIO", stock_io_body(2, "11", [Line(ITEM, 3)])),
+        rec("saveTrnsSalesOsdc", sale_body(2, [Line(ITEM, 1)])),
+        rec("insertStockIO", stock_io_body(3, "11", [Line(ITEM, 1)])),
+        rec("saveStockMaster", stock_master_body(ITEM, 6)),
+    ]
+    report = verify_records(records)
+    assert report.ok, report.violations
+    assert report.balances[f"{TIN}/00"] == {ITEM: 6}
+    assert report.stock_masters[f"{TIN}/00"] == {ITEM: 6}
+
+
+def test_a_stock_master_before_a_movement_it_reflects_is_reported() -> None:
+    records = [
+        *good_ledger()[:5],
+        rec("saveStockMaster", stock_master_body(ITEM, 7)),  # the balance after the stock-out
+        rec("insertStockIO", stock_io_body(2, "11", [Line(ITEM, 3)])),
+    ]
+    violations = verify_records(records).violations
+    assert len(violations) == 1 and "rsdQty of" in violations[0], violations

@@ -208,3 +208,40 @@ SELECT j.id, j.branch_id, j.tin, j.idempotency_key, j.kind, j.state, d.depends_o
 UPDATE jobs
    SET state = :to_state, blocked_by = :blocked_by, updated_at = :now
  WHERE id = :job_id AND state = :from_state
+
+-- name: stock_master_facts
+-- What coalescing needs to know of a stock master about to be sent (worker/coalesce.py), in
+-- one read: the latest stock master of the same item still to send in the branch; whether
+-- KRA already accepted one of this item from this branch; whether any job depends on it.
+-- The item lookups walk ix_jobs_branch_stock_item_seq, the dependents one
+-- ix_job_dependencies_depends_on.
+SELECT (SELECT later.id
+          FROM jobs AS later
+         WHERE later.branch_id = :branch_id
+           AND later.stock_item_cd = :item_cd
+           AND later.seq > :seq
+           AND later.state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
+         ORDER BY later.seq DESC
+         LIMIT 1) AS later_id,
+       EXISTS (SELECT 1
+                 FROM jobs AS earlier
+                WHERE earlier.branch_id = :branch_id
+                  AND earlier.stock_item_cd = :item_cd
+                  AND earlier.seq < :seq
+                  AND earlier.state = 'accepted') AS item_reported,
+       EXISTS (SELECT 1 FROM job_dependencies AS d WHERE d.depends_on_id = :job_id)
+           AS has_dependents
+
+-- name: supersede_job
+-- End a never-sent stock master without a call: a later one (:superseded_by) carries its
+-- balance. Only while it is still as the head read showed it: pending, nothing frozen.
+UPDATE jobs
+   SET state = 'superseded',
+       superseded_by = :superseded_by,
+       next_attempt_at = NULL,
+       updated_at = :now
+ WHERE id = :job_id
+   AND state = 'pending'
+   AND body IS NULL
+   AND NOT maybe_recorded
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)

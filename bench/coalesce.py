@@ -1,0 +1,268 @@
+"""Catch-up at KRA's real round trip, stock-master coalescing off vs on (issue 16).
+
+Scenario, once per mode (``ETIMS_COALESCE__STOCK_MASTER`` false, then true; both in the same
+run, each on a fresh PostgreSQL database + Redis db + simulator), simulator latency
+``--latency`` ms, one worker process with ``--concurrency`` threads (>= branches: every
+branch in flight):
+
+1. Before the outage: each of ``--branches`` branches registers ``--items`` items, takes an
+   opening stock-in and reports one stock master per item (KRA knows the branch's stock).
+2. The outage: no worker runs while ``--backlog`` sales per branch are enqueued, each of
+   ``--lines`` lines on distinct items: the sale, its stock-out (type 11) after it, and one
+   stock master per line after that (``producers.builders.sale_with_stock``).
+3. KRA is back: the workers start (the clock starts) and new sales keep arriving at
+   ``--arrival`` of the coalescing-off capacity, per branch (``1 / (r x (2 + lines))`` sales
+   per second with ``r`` the round trip), until the backlog is drained.
+
+Measured per mode: catch-up time (clock start to the first moment no job older than one
+arrival period is still waiting, i.e. a new sale goes out before the next one arrives: the
+backlog, and what arrived meanwhile, is gone), OSCU writes per sale while catching up (write
+calls started in that window / sales accepted in it), and the ledger verdict (``simulator
+verify``: order, numbers, every rsdQty equal to KRA's running balance) once everything has
+drained.
+
+The backlog is scaled down from "four hours of a busy branch": catch-up time scales with it
+(T = S x r x w / (1 - lambda x r x w) for S backlog sales, w writes per sale and lambda
+arrivals per second), writes per sale do not, as long as the backlog holds several sales per
+item.
+
+    python bench/coalesce.py --latency 300 --branches 16 --backlog 60
+    python bench/coalesce.py --latency 1000 --branches 16 --backlog 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import Stack, branch_keys, dump_json, enqueue_all, load_note
+from sqlalchemy import text
+
+from producers import builders as b
+from tests.workload import item_code
+
+ACTIVE = "('pending','in_flight','retry_wait','unknown')"
+
+
+def opening(tin: str, bhf: str, items: int) -> list[dict[str, Any]]:
+    """Items, an opening stock-in of each, and a stock master per item: the branch as it stood
+    before the outage."""
+    now = datetime.now(UTC)
+    records = [
+        b.item(
+            tin,
+            bhf,
+            f"{bhf}:item:{n}",
+            item_cd=item_code(n),
+            item_nm=f"Item {n}",
+            price=Decimal("116"),
+        )
+        for n in range(1, items + 1)
+    ]
+    lines = [
+        b.SaleLine(item_code(n), f"Item {n}", Decimal(1_000_000), Decimal("116"))
+        for n in range(1, items + 1)
+    ]
+    records.append(
+        b.stock_io(
+            tin,
+            bhf,
+            f"{bhf}:opening",
+            lines,
+            sar_ty_cd="06",
+            at=now,
+            depends_on=[r["idempotency_key"] for r in records],
+        )
+    )
+    records += [
+        b.stock_master(
+            tin, bhf, f"{bhf}:opening:{n}", item_cd=item_code(n), depends_on=[f"{bhf}:opening"]
+        )
+        for n in range(1, items + 1)
+    ]
+    return records
+
+
+class Sales:
+    """Sales of one branch, numbered from 1, each with ``lines`` lines on distinct items."""
+
+    def __init__(self, tin: str, bhf: str, items: int, lines: int, seed: int) -> None:
+        self.tin, self.bhf, self.items, self.lines = tin, bhf, items, lines
+        self.rng = random.Random(seed)
+        self.count = 0
+
+    def next(self) -> list[dict[str, Any]]:
+        self.count += 1
+        picked = self.rng.sample(range(1, self.items + 1), self.lines)
+        lines = [
+            b.SaleLine(item_code(n), f"Item {n}", Decimal(1 + self.rng.randrange(3)), Decimal(116))
+            for n in picked
+        ]
+        return b.sale_with_stock(
+            self.tin,
+            self.bhf,
+            f"{self.bhf}:sale:{self.count}",
+            lines,
+            trd_invc_no=f"{self.bhf}-T{self.count}",
+            at=datetime.now(UTC),
+        )
+
+
+class Arrivals(threading.Thread):
+    """New sales at a steady rate per branch while the backlog drains."""
+
+    def __init__(self, stack: Stack, sales: list[Sales], per_branch_s: float) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.sales, self.period = stack, sales, 1 / per_branch_s
+        self.stopped = threading.Event()
+        self.jobs, self.error = 0, None
+
+    def run(self) -> None:
+        try:
+            due = time.time()
+            while not self.stopped.is_set():
+                records = [r for s in self.sales for r in s.next()]
+                self.jobs += enqueue_all(self.stack.engine, [records], self.stack.waker)[0]
+                due += self.period
+                self.stopped.wait(max(0.0, due - time.time()))
+        except BaseException as exc:
+            self.error = exc
+
+
+def run_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
+    r = args.latency / 1000
+    env = {"ETIMS_COALESCE__STOCK_MASTER": "true" if coalesce else "false"}
+    keys = branch_keys(args.branches)
+    with Stack(latency_ms=args.latency, loglevel=args.loglevel, env=env) as stack:
+        stack.init_devices(keys)
+        # 1. before the outage
+        before = [opening(tin, bhf, args.items) for tin, bhf in keys]
+        primed, _ = enqueue_all(stack.engine, before, stack.waker)
+        stack.workers.start(1, concurrency=args.concurrency)
+        stack.workers.wait_ready()
+        stack.wait_terminal(primed, timeout=args.timeout, interval=0.5)
+        stack.workers.stop_all()
+        # 2. the outage: the backlog is enqueued while no worker runs
+        sales = [Sales(t, bhf, args.items, args.lines, i) for i, (t, bhf) in enumerate(keys)]
+        batches = [[r for _ in range(args.backlog) for r in s.next()] for s in sales]
+        backlog, _ = enqueue_all(stack.engine, batches)
+        # 3. KRA is back
+        rate = args.arrival / (r * (2 + args.lines))
+        load = load_note()
+        start = time.time()
+        stack.workers.start(1, concurrency=args.concurrency, prefix="c")
+        arrivals = Arrivals(stack, sales, rate)
+        arrivals.start()
+        caught_up = wait_caught_up(stack, start, 1 / rate, args.timeout)
+        arrivals.stopped.set()
+        arrivals.join()
+        if arrivals.error is not None:
+            raise arrivals.error
+        total = primed + backlog + arrivals.jobs
+        stack.wait_terminal(total, timeout=args.timeout, interval=0.5)
+        writes, sales_done = window_figures(stack, start, caught_up)
+        counts = stack.counts()
+        stack.workers.stop_all()
+        report = stack.verify()
+    return {
+        "coalesce": coalesce,
+        "backlog_jobs": backlog,
+        "backlog_sales": args.backlog * args.branches,
+        "arrived_jobs": arrivals.jobs,
+        "arrival_sales_per_branch_s": rate,
+        "catch_up_s": caught_up - start,
+        "writes": writes,
+        "sales": sales_done,
+        "writes_per_sale": writes / max(1, sales_done),
+        "capacity_sales_per_h": 3600 / (r * writes / max(1, sales_done)),
+        "counts": counts,
+        "ledger_ok": report.ok,
+        "violations": report.violations[:5],
+        "load": load,
+    }
+
+
+def wait_caught_up(stack: Stack, start: float, period: float, timeout: float) -> float:
+    """When the backlog (jobs enqueued before ``start``) is sent and no active job is older
+    than ``period`` (one arrival period) any more."""
+    deadline = start + timeout
+    query = text(f"SELECT min(created_at) FROM jobs WHERE state IN {ACTIVE}")
+    while time.time() < deadline:
+        with stack.engine.connect() as conn:
+            oldest = conn.execute(query).scalar_one()
+        now = time.time()
+        if oldest is None or (float(oldest) >= start and now - float(oldest) < period):
+            return now
+        time.sleep(0.25)
+    raise TimeoutError(f"backlog not drained after {timeout}s: {stack.counts()}")
+
+
+def window_figures(stack: Stack, start: float, end: float) -> tuple[int, int]:
+    """(OSCU write calls started, sales accepted) between ``start`` and ``end``."""
+    with stack.engine.connect() as conn:
+        writes = conn.execute(
+            text("SELECT count(*) FROM attempts WHERE started_at >= :a AND started_at <= :b"),
+            {"a": start, "b": end},
+        ).scalar_one()
+        sales = conn.execute(
+            text(
+                "SELECT count(*) FROM jobs WHERE kind = 'sale' AND state = 'accepted' "
+                "AND accepted_at >= :a AND accepted_at <= :b"
+            ),
+            {"a": start, "b": end},
+        ).scalar_one()
+    return int(writes), int(sales)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--latency", type=float, default=1000.0, help="simulator latency, ms")
+    parser.add_argument("--branches", type=int, default=16)
+    parser.add_argument("--backlog", type=int, default=30, help="sales per branch")
+    parser.add_argument("--items", type=int, default=12, help="items per branch")
+    parser.add_argument("--lines", type=int, default=3, help="lines per sale")
+    parser.add_argument(
+        "--arrival", type=float, default=0.3, help="arrival rate, share of the off capacity"
+    )
+    parser.add_argument("--concurrency", type=int, default=0, help="default: branches")
+    parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    args.concurrency = args.concurrency or args.branches
+
+    results = [run_mode(args, coalesce) for coalesce in (False, True)]
+    off, on = results
+    print(
+        f"\ncoalescing off vs on: simulator {args.latency:g} ms, {args.branches} branches, "
+        f"backlog {args.backlog} sales/branch of {args.lines} lines over {args.items} items, "
+        f"new sales at {off['arrival_sales_per_branch_s'] * 3600:.0f}/h per branch"
+    )
+    for res in results:
+        print(
+            f"  {'on ' if res['coalesce'] else 'off'}: catch-up {res['catch_up_s']:.0f} s, "
+            f"{res['writes_per_sale']:.2f} OSCU writes per sale ({res['writes']} writes, "
+            f"{res['sales']} sales; 3600 / (r x w) = {res['capacity_sales_per_h']:.0f} sales/h "
+            f"per branch), ledger verifies: {res['ledger_ok']}, states {res['counts']}"
+        )
+        print(f"       load at start: {res['load']}")
+    speedup = off["catch_up_s"] / on["catch_up_s"]
+    print(f"  catch-up off / on = {speedup:.2f}x")
+    dump_json(args.json, {"args": vars(args) | {"json": None}, "results": results})
+    ok = all(res["ledger_ok"] for res in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Stock masters are state: under a backlog a branch sends fewer of them, and KRA still ends
+with every item's true balance, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from producers import builders as b
+from simulator.verify import verify_ledger
+from tests.helpers import ledger_writes
+from tests.integration.pipeline_fixtures import Pipeline
+from tests.integration.producers.intake_fixtures import start_intake
+from tests.workload import TIN, branch_workload, item_code
+from worker.drain import drain
+from worker.outbox import queries as q
+from worker.outbox.models import result_events, stock_balances
+
+NOW = datetime.now(UTC)
+ITEMS = 2
+SALES = 12
+
+
+def backlog(sales: int = SALES) -> list[dict[str, Any]]:
+    """Items, opening stock-in, then ``sales`` one-line sales alternating over the items, each
+    with its stock-out (after the sale) and stock master (after the stock-out)."""
+    return branch_workload("00", 3 + 3 * sales, items=ITEMS)
+
+
+def writes(p: Pipeline, endpoint: str) -> list[dict[str, Any]]:
+    return ledger_writes(p.sim.ledger_path, [endpoint])
+
+
+def outbox_balances(p: Pipeline) -> dict[str, Decimal]:
+    with p.runtime.engine.connect() as conn:
+        rows = conn.execute(select(stock_balances.c.item_cd, stock_balances.c.qty)).all()
+    return {str(item): Decimal(qty) for item, qty in rows}
+
+
+def assert_kra_agrees_with_the_outbox(p: Pipeline) -> None:
+    """The ledger verifies (order, numbers, every rsdQty equal to KRA's running balance), and
+    KRA ends with each item's balance both as movements and as its last stock master."""
+    report = verify_ledger(p.sim.ledger_path)
+    assert report.ok, report.violations
+    branch = f"{TIN}/00"
+    assert report.balances[branch] == outbox_balances(p)
+    assert report.stock_masters[branch] == outbox_balances(p)
+
+
+def stock_master_states(p: Pipeline) -> dict[str, str]:
+    return {k: s for k, s in p.states().items() if ":stock-master:" in k}
+
+
+def test_a_backlog_sends_one_stock_master_per_item_after_the_first(pipeline: Pipeline) -> None:
+    # Given a branch whose whole backlog is already enqueued (KRA was away)
+    pipeline.enqueue(backlog())
+
+    # When it drains
+    pipeline.drain()
+
+    # Then every sale and stock-out went, in order ...
+    sales = writes(pipeline, "saveTrnsSalesOsdc")
+    assert [w["body"]["invcNo"] for w in sales] == list(range(1, SALES + 1))
+    assert len(writes(pipeline, "insertStockIO")) == 1 + SALES
+    # ... but of the 12 stock masters only each item's first and last went to KRA
+    masters = writes(pipeline, "saveStockMaster")
+    assert len(masters) == 2 * ITEMS
+    # ... the others ended superseded, each naming its item's last stock master
+    states = stock_master_states(pipeline)
+    assert sorted(states.values()).count("superseded") == SALES - 2 * ITEMS
+    last = {}
+    for key in sorted(states, key=lambda k: pipeline.job(k).seq):
+        last[key.rsplit(":", 1)[1]] = pipeline.job(key).id
+    for key, state in states.items():
+        job = pipeline.job(key)
+        if state == "superseded":
+            assert job.superseded_by == last[key.rsplit(":", 1)[1]]
+            assert job.attempts == 0 and job.body is None  # never sent
+        else:
+            assert state == "accepted" and job.superseded_by is None
+    # ... and KRA's balances are the outbox's, reported by the last stock master of each item
+    assert_kra_agrees_with_the_outbox(pipeline)
+    # ... and a consumer of result events hears of each superseded job and what carries it
+    with pipeline.runtime.engine.connect() as conn:
+        events = conn.execute(
+            select(result_events.c.body).where(result_events.c.state == "superseded")
+        ).all()
+    assert len(events) == SALES - 2 * ITEMS
+    assert all('"superseded_by": ' in e.body for e in events)
+
+
+def test_with_coalescing_off_every_stock_master_is_sent(pipeline: Pipeline) -> None:
+    pipeline.runtime.settings.coalesce.stock_master = False
+    pipeline.enqueue(backlog())
+
+    pipeline.drain()
+
+    assert len(writes(pipeline, "saveStockMaster")) == SALES
+    assert "superseded" not in pipeline.states().values()
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_branch_without_backlog_sends_every_stock_master(pipeline: Pipeline) -> None:
+    # Given sales that arrive one at a time, each drained before the next arrives
+    records = backlog(6)
+    pipeline.enqueue(records[:3])
+    pipeline.drain()
+    for start in range(3, len(records), 3):
+        pipeline.enqueue(records[start : start + 3])
+        pipeline.drain()
+
+    # Then nothing waits behind a later stock master: each one goes
+    assert len(writes(pipeline, "saveStockMaster")) == 6
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_stock_master_another_job_depends_on_is_sent(pipeline: Pipeline) -> None:
+    # Given a backlog where a stock-in waits on a stock master in the middle of it
+    records = backlog()
+    middle = f"00:sale:5:stock-master:{item_code(1 + 5 % ITEMS)}"
+    assert any(r["idempotency_key"] == middle for r in records)
+    line = b.SaleLine(item_code(1 + 5 % ITEMS), "Item", Decimal("7"), Decimal("116"))
+    records.append(
+        b.stock_io(TIN, "00", "restock", [line], sar_ty_cd="06", at=NOW, depends_on=[middle])
+    )
+    records.append(
+        b.stock_master(TIN, "00", "restocked", item_cd=line.item_cd, depends_on=["restock"])
+    )
+    pipeline.enqueue(records)
+
+    pipeline.drain()
+
+    # Then that stock master went to KRA; its neighbours of the same item did not
+    assert pipeline.job(middle).state == "accepted"
+    assert pipeline.job(f"00:sale:3:stock-master:{item_code(2)}").state == "superseded"
+    assert pipeline.job(f"00:sale:7:stock-master:{item_code(2)}").state == "superseded"
+    assert pipeline.job(f"00:sale:11:stock-master:{item_code(2)}").state == "superseded"
+    assert pipeline.job("restock").state == pipeline.job("restocked").state == "accepted"
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_producers_own_count_is_always_sent(pipeline: Pipeline) -> None:
+    # Given a backlog with a stock-take in the middle: a stock master whose rsdQty the
+    # producer counted itself (wrongly, as it turns out)
+    records = backlog()
+    middle = next(i for i, r in enumerate(records) if r["idempotency_key"] == "00:sale:6")
+    counted = b.stock_master(TIN, "00", "stock-take", item_cd=item_code(1), rsd_qty=Decimal(1))
+    records.insert(middle, counted)
+    pipeline.enqueue(records)
+
+    pipeline.drain()
+
+    # Then KRA was told, and refused it (910), although later stock masters of the item waited
+    stock_take = pipeline.job("stock-take")
+    assert stock_take.state == "dead" and stock_take.result_code == "910"
+    assert "rsdQty" in stock_take.result_message
+    # ... while the relay's own counts around it were still coalesced
+    assert pipeline.job(f"00:sale:4:stock-master:{item_code(1)}").state == "superseded"
+    assert pipeline.job(f"00:sale:8:stock-master:{item_code(1)}").state == "superseded"
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_stock_master_with_an_unknown_outcome_is_resent_not_superseded(
+    pipeline: Pipeline,
+) -> None:
+    # Given each item's first stock master is at KRA (sales alternate: odd ones item 2)
+    records = backlog(8)
+    pipeline.enqueue(records[: 3 + 3 * 2])
+    pipeline.drain()
+    # ... and the next stock master reaches KRA but its answer is lost, and its resend is due
+    # only later
+    pipeline.runtime.settings.retry.base_s = 30
+    pipeline.runtime.settings.retry.cap_s = 30
+    pipeline.sim.add_fault(endpoint="saveStockMaster", kind="lost_answer", times=1)
+    pipeline.enqueue(records[9:12])  # sale 3 (item 2), its stock-out and stock master
+    pipeline.drain()
+    in_doubt = pipeline.job(f"00:sale:3:stock-master:{item_code(2)}")
+    assert in_doubt.state == "unknown" and in_doubt.maybe_recorded
+
+    # When later stock masters of the same item are enqueued behind it, and the branch drains
+    # once the resend is due
+    pipeline.enqueue(records[12:])  # sales 4..8
+    with pipeline.runtime.engine.connect() as conn:
+        branch_id = int(q.get_branch(conn, TIN, "00").id)
+    later = dataclasses.replace(
+        pipeline.runtime.drain_context(), clock=lambda: time.time() + 60, sleep=lambda s: None
+    )
+    for _ in range(5):
+        if drain(branch_id, later).status == "idle":
+            break
+
+    # Then the one in doubt was resent byte for byte and accepted, never superseded
+    resent = pipeline.job(in_doubt.idempotency_key)
+    assert resent.state == "accepted" and resent.superseded_by is None
+    with pipeline.runtime.engine.connect() as conn:
+        sends = q.job_attempts(conn, resent.id)
+    assert len(sends) == 2 and len({a.request_hash for a in sends}) == 1
+    # ... and the later ones that were never sent gave way to each item's last one
+    master = {
+        n: pipeline.job(f"00:sale:{n}:stock-master:{item_code(1 + n % ITEMS)}") for n in range(4, 9)
+    }
+    assert {n: m.state for n, m in master.items()} == {
+        4: "superseded",
+        5: "superseded",
+        6: "superseded",
+        7: "accepted",
+        8: "accepted",
+    }
+    assert master[5].superseded_by == master[7].id
+    assert master[4].superseded_by == master[6].superseded_by == master[8].id
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_superseding_keeps_stock_before_sale_on_a_host_that_checks_it(pipeline_factory) -> None:
+    # Given a host that refuses a sale of goods it holds no stock for (live GavaConnect)
+    p = pipeline_factory(stock_before_sale=True)
+    p.enqueue(backlog())
+
+    p.drain()
+
+    # Then nothing was refused, and stock masters were still coalesced
+    assert set(p.states().values()) == {"accepted", "superseded"}
+    assert len(writes(p, "saveStockMaster")) == 2 * ITEMS
+    assert_kra_agrees_with_the_outbox(p)
+
+
+def test_the_api_and_a_till_see_a_superseded_job_done_once_its_carrier_is_accepted(
+    pipeline: Pipeline,
+) -> None:
+    from producers.till.spool import till_state
+
+    pipeline.enqueue(backlog())
+    pipeline.drain()
+    superseded = pipeline.job(f"00:sale:3:stock-master:{item_code(2)}")
+    carrier = pipeline.job(f"00:sale:{SALES - 1}:stock-master:{item_code(2)}")
+    assert superseded.state == "superseded"
+
+    server = start_intake(str(pipeline.runtime.engine.url.render_as_string(hide_password=False)))
+    try:
+        client = server.client(server.key(admin=True))
+        view = client.get(f"/v1/jobs/{superseded.id}").json()
+    finally:
+        server.stop()
+
+    assert view["state"] == "superseded"
+    assert view["superseded_by"] == carrier.id
+    assert view["carried_by"] == {"job_id": carrier.id, "state": "accepted"}
+    assert till_state(view) == "superseded"
+    # ... while a carrier still on its way keeps the till waiting, in the carrier's state
+    assert till_state({**view, "carried_by": {"job_id": carrier.id, "state": "pending"}}) == (
+        "pending"
+    )
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_status_counts_superseded_jobs(pipeline: Pipeline, coalesce: bool) -> None:
+    pipeline.runtime.settings.coalesce.stock_master = coalesce
+    pipeline.enqueue(backlog())
+    pipeline.drain()
+    with pipeline.runtime.engine.connect() as conn:
+        counts = q.job_counts(conn)
+    assert counts["superseded"] == (SALES - 2 * ITEMS if coalesce else 0)
