@@ -19,6 +19,7 @@ from tests.integration.pipeline_fixtures import Pipeline
 from tests.integration.producers.intake_fixtures import start_intake
 from tests.workload import TIN, branch_workload, item_code
 from worker.drain import drain
+from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.outbox.models import result_events, stock_balances
 
@@ -199,7 +200,7 @@ def test_a_stock_master_with_an_unknown_outcome_is_resent_not_superseded(
     resent = pipeline.job(in_doubt.idempotency_key)
     assert resent.state == "accepted" and resent.superseded_by is None
     with pipeline.runtime.engine.connect() as conn:
-        sends = q.job_attempts(conn, resent.id)
+        sends = oq.job_attempts(conn, resent.id)
     assert len(sends) == 2 and len({a.request_hash for a in sends}) == 1
     # ... and the later ones that were never sent gave way to each item's last one
     master = {
@@ -264,5 +265,5 @@ def test_status_counts_superseded_jobs(pipeline: Pipeline, coalesce: bool) -> No
     pipeline.enqueue(backlog())
     pipeline.drain()
     with pipeline.runtime.engine.connect() as conn:
-        counts = q.job_counts(conn)
+        counts = oq.job_counts(conn)
     assert counts["superseded"] == (SALES - 2 * ITEMS if coalesce else 0)
