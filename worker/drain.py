@@ -41,7 +41,7 @@ from worker.observe import DrainObserver
 from worker.oscu.client import OscuClient
 from worker.oscu.outcome import CallOutcome, OutcomeKind
 from worker.outbox.branch_store import BranchStore, branch_store
-from worker.outbox.rows import HOPELESS, BranchHead, CounterMoved, HeadJob, Lease, LeaseLost
+from worker.outbox.rows import HOPELESS, BranchHead, HeadJob, HeadMoved, Lease, LeaseLost
 from worker.outbox.writes import Number, Start
 from worker.steps import Called, LocalFailure, Send, Verdict
 
@@ -261,10 +261,10 @@ def _prepare(
             case _Ready(job):
                 try:
                     return _Prepared(_start(lease, job, head, ctx, renewal), head.next_seq, woken)
-                except CounterMoved:
-                    # An operator set the branch's next number since the head was read;
-                    # nothing was written. Read again; build with the number as it is now.
-                    log.info("branch %s: counter set meanwhile; preparing again", lease.branch_id)
+                except HeadMoved:
+                    # An operator skipped the job or set the branch's next number since the
+                    # head was read; nothing was written. Read again, go on from there.
+                    log.info("branch %s: head changed meanwhile; preparing again", lease.branch_id)
                     head = None
             case _Wait() | _Idle() as other:
                 return _Prepared(other, head.next_seq, woken)
@@ -317,7 +317,6 @@ def _start(
     in_flight and, when due, pushes the lease out. A body that cannot be built takes no
     number at all.
     """
-    now = ctx.clock()
     counter = job.kind.numbered_by
     number = job.number
     takes: Number | None = None
@@ -333,10 +332,15 @@ def _start(
             return built
         body_text = new_body = built
     attempt = job.attempts + 1
+    # The clock read after the body's reads (each may have waited for a pooled connection):
+    # the lease is pushed out from, and checked against, the time of the write itself.
+    now = ctx.clock()
     lease_until = renewal.lease_until(now)
-    ctx.store.start(
-        lease, Start(job.id, attempt, maybe_recorded, new_body, takes, lease_until), now
-    )
+    start = Start(
+        job.id, attempt, maybe_recorded, new_body, takes, lease_until,
+        job.state, job.invc_no, job.sar_no,
+    )  # fmt: skip
+    ctx.store.start(lease, start, now)
     return Send(
         job, loads_payload(body_text), body_text, number, attempt, maybe_recorded,
         extended_lease=lease_until is not None,

@@ -310,7 +310,7 @@ def stale_writes(p: Pipeline, old: Lease, new: Lease) -> list[Callable[[BranchSt
         JobRecord(head, 0.0, writes.Kill("910", "x", "release", Number("sarNo", 1)), attempt, "{}"),
         JobRecord(head, 0.0, writes.Park("x", "keep", expected=Number("sarNo", 7)), attempt),
     ]
-    start = Start(head.id, 1, False, "{}", Number("sarNo", 1), 10.0**11)
+    start = Start(head.id, 1, False, "{}", Number("sarNo", 1), 10.0**11, head.state, None, None)
     calls: list[Callable[[BranchStore], object]] = [
         lambda s: s.start(old, start, 0.0),
         lambda s: s.block(old, head, head.id, 0.0),

@@ -17,9 +17,10 @@ class LeaseLost(Exception):
     """The fencing token moved on: another worker owns the branch now. Write nothing more."""
 
 
-class CounterMoved(Exception):
-    """The branch's next invcNo/sarNo is not the one the head read showed: an operator set it
-    (``branch set-next``) in between. Nothing was written; read the head again."""
+class HeadMoved(Exception):
+    """The head job or the branch's next invcNo/sarNo is no longer what the head read showed:
+    an operator acted in between (``skip``, ``branch set-next``). Nothing was written; read
+    the head again."""
 
 
 @dataclass(frozen=True, slots=True)
