@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
 from schemas.jobs import JobKind, JobState
@@ -42,7 +43,7 @@ from worker.oscu.client import OscuClient
 from worker.oscu.outcome import CallOutcome, OutcomeKind
 from worker.outbox.branch_store import BranchStore, branch_store
 from worker.outbox.rows import HOPELESS, BranchHead, HeadJob, HeadMoved, Lease, LeaseLost
-from worker.outbox.writes import Number, Start
+from worker.outbox.writes import JobRecord, Number, Recorded, Start
 from worker.steps import Called, LocalFailure, Send, Verdict
 
 log = logging.getLogger("etims_relay.drain")
@@ -53,6 +54,10 @@ DEPENDENCY_WAIT_S = 5.0
 #: OSCU round trips one job may take at most (write, its 401 re-send, receipt lookup), plus
 #: one for the token fetch between them.
 ROUND_TRIPS_PER_JOB = 4
+#: A result that found the pool empty is written again after this pause, doubling up to
+#: :data:`RECORD_RETRY_MAX_S`, for as long as the lease holds.
+RECORD_RETRY_FIRST_S = 0.2
+RECORD_RETRY_MAX_S = 5.0
 
 Status = Literal["busy", "idle", "waiting", "more", "parked", "lease_lost"]
 
@@ -108,6 +113,11 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
     except LeaseLost:
         ctx.observer.lease_lost(branch_id)
         return DrainReport(branch_id, "lease_lost", due_in_s=0.0)
+    except PoolTimeout:
+        # The pool itself is the error: a release would queue for it once more (up to the
+        # pool timeout again) and most likely fail the same way. The lease runs out on its
+        # own; the task wakes the branch again.
+        raise
     except Exception:
         # A database or programming error: hand the branch back now rather than at lease
         # expiry (due now, so the sweeper retries it), then let the task fail.
@@ -134,7 +144,7 @@ class _Run:
 
 def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
     """The loop: prepare -> send -> (recover) -> record, one job at a time."""
-    limits, store = ctx.settings.drain, ctx.store
+    limits = ctx.settings.drain
     started = ctx.clock()
     renewal = _Renewal.for_lease(ctx.settings, started)
     sent, woken = 0, frozenset[int]()
@@ -157,7 +167,7 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
             renewal = renewal.after(step, ctx.clock())
         verdict = _send(step, ctx)
         now = ctx.clock()
-        recorded = store.record(lease, effects.record_of(verdict, now, ctx.recorder))
+        recorded = _record(lease, effects.record_of(verdict, now, ctx.recorder), ctx, renewal)
         ctx.observer.job_decided(verdict.job, verdict.decision, verdict.outcome, now)
         sent, woken, head = sent + 1, woken | recorded.woken, recorded.head
         if isinstance(verdict.decision, Accept) and verdict.job.state in _BACKING_OFF:
@@ -166,6 +176,27 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
             return _Run("parked", sent, woken, seen)
         if sent >= limits.max_jobs or ctx.clock() - started >= limits.max_seconds:
             return _Run("more", sent, woken, seen, ctx.clock())
+
+
+def _record(lease: Lease, record: JobRecord, ctx: DrainContext, renewal: _Renewal) -> Recorded:
+    """Write a job's result. KRA has answered by now: a pool with no free connection is
+    waited out while the lease holds (the writes are fenced by it either way), so a busy pool
+    does not throw the answer away. Only then does the error go up: the job stays in_flight
+    and the next holder resends its identical body (a duplicate then means "ours")."""
+    pause = RECORD_RETRY_FIRST_S
+    while True:
+        try:
+            return ctx.store.record(lease, record)
+        except PoolTimeout:
+            if ctx.clock() + pause >= renewal.expires_at:
+                raise
+            log.warning(
+                "branch %s: no database connection to record job %s; trying again in %.1f s",
+                lease.branch_id, record.job.id, pause,
+                extra={"event": "record_pool_timeout", "branch_id": lease.branch_id},
+            )  # fmt: skip
+            ctx.sleep(pause)
+            pause = min(2 * pause, RECORD_RETRY_MAX_S)
 
 
 #: A job read in one of these states had failed before: its acceptance means KRA is back.
@@ -292,6 +323,11 @@ class _Renewal:
         margin = ROUND_TRIPS_PER_JOB * round_trip
         ttl = settings.drain.lease_ttl_s
         return cls(claimed_at, max(0.0, ttl - margin), ttl)
+
+    @property
+    def expires_at(self) -> float:
+        """When the lease runs out unless a later start pushes it out."""
+        return self.extended_at + self.ttl_s
 
     def due(self, now: float) -> bool:
         return now - self.extended_at >= self.every_s
