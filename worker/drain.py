@@ -20,6 +20,7 @@ it as maybe-sent and resends the identical body, so a duplicate answer then mean
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -45,6 +46,7 @@ from worker.outbox.branch_store import BranchStore, branch_store
 from worker.outbox.rows import HOPELESS, BranchHead, HeadJob, HeadMoved, Lease, LeaseLost
 from worker.outbox.writes import JobRecord, Number, Recorded, Start
 from worker.steps import Called, LocalFailure, Send, Verdict
+from worker.systemic import BRANCH
 
 log = logging.getLogger("etims_relay.drain")
 
@@ -110,9 +112,8 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
     ctx.observer.lease_taken(branch_id)
     try:
         run = _send_jobs(lease, ctx)
-    except LeaseLost:
-        ctx.observer.lease_lost(branch_id)
-        return DrainReport(branch_id, "lease_lost", due_in_s=0.0)
+    except LeaseLost:  # a write outside the loop's own steps; the loop reports its own
+        run = _Run("lease_lost", 0, frozenset(), None)
     except PoolTimeout:
         # The pool itself is the error: a release would queue for it once more (up to the
         # pool timeout again) and most likely fail the same way. The lease runs out on its
@@ -123,6 +124,11 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
         # expiry (due now, so the sweeper retries it), then let the task fail.
         _release_quietly(lease, ctx)
         raise
+    if run.status == "lease_lost":
+        # Another worker holds the branch now: no release. What this drain sent and the
+        # branches it unblocked before that still count (the task wakes those).
+        ctx.observer.lease_lost(branch_id)
+        return DrainReport(branch_id, "lease_lost", run.sent, 0.0, run.woken)
     status, wake_after = run.status, run.wake_after
     if not store.release(lease, wake_after, run.seen_next_seq) and status in ("idle", "waiting"):
         status, wake_after = "more", ctx.clock()
@@ -138,7 +144,8 @@ class _Run:
     sent: int
     woken: frozenset[int]
     #: the branch's next_seq as last read: a job enqueued since keeps the branch due
-    seen_next_seq: int
+    #: (None: not read, or the lease was lost)
+    seen_next_seq: int | None
     wake_after: float | None = None
 
 
@@ -154,6 +161,8 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
         head = None
         woken |= prepared.woken
         step, seen = prepared.step, prepared.next_seq
+        if isinstance(step, _LeaseGone):
+            return _Run("lease_lost", sent, woken, None)
         if isinstance(step, _Idle):
             return _Run("idle", sent, woken, seen)
         if isinstance(step, _Wait):
@@ -165,9 +174,12 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
             return _Run("waiting", sent, woken, seen, step.until)
         if isinstance(step, Send):
             renewal = renewal.after(step, ctx.clock())
-        verdict = _send(step, ctx)
+        verdict = _branch_named(_send(step, ctx))
         now = ctx.clock()
-        recorded = _record(lease, effects.record_of(verdict, now, ctx.recorder), ctx, renewal)
+        try:
+            recorded = _record(lease, effects.record_of(verdict, now, ctx.recorder), ctx, renewal)
+        except LeaseLost:
+            return _Run("lease_lost", sent, woken, seen)
         ctx.observer.job_decided(verdict.job, verdict.decision, verdict.outcome, now)
         sent, woken, head = sent + 1, woken | recorded.woken, recorded.head
         if isinstance(verdict.decision, Accept) and verdict.job.state in _BACKING_OFF:
@@ -176,6 +188,18 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
             return _Run("parked", sent, woken, seen)
         if sent >= limits.max_jobs or ctx.clock() - started >= limits.max_seconds:
             return _Run("more", sent, woken, seen, ctx.clock())
+
+
+def _branch_named(verdict: Verdict) -> Verdict:
+    """A park's reason with the branch filled in (decide() knows no branch and leaves a
+    placeholder), once, for the log line and the branch's parked_reason alike."""
+    decision, job = verdict.decision, verdict.job
+    if not isinstance(decision, Park) or BRANCH not in decision.reason:
+        return verdict
+    named = dataclasses.replace(
+        decision, reason=decision.reason.replace(BRANCH, f"{job.tin}/{job.bhf_id}")
+    )
+    return dataclasses.replace(verdict, decision=named)
 
 
 def _record(lease: Lease, record: JobRecord, ctx: DrainContext, renewal: _Renewal) -> Recorded:
@@ -235,6 +259,11 @@ class _Idle:
 
 
 @dataclass(frozen=True, slots=True)
+class _LeaseGone:
+    """Another worker took the branch over while this drain prepared its head."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Blocked:
     """The job depends on one that can never be accepted without an operator."""
 
@@ -249,9 +278,9 @@ class _Ready:
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    step: Send | LocalFailure | _Wait | _Idle
-    #: the branch's next_seq from the head read it came from
-    next_seq: int
+    step: Send | LocalFailure | _Wait | _Idle | _LeaseGone
+    #: the branch's next_seq from the head read it came from (None: lease lost)
+    next_seq: int | None
     #: branches whose jobs blocking a head blocked too
     woken: frozenset[int] = frozenset()
 
@@ -282,23 +311,28 @@ def _prepare(
     """Make the head job ready to send, committed before the call. ``head``: the branch's
     head as the previous job's record step read it along (else it is read here)."""
     woken = frozenset[int]()
-    while True:
-        now = ctx.clock()
-        head = head or ctx.store.read_head(lease)
-        match choose(head, now):
-            case _Blocked(job, blocked_by):
-                woken |= ctx.store.block(lease, job, blocked_by, now)
-                head = None
-            case _Ready(job):
-                try:
-                    return _Prepared(_start(lease, job, head, ctx, renewal), head.next_seq, woken)
-                except HeadMoved:
-                    # An operator skipped the job or set the branch's next number since the
-                    # head was read; nothing was written. Read again, go on from there.
-                    log.info("branch %s: head changed meanwhile; preparing again", lease.branch_id)
+    try:
+        while True:
+            now = ctx.clock()
+            head = head or ctx.store.read_head(lease)
+            match choose(head, now):
+                case _Blocked(job, blocked_by):
+                    woken |= ctx.store.block(lease, job, blocked_by, now)
                     head = None
-            case _Wait() | _Idle() as other:
-                return _Prepared(other, head.next_seq, woken)
+                case _Ready(job):
+                    try:
+                        step = _start(lease, job, head, ctx, renewal)
+                        return _Prepared(step, head.next_seq, woken)
+                    except HeadMoved:
+                        # An operator skipped the job or set the branch's next number since
+                        # the head was read; nothing was written. Read again, go on from there.
+                        log.info("branch %s: head changed meanwhile; preparing again",
+                                 lease.branch_id)  # fmt: skip
+                        head = None
+                case _Wait() | _Idle() as other:
+                    return _Prepared(other, head.next_seq, woken)
+    except LeaseLost:  # what blocking wrote before that still counts
+        return _Prepared(_LeaseGone(), None, woken)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,11 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from producers import builders as b
 from schemas.jobs import JobState
@@ -192,7 +193,9 @@ def test_without_invoice_lookup_a_recovered_duplicate_is_marked_receipt_missing(
     assert sales_of(p) == [(1, "T1")]
 
 
-def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(pipeline: Pipeline) -> None:
+def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
     # Given KRA already holds invcNo 1 for this branch (sent by another system)
     from simulator.samples import Line, sale_body
     from simulator.testing import SimClient
@@ -224,8 +227,11 @@ def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(pipeline: Pipe
     # Then the branch is parked with a message saying what to do, and nothing was lost
     assert report.status == "parked"
     branch = pipeline.branch()
-    assert "set-next" in branch.parked_reason
+    assert "set-next P051234567A/00 --invc" in branch.parked_reason
     assert pipeline.job("s1").state == "pending" and pipeline.job("s1").invc_no is None
+    # ... and the job's log line gives the same command, naming the branch
+    logged = [getattr(r, "reason", None) for r in caplog.records if r.name == "etims_relay.jobs"]
+    assert branch.parked_reason in logged
 
     # When the operator sets KRA's next number (KRA's receipt lookup confirms it: 1 taken,
     # 2 free), the branch resumes from there
@@ -609,6 +615,77 @@ def test_giving_up_after_a_5xx_releases_the_number_once_kra_says_it_holds_nothin
     job = pipeline.job("s1")
     assert job.state == "dead" and job.invc_no is None
     assert sales_of(pipeline) == [(1, "T2")]
+
+
+def test_a_drain_that_loses_its_lease_still_reports_what_it_sent_and_whom_it_unblocked(
+    pipeline_factory: Any,
+) -> None:
+    # Given a sale in branch 01 waiting for branch 00's opening stock, and a sale in branch
+    # 00 behind that stock, while branch 01 already drained as far as it could
+    p = pipeline_factory(branches=("00", "01"))
+    p.enqueue(registered_stock("00"))
+    p.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+    p.enqueue(
+        [
+            b.item(TIN, "01", "item-1@01", item_cd=item_code(1), item_nm="Water", price=WATER.prc),
+            b.sale(TIN, "01", "s1@01", [WATER], trd_invc_no="T1", at=NOW,
+                   depends_on=["item-1@01", "opening"]),
+        ]
+    )  # fmt: skip
+    assert p.drain("01").status == "waiting"
+
+    # When another worker takes branch 00 over while KRA answers the drain's sale
+    ctx = p.runtime.drain_context()
+    store, branch_id = ctx.store, p.branch("00").id
+    real_call = ctx.client.call
+
+    def call_taken_over(endpoint: str, body: Any, **kw: Any) -> Any:
+        if endpoint == "saveTrnsSalesOsdc":
+            with p.runtime.engine.begin() as conn:
+                conn.execute(text("UPDATE branches SET lease_until = 1 WHERE id = :id"),
+                             {"id": branch_id})  # fmt: skip
+            assert store.claim(branch_id, "other-worker", ctx.clock(), 60.0) is not None
+        return real_call(endpoint, body, **kw)
+
+    ctx.client = SimpleNamespace(call=call_taken_over)  # type: ignore[assignment]
+    report = drain(branch_id, ctx)
+
+    # Then it reports the lease lost with the two jobs it delivered before, and branch 01,
+    # whose sale the opening stock unblocked, to wake
+    assert report.status == "lease_lost"
+    assert report.sent == 2
+    assert report.woken == frozenset({p.branch("01").id})
+    assert p.states()["s1"] == "in_flight"  # the new holder resends it as maybe-sent
+
+
+def test_a_start_pushes_the_lease_out_when_it_is_due(pipeline_factory: Any) -> None:
+    # Given a lease of 10 s that must keep 4 round trips of 2 s each: due again after 2 s
+    p = pipeline_factory()
+    p.enqueue(registered_stock())
+    p.drain()
+    p.enqueue([b.sale(TIN, "00", f"s{i}", [WATER], trd_invc_no=f"T{i}", at=NOW) for i in (1, 2)])
+    ctx = p.runtime.drain_context()
+    ctx.settings = ctx.settings.model_copy(
+        update={"drain": ctx.settings.drain.model_copy(update={"lease_ttl_s": 10.0})}
+    )
+    clock = [1_000_000.0]
+    ctx.clock = lambda: clock[0]
+    real_call, leases = ctx.client.call, []
+
+    def call_then_pass_time(endpoint: str, body: Any, **kw: Any) -> Any:
+        leases.append(p.branch().lease_until)
+        clock[0] += 3.0  # each sale takes 3 s at KRA
+        return real_call(endpoint, body, **kw)
+
+    ctx.client = SimpleNamespace(call=call_then_pass_time)  # type: ignore[assignment]
+
+    # When the branch drains its two sales
+    report = drain(p.branch().id, ctx)
+
+    # Then the lease taken at t=0 (until t=10) was pushed out by the second sale's start,
+    # 3 s later, to 13 s
+    assert report.sent == 2
+    assert leases == [1_000_010.0, 1_000_013.0]
 
 
 def test_a_job_waiting_on_another_branch_goes_as_soon_as_that_branch_delivers(
