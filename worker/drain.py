@@ -224,7 +224,7 @@ def _record(lease: Lease, record: JobRecord, ctx: DrainContext, renewal: _Renewa
 
 
 #: A job read in one of these states had failed before: its acceptance means KRA is back.
-_BACKING_OFF = frozenset({JobState.RETRY_WAIT.value, JobState.UNKNOWN.value})
+_BACKING_OFF = frozenset({JobState.RETRY_WAIT, JobState.UNKNOWN})
 
 
 def _kra_is_back(ctx: DrainContext) -> None:
@@ -298,7 +298,7 @@ def choose(head: BranchHead, now: float) -> _Ready | _Blocked | _Wait | _Idle:
     for dependency in job.dependencies:
         if dependency.state in HOPELESS:
             return _Blocked(job, dependency.job_id)
-    if any(d.state != JobState.ACCEPTED.value for d in job.dependencies):
+    if any(d.state != JobState.ACCEPTED for d in job.dependencies):
         return _Wait(now + DEPENDENCY_WAIT_S, inline=False)
     if job.next_attempt_at is not None and job.next_attempt_at > now:
         return _Wait(job.next_attempt_at)
@@ -391,7 +391,7 @@ def _start(
     number = job.number
     takes: Number | None = None
     # A job found in_flight was being sent by a worker that died: it may have reached KRA.
-    maybe_recorded = job.maybe_recorded or job.state == JobState.IN_FLIGHT.value
+    maybe_recorded = job.maybe_recorded or job.state == JobState.IN_FLIGHT
     body_text, new_body = job.body, None
     if body_text is None:
         if counter is not None and number is None:

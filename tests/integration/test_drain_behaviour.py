@@ -23,7 +23,7 @@ from worker.next_number import kra_confirms_next_invoice
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.outbox import writes
-from worker.outbox.branch_store import BranchStore
+from worker.outbox.branch_store import BranchStore, PostgresBranchStore, SqlBranchStore
 from worker.outbox.models import result_events, stock_balances
 from worker.outbox.rows import BranchHead, Lease, LeaseLost
 from worker.outbox.writes import AttemptRow, JobRecord, Number, Start
@@ -686,6 +686,44 @@ def test_a_start_pushes_the_lease_out_when_it_is_due(pipeline_factory: Any) -> N
     # 3 s later, to 13 s
     assert report.sent == 2
     assert leases == [1_000_010.0, 1_000_013.0]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_both_stores_see_the_same_next_head_after_an_acceptance(pipeline: Pipeline) -> None:
+    # Given, on PostgreSQL, an item, its opening stock (depending on it) and a sale; the
+    # PostgreSQL store accepts in one statement that reads the next head from its snapshot,
+    # the plain store in a transaction that reads it after its writes
+    item, opening = registered_stock()
+    pipeline.enqueue([item, opening, b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+    engine, branch_id = pipeline.runtime.engine, pipeline.branch().id
+    single, plain = PostgresBranchStore(engine), SqlBranchStore(engine)
+    lease = single.claim(branch_id, "test", 0.0, 10.0**11)
+    assert lease is not None
+
+    def accept_head(store: BranchStore, now: float) -> BranchHead | None:
+        job = store.read_head(lease).jobs[0]
+        number = None if job.kind.numbered_by is None else Number(job.kind.numbered_by, 1)
+        store.start(lease, Start(job.id, 1, False, "{}", number, None, job.state, None, None), now)
+        attempt = AttemptRow(1, None, now, 0.1, "accepted", "000", "ok", 200, None, "h", "t")
+        accept = writes.Accept("000", "ok", stock=((item_code(1), Decimal("50")),))
+        return store.record(lease, JobRecord(job, now, accept, attempt, "{}")).head
+
+    # When the item is accepted by the one and the opening stock by the other
+    after_item = accept_head(single, 1.0)
+    assert after_item is not None
+    seen_by_plain = plain.read_head(lease)
+    after_opening = accept_head(plain, 2.0)
+    assert after_opening is not None
+    seen_by_single = single.read_head(lease)
+
+    # Then each store's head read along with the acceptance is what the other reads after
+    # it: the opening stock with its dependency on the item accepted, then the sale
+    assert after_item == seen_by_plain
+    assert [j.idempotency_key for j in after_item.jobs] == ["opening"]
+    assert [d.state for d in after_item.jobs[0].dependencies] == [JobState.ACCEPTED]
+    assert after_opening == seen_by_single
+    assert [j.idempotency_key for j in after_opening.jobs] == ["s1"]
+    assert after_opening.next_sar_no == 2
 
 
 def test_a_job_waiting_on_another_branch_goes_as_soon_as_that_branch_delivers(

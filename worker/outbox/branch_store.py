@@ -24,7 +24,7 @@ from typing import Any, NoReturn, Protocol
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Engine
 
-from schemas.jobs import JobState
+from schemas.jobs import Counter, JobState
 from worker.outbox.dependents import block_dependents, wake_dependents
 from worker.outbox.named_sql import load
 from worker.outbox.rows import BranchHead, HeadJob, HeadMoved, Lease, LeaseLost
@@ -395,14 +395,14 @@ def _start_params(lease: Lease, start: Start, now: float) -> dict[str, Any]:
         "invc_no": _value_of(takes, "invcNo"),
         "sar_no": _value_of(takes, "sarNo"),
         "lease_until": start.lease_until,
-        "read_state": start.read_state,
+        "read_state": start.read_state.value,
         "read_invc_no": start.read_invc_no,
         "read_sar_no": start.read_sar_no,
         "now": now,
     }
 
 
-def _value_of(number: Number | None, counter: str) -> int | None:
+def _value_of(number: Number | None, counter: Counter) -> int | None:
     return number.value if number is not None and number.counter == counter else None
 
 

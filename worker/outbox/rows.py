@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.jobs import JobKind, JobState
+from schemas.jobs import Counter, JobKind, JobState
 
 
 class LeaseLost(Exception):
@@ -33,13 +33,13 @@ class Lease:
 
 
 #: A dependency in one of these states can never be satisfied without an operator.
-HOPELESS = frozenset({JobState.DEAD.value, JobState.BLOCKED.value, JobState.SKIPPED.value})
+HOPELESS = frozenset({JobState.DEAD, JobState.BLOCKED, JobState.SKIPPED})
 
 
 @dataclass(frozen=True, slots=True)
 class Dependency:
     job_id: int
-    state: str
+    state: JobState
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class HeadJob:
     idempotency_key: str
     payload: str
     original_job_id: int | None
-    state: str
+    state: JobState
     attempts: int
     next_attempt_at: float | None
     maybe_recorded: bool
@@ -78,7 +78,7 @@ class HeadJob:
             idempotency_key=str(row.idempotency_key),
             payload=str(row.payload),
             original_job_id=None if row.original_job_id is None else int(row.original_job_id),
-            state=str(row.state),
+            state=JobState(row.state),
             attempts=int(row.attempts),
             next_attempt_at=None if row.next_attempt_at is None else float(row.next_attempt_at),
             maybe_recorded=bool(row.maybe_recorded),
@@ -123,7 +123,7 @@ class BranchHead:
             _, deps = jobs.setdefault(int(row.id), (row, []))
             if row.dep_id is not None:
                 dep_id = int(row.dep_id)
-                state = JobState.ACCEPTED.value if dep_id == accepted_id else str(row.dep_state)
+                state = JobState.ACCEPTED if dep_id == accepted_id else JobState(row.dep_state)
                 deps.append(Dependency(dep_id, state))
         first = rows[0]
         return cls(
@@ -133,6 +133,6 @@ class BranchHead:
             jobs=tuple(HeadJob.from_row(row, deps) for row, deps in jobs.values()),
         )
 
-    def next_number(self, counter: str) -> int:
+    def next_number(self, counter: Counter) -> int:
         """What a job taking a number of ``counter`` ("invcNo", "sarNo") gets now."""
         return self.next_invc_no if counter == "invcNo" else self.next_sar_no

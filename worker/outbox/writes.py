@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from schemas.jobs import JobState
+from schemas.jobs import Counter, JobState
 from worker.outbox.rows import BranchHead, HeadJob
 
 
@@ -19,7 +19,7 @@ from worker.outbox.rows import BranchHead, HeadJob
 class Number:
     """A KRA number of one counter ("invcNo" or "sarNo")."""
 
-    counter: str
+    counter: Counter
     value: int
 
 
@@ -43,7 +43,7 @@ class Start:
     #: the lease pushed out to this time, when due (see the drain's ``Renewal``)
     lease_until: float | None
     #: the job as the head read showed it
-    read_state: str
+    read_state: JobState
     read_invc_no: int | None
     read_sar_no: int | None
 
