@@ -106,12 +106,13 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
     """Send the branch's due jobs in order until done, waiting, or out of budget."""
     store = ctx.store
     owner = f"{ctx.worker_name}:{uuid.uuid4().hex[:12]}"
-    lease = store.claim(branch_id, owner, ctx.clock(), ctx.settings.drain.lease_ttl_s)
+    claimed_at = ctx.clock()  # the lease runs out ttl after this, however long the claim took
+    lease = store.claim(branch_id, owner, claimed_at, ctx.settings.drain.lease_ttl_s)
     if lease is None:
         return DrainReport(branch_id, "busy")
     ctx.observer.lease_taken(branch_id)
     try:
-        run = _send_jobs(lease, ctx)
+        run = _send_jobs(lease, ctx, claimed_at)
     except LeaseLost:  # a write outside the loop's own steps; the loop reports its own
         run = _Run("lease_lost", 0, frozenset(), None)
     except PoolTimeout:
@@ -149,11 +150,11 @@ class _Run:
     wake_after: float | None = None
 
 
-def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
+def _send_jobs(lease: Lease, ctx: DrainContext, claimed_at: float) -> _Run:
     """The loop: prepare -> send -> (recover) -> record, one job at a time."""
     limits = ctx.settings.drain
     started = ctx.clock()
-    renewal = _Renewal.for_lease(ctx.settings, started)
+    renewal = _Renewal.for_lease(ctx.settings, claimed_at)
     sent, woken = 0, frozenset[int]()
     head: BranchHead | None = None  # as the last record step read it along, if it did
     while True:
@@ -173,7 +174,7 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
                 continue
             return _Run("waiting", sent, woken, seen, step.until)
         if isinstance(step, Send):
-            renewal = renewal.after(step, ctx.clock())
+            renewal = renewal.after(step)
         verdict = _branch_named(_send(step, ctx))
         now = ctx.clock()
         try:
@@ -370,10 +371,10 @@ class _Renewal:
         """What a start now pushes the lease out to, if it must."""
         return now + self.ttl_s if self.due(now) else None
 
-    def after(self, send: Send, now: float) -> _Renewal:
+    def after(self, send: Send) -> _Renewal:
         """The renewal once ``send`` was started (its start extended the lease if due)."""
-        if send.extended_lease:
-            return _Renewal(now, self.every_s, self.ttl_s)
+        if send.lease_extended_at is not None:
+            return _Renewal(send.lease_extended_at, self.every_s, self.ttl_s)
         return self
 
 
@@ -413,7 +414,7 @@ def _start(
     ctx.store.start(lease, start, now)
     return Send(
         job, loads_payload(body_text), body_text, number, attempt, maybe_recorded,
-        extended_lease=lease_until is not None,
+        lease_extended_at=None if lease_until is None else now,
     )  # fmt: skip
 
 

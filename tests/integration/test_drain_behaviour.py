@@ -658,9 +658,10 @@ def test_a_drain_that_loses_its_lease_still_reports_what_it_sent_and_whom_it_unb
     assert p.states()["s1"] == "in_flight"  # the new holder resends it as maybe-sent
 
 
-def test_a_start_pushes_the_lease_out_when_it_is_due(pipeline_factory: Any) -> None:
-    # Given a lease of 10 s that must keep 4 round trips of 2 s each: due again after 2 s
-    p = pipeline_factory()
+def lease_seen_by_each_call(p: Pipeline, claim_takes_s: float) -> list[float]:
+    """Drain two sales with a lease of 10 s that must keep 4 round trips of 2 s each (so it
+    is due again 2 s after it was last pushed out), on a clock starting at 1,000,000 where
+    the claim takes ``claim_takes_s`` and each call 3 s. The lease's end at each call."""
     p.enqueue(registered_stock())
     p.drain()
     p.enqueue([b.sale(TIN, "00", f"s{i}", [WATER], trd_invc_no=f"T{i}", at=NOW) for i in (1, 2)])
@@ -670,22 +671,40 @@ def test_a_start_pushes_the_lease_out_when_it_is_due(pipeline_factory: Any) -> N
     )
     clock = [1_000_000.0]
     ctx.clock = lambda: clock[0]
-    real_call, leases = ctx.client.call, []
+    real_call, real_claim, leases = ctx.client.call, ctx.store.claim, []
+
+    def claim_taking_time(*args: Any) -> Any:  # e.g. a wait for a pooled connection
+        clock[0] += claim_takes_s
+        return real_claim(*args)
 
     def call_then_pass_time(endpoint: str, body: Any, **kw: Any) -> Any:
         leases.append(p.branch().lease_until)
-        clock[0] += 3.0  # each sale takes 3 s at KRA
+        clock[0] += 3.0
         return real_call(endpoint, body, **kw)
 
     ctx.client = SimpleNamespace(call=call_then_pass_time)  # type: ignore[assignment]
+    ctx.store.claim = claim_taking_time  # type: ignore[method-assign]
+    assert drain(p.branch().id, ctx).sent == 2
+    return leases
 
-    # When the branch drains its two sales
-    report = drain(p.branch().id, ctx)
 
-    # Then the lease taken at t=0 (until t=10) was pushed out by the second sale's start,
-    # 3 s later, to 13 s
-    assert report.sent == 2
+def test_a_start_pushes_the_lease_out_when_it_is_due(pipeline: Pipeline) -> None:
+    # Given a lease taken at t=0 until t=10; when two sales go, 3 s each at KRA
+    leases = lease_seen_by_each_call(pipeline, claim_takes_s=0.0)
+
+    # Then the second sale's start, at t=3, pushed the lease out to t=13
     assert leases == [1_000_010.0, 1_000_013.0]
+
+
+def test_a_lease_counts_from_its_claim_however_long_the_claim_waited(
+    pipeline: Pipeline,
+) -> None:
+    # Given a lease asked for at t=0 (until t=10) whose claim took 3 s
+    leases = lease_seen_by_each_call(pipeline, claim_takes_s=3.0)
+
+    # Then the first sale's start, at t=3, already had to push it out (to t=13): 3 s of
+    # the lease were gone, more than the 2 s of slack it has
+    assert leases == [1_000_013.0, 1_000_016.0]
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
