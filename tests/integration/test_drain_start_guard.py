@@ -4,6 +4,8 @@ so the operator's change stands and no number reaches KRA twice."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +22,10 @@ from tests.integration.test_drain_behaviour import (
     registered_stock,
     sales_of,
 )
-from worker.outbox.rows import BranchHead, Lease
+from worker.outbox import ops_queries as oq
+from worker.outbox import queries as q
+from worker.outbox.rows import BranchHead, HeadMoved, Lease
+from worker.outbox.writes import Number, Start
 from worker.replay import set_next, skip
 
 
@@ -111,3 +116,42 @@ def test_skip_while_a_drain_outlived_its_lease_stands_and_nothing_is_sent(
     pipeline.enqueue([b.sale(TIN, "00", "s2", [WATER], trd_invc_no="T2", at=NOW)])
     pipeline.drain()
     assert sales_of(pipeline) == [(1, "T2")]
+
+
+def test_a_start_that_waited_on_an_operators_skip_writes_nothing(pipeline: Pipeline) -> None:
+    # Given a sale at the head, about to take invcNo 1, and an operator's skip of it that
+    # holds the branch row (then the job) in an open transaction, as `skip` does
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+    engine, store = pipeline.runtime.engine, pipeline.runtime.drain_context().store
+    lease = store.claim(pipeline.branch().id, "drain", time.time(), 60.0)
+    assert lease is not None
+    job = store.read_head(lease).jobs[0]
+    start = Start(job.id, 1, False, "{}", Number("invcNo", 1), None, job.state, None, None)
+    outcome: list[object] = []
+
+    def drain_starts_the_sale() -> None:
+        try:
+            store.start(lease, start, time.time())
+            outcome.append("started")
+        except HeadMoved as exc:
+            outcome.append(exc)
+
+    with engine.connect() as operator:
+        with operator.begin():
+            q.get_branch(operator, TIN, "00", for_update=True)
+            oq.mark_skipped(operator, job.id, "x", time.time(), states=["pending"])
+            # When the drain's start runs meanwhile (it waits for the operator's locks)
+            drain = threading.Thread(target=drain_starts_the_sale)
+            drain.start()
+            time.sleep(0.5)
+            assert drain.is_alive()
+        drain.join(30)
+
+    # Then, once the skip commits, the start writes nothing: the sale stays skipped with no
+    # number, and the branch's next invcNo is still 1
+    assert len(outcome) == 1 and isinstance(outcome[0], HeadMoved)
+    s1 = pipeline.job("s1")
+    assert (s1.state, s1.invc_no, s1.body) == ("skipped", None, None)
+    assert pipeline.branch().next_invc_no == 1
