@@ -4,7 +4,8 @@
     loop, bounded by max_jobs and max_seconds:
       prepare   read the head; choose the job to send (:func:`choose`); on its first send
                 take its invcNo/sarNo and freeze its body; mark it in_flight -- committed
-                before the call
+                before the call, and only if the job, the counter and the lease are still
+                as read (an operator may act in between: then read again)
       send      one OSCU call (the client never raises; it returns a CallOutcome)
       recover   only when decide() asks to verify: what KRA holds under the number
       record    attempt row + job state + what follows (stock, event, dependents, a park),
