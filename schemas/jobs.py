@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import InitErrorDetails
 
 from schemas.base import raise_if_any, rule_error
 from schemas.text import key_problem
+
+#: A per-branch KRA number series: invoices and credit notes, stock movements.
+Counter = Literal["invcNo", "sarNo"]
 
 
 class JobKind(StrEnum):
@@ -54,7 +57,7 @@ class JobKind(StrEnum):
         return _ENDPOINTS[self]
 
     @property
-    def numbered_by(self) -> str | None:
+    def numbered_by(self) -> Counter | None:
         """The per-branch KRA counter this kind consumes, if any."""
         if self in (JobKind.SALE, JobKind.CREDIT_NOTE):
             return "invcNo"

@@ -43,8 +43,9 @@ class DatabaseSettings(BaseModel):
     pool_size: int = Field(default=10, ge=1)
     #: Extra connections opened on demand above ``pool_size`` (closed when returned).
     max_overflow: int = Field(default=10, ge=0)
-    #: Seconds a thread waits for a free connection before giving up; a drain that gives up
-    #: hands its branch back and its next wake retries it.
+    #: Seconds a thread waits for a free connection before giving up. A drain that gives up
+    #: leaves its lease to run out and its next wake retries the branch; writing a result
+    #: KRA already gave is retried instead, for as long as the lease holds.
     pool_timeout_s: float = Field(default=30.0, gt=0)
 
 

@@ -4,7 +4,8 @@
     loop, bounded by max_jobs and max_seconds:
       prepare   read the head; choose the job to send (:func:`choose`); on its first send
                 take its invcNo/sarNo and freeze its body; mark it in_flight -- committed
-                before the call
+                before the call, and only if the job, the counter and the lease are still
+                as read (an operator may act in between: then read again)
       send      one OSCU call (the client never raises; it returns a CallOutcome)
       recover   only when decide() asks to verify: what KRA holds under the number
       record    attempt row + job state + what follows (stock, event, dependents, a park),
@@ -20,6 +21,7 @@ it as maybe-sent and resends the identical body, so a duplicate answer then mean
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -29,6 +31,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
 from schemas.jobs import JobKind, JobState
@@ -45,13 +48,14 @@ from worker.outbox.rows import (
     HOPELESS,
     SATISFIED,
     BranchHead,
-    CounterMoved,
     HeadJob,
+    HeadMoved,
     Lease,
     LeaseLost,
 )
-from worker.outbox.writes import Number, Start
+from worker.outbox.writes import JobRecord, Number, Recorded, Start
 from worker.steps import Called, LocalFailure, Send, Verdict
+from worker.systemic import BRANCH
 
 log = logging.getLogger("etims_relay.drain")
 
@@ -61,6 +65,10 @@ DEPENDENCY_WAIT_S = 5.0
 #: OSCU round trips one job may take at most (write, its 401 re-send, receipt lookup), plus
 #: one for the token fetch between them.
 ROUND_TRIPS_PER_JOB = 4
+#: A result that found the pool empty is written again after this pause, doubling up to
+#: :data:`RECORD_RETRY_MAX_S`, for as long as the lease holds.
+RECORD_RETRY_FIRST_S = 0.2
+RECORD_RETRY_MAX_S = 5.0
 
 Status = Literal["busy", "idle", "waiting", "more", "parked", "lease_lost"]
 
@@ -107,20 +115,30 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
     """Send the branch's due jobs in order until done, waiting, or out of budget."""
     store = ctx.store
     owner = f"{ctx.worker_name}:{uuid.uuid4().hex[:12]}"
-    lease = store.claim(branch_id, owner, ctx.clock(), ctx.settings.drain.lease_ttl_s)
+    claimed_at = ctx.clock()  # the lease runs out ttl after this, however long the claim took
+    lease = store.claim(branch_id, owner, claimed_at, ctx.settings.drain.lease_ttl_s)
     if lease is None:
         return DrainReport(branch_id, "busy")
     ctx.observer.lease_taken(branch_id)
     try:
-        run = _send_jobs(lease, ctx)
-    except LeaseLost:
-        ctx.observer.lease_lost(branch_id)
-        return DrainReport(branch_id, "lease_lost", due_in_s=0.0)
+        run = _send_jobs(lease, ctx, claimed_at)
+    except LeaseLost:  # a write outside the loop's own steps; the loop reports its own
+        run = _Run("lease_lost", 0, frozenset(), None)
+    except PoolTimeout:
+        # The pool itself is the error: a release would queue for it once more (up to the
+        # pool timeout again) and most likely fail the same way. The lease runs out on its
+        # own; the task wakes the branch again.
+        raise
     except Exception:
         # A database or programming error: hand the branch back now rather than at lease
         # expiry (due now, so the sweeper retries it), then let the task fail.
         _release_quietly(lease, ctx)
         raise
+    if run.status == "lease_lost":
+        # Another worker holds the branch now: no release. What this drain sent and the
+        # branches it unblocked before that still count (the task wakes those).
+        ctx.observer.lease_lost(branch_id)
+        return DrainReport(branch_id, "lease_lost", run.sent, 0.0, run.woken)
     status, wake_after = run.status, run.wake_after
     if not store.release(lease, wake_after, run.seen_next_seq) and status in ("idle", "waiting"):
         status, wake_after = "more", ctx.clock()
@@ -136,15 +154,16 @@ class _Run:
     sent: int
     woken: frozenset[int]
     #: the branch's next_seq as last read: a job enqueued since keeps the branch due
-    seen_next_seq: int
+    #: (None: not read, or the lease was lost)
+    seen_next_seq: int | None
     wake_after: float | None = None
 
 
-def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
+def _send_jobs(lease: Lease, ctx: DrainContext, claimed_at: float) -> _Run:
     """The loop: prepare -> send -> (recover) -> record, one job at a time."""
-    limits, store = ctx.settings.drain, ctx.store
+    limits = ctx.settings.drain
     started = ctx.clock()
-    renewal = _Renewal.for_lease(ctx.settings, started)
+    renewal = _Renewal.for_lease(ctx.settings, claimed_at)
     sent, woken = 0, frozenset[int]()
     head: BranchHead | None = None  # as the last record step read it along, if it did
     while True:
@@ -152,6 +171,8 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
         head = None
         woken |= prepared.woken
         step, seen = prepared.step, prepared.next_seq
+        if isinstance(step, _LeaseGone):
+            return _Run("lease_lost", sent, woken, None)
         if isinstance(step, _Idle):
             return _Run("idle", sent, woken, seen)
         if isinstance(step, _Wait):
@@ -162,10 +183,13 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
                 continue
             return _Run("waiting", sent, woken, seen, step.until)
         if isinstance(step, Send):
-            renewal = renewal.after(step, ctx.clock())
-        verdict = _send(step, ctx)
+            renewal = renewal.after(step)
+        verdict = _branch_named(_send(step, ctx))
         now = ctx.clock()
-        recorded = store.record(lease, effects.record_of(verdict, now, ctx.recorder))
+        try:
+            recorded = _record(lease, effects.record_of(verdict, now, ctx.recorder), ctx, renewal)
+        except LeaseLost:
+            return _Run("lease_lost", sent, woken, seen)
         ctx.observer.job_decided(verdict.job, verdict.decision, verdict.outcome, now)
         sent, woken, head = sent + 1, woken | recorded.woken, recorded.head
         if isinstance(verdict.decision, Accept) and verdict.job.state in _BACKING_OFF:
@@ -176,8 +200,41 @@ def _send_jobs(lease: Lease, ctx: DrainContext) -> _Run:
             return _Run("more", sent, woken, seen, ctx.clock())
 
 
+def _branch_named(verdict: Verdict) -> Verdict:
+    """A park's reason with the branch filled in (decide() knows no branch and leaves a
+    placeholder), once, for the log line and the branch's parked_reason alike."""
+    decision, job = verdict.decision, verdict.job
+    if not isinstance(decision, Park) or BRANCH not in decision.reason:
+        return verdict
+    named = dataclasses.replace(
+        decision, reason=decision.reason.replace(BRANCH, f"{job.tin}/{job.bhf_id}")
+    )
+    return dataclasses.replace(verdict, decision=named)
+
+
+def _record(lease: Lease, record: JobRecord, ctx: DrainContext, renewal: _Renewal) -> Recorded:
+    """Write a job's result. KRA has answered by now: a pool with no free connection is
+    waited out while the lease holds (the writes are fenced by it either way), so a busy pool
+    does not throw the answer away. Only then does the error go up: the job stays in_flight
+    and the next holder resends its identical body (a duplicate then means "ours")."""
+    pause = RECORD_RETRY_FIRST_S
+    while True:
+        try:
+            return ctx.store.record(lease, record)
+        except PoolTimeout:
+            if ctx.clock() + pause >= renewal.expires_at:
+                raise
+            log.warning(
+                "branch %s: no database connection to record job %s; trying again in %.1f s",
+                lease.branch_id, record.job.id, pause,
+                extra={"event": "record_pool_timeout", "branch_id": lease.branch_id},
+            )  # fmt: skip
+            ctx.sleep(pause)
+            pause = min(2 * pause, RECORD_RETRY_MAX_S)
+
+
 #: A job read in one of these states had failed before: its acceptance means KRA is back.
-_BACKING_OFF = frozenset({JobState.RETRY_WAIT.value, JobState.UNKNOWN.value})
+_BACKING_OFF = frozenset({JobState.RETRY_WAIT, JobState.UNKNOWN})
 
 
 def _kra_is_back(ctx: DrainContext) -> None:
@@ -212,6 +269,11 @@ class _Idle:
 
 
 @dataclass(frozen=True, slots=True)
+class _LeaseGone:
+    """Another worker took the branch over while this drain prepared its head."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Blocked:
     """The job depends on one that can never be accepted without an operator."""
 
@@ -226,9 +288,9 @@ class _Ready:
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    step: Send | LocalFailure | _Wait | _Idle
-    #: the branch's next_seq from the head read it came from
-    next_seq: int
+    step: Send | LocalFailure | _Wait | _Idle | _LeaseGone
+    #: the branch's next_seq from the head read it came from (None: lease lost)
+    next_seq: int | None
     #: branches whose jobs blocking a head blocked too
     woken: frozenset[int] = frozenset()
 
@@ -259,27 +321,33 @@ def _prepare(
     """Make the head job ready to send, committed before the call. ``head``: the branch's
     head as the previous job's record step read it along (else it is read here)."""
     woken = frozenset[int]()
-    while True:
-        now = ctx.clock()
-        head = head or ctx.store.read_head(lease)
-        match choose(head, now):
-            case _Blocked(job, blocked_by):
-                woken |= ctx.store.block(lease, job, blocked_by, now)
-                head = None
-            case _Ready(job) if (later := _superseding(lease, job, ctx)) is not None:
-                ctx.store.supersede(lease, job, later, now)
-                ctx.observer.job_superseded(job, later, now)
-                head = None
-            case _Ready(job):
-                try:
-                    return _Prepared(_start(lease, job, head, ctx, renewal), head.next_seq, woken)
-                except CounterMoved:
-                    # An operator set the branch's next number since the head was read;
-                    # nothing was written. Read again; build with the number as it is now.
-                    log.info("branch %s: counter set meanwhile; preparing again", lease.branch_id)
+    try:
+        while True:
+            now = ctx.clock()
+            head = head or ctx.store.read_head(lease)
+            match choose(head, now):
+                case _Blocked(job, blocked_by):
+                    woken |= ctx.store.block(lease, job, blocked_by, now)
                     head = None
-            case _Wait() | _Idle() as other:
-                return _Prepared(other, head.next_seq, woken)
+                case _Ready(job):
+                    try:
+                        if (later := _superseding(lease, job, ctx)) is not None:
+                            ctx.store.supersede(lease, job, later, now)
+                            ctx.observer.job_superseded(job, later, now)
+                            head = None
+                            continue
+                        step = _start(lease, job, head, ctx, renewal)
+                        return _Prepared(step, head.next_seq, woken)
+                    except HeadMoved:
+                        # An operator skipped the job or set the branch's next number since
+                        # the head was read; nothing was written. Read again, go on from there.
+                        log.info("branch %s: head changed meanwhile; preparing again",
+                                 lease.branch_id)  # fmt: skip
+                        head = None
+                case _Wait() | _Idle() as other:
+                    return _Prepared(other, head.next_seq, woken)
+    except LeaseLost:  # what blocking wrote before that still counts
+        return _Prepared(_LeaseGone(), None, woken)
 
 
 def _superseding(lease: Lease, job: HeadJob, ctx: DrainContext) -> int | None:
@@ -316,6 +384,11 @@ class _Renewal:
         ttl = settings.drain.lease_ttl_s
         return cls(claimed_at, max(0.0, ttl - margin), ttl)
 
+    @property
+    def expires_at(self) -> float:
+        """When the lease runs out unless a later start pushes it out."""
+        return self.extended_at + self.ttl_s
+
     def due(self, now: float) -> bool:
         return now - self.extended_at >= self.every_s
 
@@ -323,10 +396,10 @@ class _Renewal:
         """What a start now pushes the lease out to, if it must."""
         return now + self.ttl_s if self.due(now) else None
 
-    def after(self, send: Send, now: float) -> _Renewal:
+    def after(self, send: Send) -> _Renewal:
         """The renewal once ``send`` was started (its start extended the lease if due)."""
-        if send.extended_lease:
-            return _Renewal(now, self.every_s, self.ttl_s)
+        if send.lease_extended_at is not None:
+            return _Renewal(send.lease_extended_at, self.every_s, self.ttl_s)
         return self
 
 
@@ -340,12 +413,11 @@ def _start(
     in_flight and, when due, pushes the lease out. A body that cannot be built takes no
     number at all.
     """
-    now = ctx.clock()
     counter = job.kind.numbered_by
     number = job.number
     takes: Number | None = None
     # A job found in_flight was being sent by a worker that died: it may have reached KRA.
-    maybe_recorded = job.maybe_recorded or job.state == JobState.IN_FLIGHT.value
+    maybe_recorded = job.maybe_recorded or job.state == JobState.IN_FLIGHT
     body_text, new_body = job.body, None
     if body_text is None:
         if counter is not None and number is None:
@@ -356,13 +428,18 @@ def _start(
             return built
         body_text = new_body = built
     attempt = job.attempts + 1
+    # The clock read after the body's reads (each may have waited for a pooled connection):
+    # the lease is pushed out from, and checked against, the time of the write itself.
+    now = ctx.clock()
     lease_until = renewal.lease_until(now)
-    ctx.store.start(
-        lease, Start(job.id, attempt, maybe_recorded, new_body, takes, lease_until), now
-    )
+    start = Start(
+        job.id, attempt, maybe_recorded, new_body, takes, lease_until,
+        job.state, job.invc_no, job.sar_no,
+    )  # fmt: skip
+    ctx.store.start(lease, start, now)
     return Send(
         job, loads_payload(body_text), body_text, number, attempt, maybe_recorded,
-        extended_lease=lease_until is not None,
+        lease_extended_at=None if lease_until is None else now,
     )  # fmt: skip
 
 

@@ -31,7 +31,6 @@ from worker.outbox.writes import (
     event_json,
 )
 from worker.steps import Called, Verdict
-from worker.systemic import BRANCH
 
 SALE_KINDS = (JobKind.SALE, JobKind.CREDIT_NOTE)
 
@@ -72,7 +71,7 @@ def record_of(verdict: Verdict, now: float, recorder: Recorder) -> JobRecord:
             fate, gives_back = _fate(verdict, decision.release_number)
             expected = decision.expected
             park = Park(
-                decision.reason.replace(BRANCH, f"{job.tin}/{job.bhf_id}"), fate, gives_back,
+                decision.reason, fate, gives_back,
                 None if expected is None else Number(expected.counter, expected.expected),
             )  # fmt: skip
             return JobRecord(job, now, park, attempt)

@@ -33,11 +33,6 @@ _LOOKUP_RETRYABLE = frozenset(
 )
 
 
-def needed(verdict: Decision | Verify) -> bool:
-    """Whether the verdict needs KRA or the outbox before it is final."""
-    return isinstance(verdict, Verify) or (isinstance(verdict, Dead) and verdict.names_holder)
-
-
 def resolve(
     verdict: Decision | Verify,
     called: Called,

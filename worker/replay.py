@@ -350,7 +350,8 @@ def set_next(
         raise InvalidInput("--force needs a reason (--reason TEXT): it is audited")
     now = time.time()
     with engine.begin() as conn:
-        branch = q.get_branch(conn, tin, bhf_id)
+        # the branch row first, then its jobs: the order skip and a drain's start lock in
+        branch = q.get_branch(conn, tin, bhf_id, for_update=True)
         if branch is None:
             raise JobNotFound(f"branch {tin}/{bhf_id} has no jobs")
         views = counter_views(conn, branch, kra_expects)

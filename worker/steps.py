@@ -27,8 +27,8 @@ class Send:
     attempt: int
     #: an earlier attempt may have reached KRA (its number must never be handed on)
     maybe_recorded: bool
-    #: its start pushed the lease out
-    extended_lease: bool = False
+    #: when its start pushed the lease out (the time the new expiry counts from), if it did
+    lease_extended_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from schemas.jobs import Counter
 from worker.oscu.outcome import CallOutcome, OutcomeKind
 
 #: Placeholder the drain replaces with the branch (``TIN/BHF``) in a fix command.
@@ -90,7 +91,7 @@ def systemic_rule(
 class Expectation:
     """KRA's next number for a counter, as a sequence answer stated it."""
 
-    counter: str  # "invcNo" or "sarNo"
+    counter: Counter
     expected: int
     found: int | None
 
@@ -105,7 +106,7 @@ _SEQUENCE = re.compile(
 )
 
 
-def expectation(message: str | None, counter: str | None) -> Expectation | None:
+def expectation(message: str | None, counter: Counter | None) -> Expectation | None:
     """The number KRA expects for ``counter``, if ``message`` is a sequence answer naming it."""
     if not message or counter is None:
         return None

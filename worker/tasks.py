@@ -41,9 +41,11 @@ def drain_task(branch_id: int) -> dict[str, Any]:
         report = drain(int(branch_id), runtime.drain_context())
     except PoolTimeout:
         # Every pooled connection stayed busy for ETIMS_DATABASE__POOL_TIMEOUT_S: an
-        # overloaded pool, not a fault of this branch. The drain handed its lease back (or
-        # never took it); wake the branch again shortly, spread out so that the retries do
-        # not all queue for the pool at once. The sweeper re-wakes it as well.
+        # overloaded pool, not a fault of this branch. The drain did not queue for the pool
+        # once more to hand its lease back: a lease it took runs out on its own (until then
+        # this wake finds the branch busy). Wake the branch again shortly, spread out so
+        # that the retries do not all queue for the pool at once. The sweeper re-wakes it
+        # as well.
         countdown = random.uniform(1.0, MAX_COUNTDOWN_S)
         log.warning(
             "branch %s: no database connection within %g s (pool of %d+%d busy); "

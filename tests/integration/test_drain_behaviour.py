@@ -6,10 +6,11 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from producers import builders as b
 from schemas.jobs import JobState
@@ -22,7 +23,7 @@ from worker.next_number import kra_confirms_next_invoice
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.outbox import writes
-from worker.outbox.branch_store import BranchStore
+from worker.outbox.branch_store import BranchStore, PostgresBranchStore, SqlBranchStore
 from worker.outbox.models import result_events, stock_balances
 from worker.outbox.rows import BranchHead, Lease, LeaseLost
 from worker.outbox.writes import AttemptRow, JobRecord, Number, Start
@@ -192,7 +193,9 @@ def test_without_invoice_lookup_a_recovered_duplicate_is_marked_receipt_missing(
     assert sales_of(p) == [(1, "T1")]
 
 
-def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(pipeline: Pipeline) -> None:
+def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
     # Given KRA already holds invcNo 1 for this branch (sent by another system)
     from simulator.samples import Line, sale_body
     from simulator.testing import SimClient
@@ -224,8 +227,11 @@ def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(pipeline: Pipe
     # Then the branch is parked with a message saying what to do, and nothing was lost
     assert report.status == "parked"
     branch = pipeline.branch()
-    assert "set-next" in branch.parked_reason
+    assert "set-next P051234567A/00 --invc" in branch.parked_reason
     assert pipeline.job("s1").state == "pending" and pipeline.job("s1").invc_no is None
+    # ... and the job's log line gives the same command, naming the branch
+    logged = [getattr(r, "reason", None) for r in caplog.records if r.name == "etims_relay.jobs"]
+    assert branch.parked_reason in logged
 
     # When the operator sets KRA's next number (KRA's receipt lookup confirms it: 1 taken,
     # 2 free), the branch resumes from there
@@ -310,7 +316,7 @@ def stale_writes(p: Pipeline, old: Lease, new: Lease) -> list[Callable[[BranchSt
         JobRecord(head, 0.0, writes.Kill("910", "x", "release", Number("sarNo", 1)), attempt, "{}"),
         JobRecord(head, 0.0, writes.Park("x", "keep", expected=Number("sarNo", 7)), attempt),
     ]
-    start = Start(head.id, 1, False, "{}", Number("sarNo", 1), 10.0**11)
+    start = Start(head.id, 1, False, "{}", Number("sarNo", 1), 10.0**11, head.state, None, None)
     calls: list[Callable[[BranchStore], object]] = [
         lambda s: s.start(old, start, 0.0),
         lambda s: s.block(old, head, head.id, 0.0),
@@ -609,6 +615,134 @@ def test_giving_up_after_a_5xx_releases_the_number_once_kra_says_it_holds_nothin
     job = pipeline.job("s1")
     assert job.state == "dead" and job.invc_no is None
     assert sales_of(pipeline) == [(1, "T2")]
+
+
+def test_a_drain_that_loses_its_lease_still_reports_what_it_sent_and_whom_it_unblocked(
+    pipeline_factory: Any,
+) -> None:
+    # Given a sale in branch 01 waiting for branch 00's opening stock, and a sale in branch
+    # 00 behind that stock, while branch 01 already drained as far as it could
+    p = pipeline_factory(branches=("00", "01"))
+    p.enqueue(registered_stock("00"))
+    p.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+    p.enqueue(
+        [
+            b.item(TIN, "01", "item-1@01", item_cd=item_code(1), item_nm="Water", price=WATER.prc),
+            b.sale(TIN, "01", "s1@01", [WATER], trd_invc_no="T1", at=NOW,
+                   depends_on=["item-1@01", "opening"]),
+        ]
+    )  # fmt: skip
+    assert p.drain("01").status == "waiting"
+
+    # When another worker takes branch 00 over while KRA answers the drain's sale
+    ctx = p.runtime.drain_context()
+    store, branch_id = ctx.store, p.branch("00").id
+    real_call = ctx.client.call
+
+    def call_taken_over(endpoint: str, body: Any, **kw: Any) -> Any:
+        if endpoint == "saveTrnsSalesOsdc":
+            with p.runtime.engine.begin() as conn:
+                conn.execute(text("UPDATE branches SET lease_until = 1 WHERE id = :id"),
+                             {"id": branch_id})  # fmt: skip
+            assert store.claim(branch_id, "other-worker", ctx.clock(), 60.0) is not None
+        return real_call(endpoint, body, **kw)
+
+    ctx.client = SimpleNamespace(call=call_taken_over)  # type: ignore[assignment]
+    report = drain(branch_id, ctx)
+
+    # Then it reports the lease lost with the two jobs it delivered before, and branch 01,
+    # whose sale the opening stock unblocked, to wake
+    assert report.status == "lease_lost"
+    assert report.sent == 2
+    assert report.woken == frozenset({p.branch("01").id})
+    assert p.states()["s1"] == "in_flight"  # the new holder resends it as maybe-sent
+
+
+def lease_seen_by_each_call(p: Pipeline, claim_takes_s: float) -> list[float]:
+    """Drain two sales with a lease of 10 s that must keep 4 round trips of 2 s each (so it
+    is due again 2 s after it was last pushed out), on a clock starting at 1,000,000 where
+    the claim takes ``claim_takes_s`` and each call 3 s. The lease's end at each call."""
+    p.enqueue(registered_stock())
+    p.drain()
+    p.enqueue([b.sale(TIN, "00", f"s{i}", [WATER], trd_invc_no=f"T{i}", at=NOW) for i in (1, 2)])
+    ctx = p.runtime.drain_context()
+    ctx.settings = ctx.settings.model_copy(
+        update={"drain": ctx.settings.drain.model_copy(update={"lease_ttl_s": 10.0})}
+    )
+    clock = [1_000_000.0]
+    ctx.clock = lambda: clock[0]
+    real_call, real_claim, leases = ctx.client.call, ctx.store.claim, []
+
+    def claim_taking_time(*args: Any) -> Any:  # e.g. a wait for a pooled connection
+        clock[0] += claim_takes_s
+        return real_claim(*args)
+
+    def call_then_pass_time(endpoint: str, body: Any, **kw: Any) -> Any:
+        leases.append(p.branch().lease_until)
+        clock[0] += 3.0
+        return real_call(endpoint, body, **kw)
+
+    ctx.client = SimpleNamespace(call=call_then_pass_time)  # type: ignore[assignment]
+    ctx.store.claim = claim_taking_time  # type: ignore[method-assign]
+    assert drain(p.branch().id, ctx).sent == 2
+    return leases
+
+
+def test_a_start_pushes_the_lease_out_when_it_is_due(pipeline: Pipeline) -> None:
+    # Given a lease taken at t=0 until t=10; when two sales go, 3 s each at KRA
+    leases = lease_seen_by_each_call(pipeline, claim_takes_s=0.0)
+
+    # Then the second sale's start, at t=3, pushed the lease out to t=13
+    assert leases == [1_000_010.0, 1_000_013.0]
+
+
+def test_a_lease_counts_from_its_claim_however_long_the_claim_waited(
+    pipeline: Pipeline,
+) -> None:
+    # Given a lease asked for at t=0 (until t=10) whose claim took 3 s
+    leases = lease_seen_by_each_call(pipeline, claim_takes_s=3.0)
+
+    # Then the first sale's start, at t=3, already had to push it out (to t=13): 3 s of
+    # the lease were gone, more than the 2 s of slack it has
+    assert leases == [1_000_013.0, 1_000_016.0]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_both_stores_see_the_same_next_head_after_an_acceptance(pipeline: Pipeline) -> None:
+    # Given, on PostgreSQL, an item, its opening stock (depending on it) and a sale; the
+    # PostgreSQL store accepts in one statement that reads the next head from its snapshot,
+    # the plain store in a transaction that reads it after its writes
+    item, opening = registered_stock()
+    pipeline.enqueue([item, opening, b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+    engine, branch_id = pipeline.runtime.engine, pipeline.branch().id
+    single, plain = PostgresBranchStore(engine), SqlBranchStore(engine)
+    lease = single.claim(branch_id, "test", 0.0, 10.0**11)
+    assert lease is not None
+
+    def accept_head(store: BranchStore, now: float) -> BranchHead | None:
+        job = store.read_head(lease).jobs[0]
+        number = None if job.kind.numbered_by is None else Number(job.kind.numbered_by, 1)
+        store.start(lease, Start(job.id, 1, False, "{}", number, None, job.state, None, None), now)
+        attempt = AttemptRow(1, None, now, 0.1, "accepted", "000", "ok", 200, None, "h", "t")
+        accept = writes.Accept("000", "ok", stock=((item_code(1), Decimal("50")),))
+        return store.record(lease, JobRecord(job, now, accept, attempt, "{}")).head
+
+    # When the item is accepted by the one and the opening stock by the other
+    after_item = accept_head(single, 1.0)
+    assert after_item is not None
+    seen_by_plain = plain.read_head(lease)
+    after_opening = accept_head(plain, 2.0)
+    assert after_opening is not None
+    seen_by_single = single.read_head(lease)
+
+    # Then each store's head read along with the acceptance is what the other reads after
+    # it: the opening stock with its dependency on the item accepted, then the sale
+    assert after_item == seen_by_plain
+    assert [j.idempotency_key for j in after_item.jobs] == ["opening"]
+    assert [d.state for d in after_item.jobs[0].dependencies] == [JobState.ACCEPTED]
+    assert after_opening == seen_by_single
+    assert [j.idempotency_key for j in after_opening.jobs] == ["s1"]
+    assert after_opening.next_sar_no == 2
 
 
 def test_a_job_waiting_on_another_branch_goes_as_soon_as_that_branch_delivers(

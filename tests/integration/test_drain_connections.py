@@ -11,15 +11,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import QueuePool
 
 from producers import builders as b
+from tests.helpers import ledger_writes
 from tests.integration.pipeline_fixtures import Pipeline
 from tests.workload import TIN, item_code
 from worker.drain import DrainContext, drain
 from worker.oscu.client import OscuClient
 from worker.oscu.outcome import CallOutcome
 from worker.outbox import queries as q
+from worker.outbox.db import make_engine
 
 NOW = datetime.now(UTC)
 WATER = b.SaleLine(item_code(1), "Water", Decimal("1"), Decimal("116"))
@@ -107,12 +110,81 @@ def test_four_branches_in_flight_share_one_connection(pipeline_factory: Any) -> 
     engine.dispose()
 
     # Then nothing failed (no pool timeout), every sale was accepted, and the branches were
-    # in flight at the same time, not one after the other
+    # in flight at the same time, not one after the other: had a drain held the only
+    # connection through its call, the calls would have run one at a time
     assert errors == []
     assert sorted(r.sent for r in reports) == [14, 14, 14, 14]
     assert set(pipeline.states().values()) == {"accepted"}
-    assert max(kra.checked_out) <= 1
     assert elapsed < 56 * 0.2 * 0.75, elapsed  # one after the other would take 11.2 s
+
+
+class PoolTakenWhileKraAnswers:
+    """The relay's client; as KRA answers its first write, another thread takes the pool's
+    only connection for ``hold_s``, so the drain finds the pool empty when it records."""
+
+    def __init__(self, client: OscuClient, engine: Engine, hold_s: float) -> None:
+        self._client, self._engine, self._hold_s = client, engine, hold_s
+        self.holder: threading.Thread | None = None
+
+    def call(self, endpoint: str, body: Any, **kw: Any) -> CallOutcome:
+        outcome = self._client.call(endpoint, body, **kw)
+        if self.holder is None:
+            taken = threading.Event()
+
+            def hold() -> None:
+                with self._engine.connect():
+                    taken.set()
+                    time.sleep(self._hold_s)
+
+            self.holder = threading.Thread(target=hold)
+            self.holder.start()
+            taken.wait(5)
+        return outcome
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def pool_of_one(url: str, timeout_s: float) -> Engine:
+    """The relay's engine for ``url`` (SQLite's hooks included) with a pool of a single
+    connection whose checkout gives up after ``timeout_s``."""
+    engine = make_engine(url)
+    pool: Any = engine.pool
+    engine.pool = QueuePool(
+        pool._creator, pool_size=1, max_overflow=0, timeout=timeout_s,
+        dialect=pool._dialect, _dispatch=pool.dispatch,
+    )  # fmt: skip
+    return engine
+
+
+def test_a_result_that_finds_the_pool_empty_is_recorded_once_a_connection_frees(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a branch with an item, its opening stock and a sale, and a pool of one connection
+    # (checkout gives up after 0.3 s) that another thread holds for 0.4 s right as KRA
+    # accepts the first write
+    pipeline.enqueue(sales("00", 1))
+    engine = pool_of_one(str(pipeline.runtime.engine.url), timeout_s=0.3)
+    ctx = pipeline.runtime.drain_context()
+    kra = PoolTakenWhileKraAnswers(ctx.client, engine, hold_s=0.4)
+    context = replace_client(DrainContext(engine, ctx.client, ctx.devices, ctx.settings), kra)
+
+    # When the branch drains
+    try:
+        report = drain(pipeline.branch().id, context)
+    finally:
+        if kra.holder is not None:
+            kra.holder.join()
+        engine.dispose()
+
+    # Then the first write's result waited for the connection instead of being thrown away:
+    # every job is accepted and KRA received each write once (nothing resent)
+    assert "no database connection to record job" in caplog.text
+    assert report.status == "idle" and report.sent == 3
+    assert set(pipeline.states().values()) == {"accepted"}
+    endpoints = ["saveItem", "insertStockIO", "saveTrnsSalesOsdc"]
+    writes = [w["endpoint"] for w in ledger_writes(pipeline.sim.ledger_path, endpoints)]
+    assert writes == endpoints
 
 
 def replace_client(ctx: DrainContext, client: Any) -> DrainContext:

@@ -20,18 +20,18 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Engine
 
-from schemas.jobs import JobState
+from schemas.jobs import Counter, JobState
 from worker.outbox.dependents import block_dependents, wake_dependents
 from worker.outbox.named_sql import load
 from worker.outbox.rows import (
     BranchHead,
-    CounterMoved,
     HeadJob,
+    HeadMoved,
     Lease,
     LeaseLost,
     StockMasterFacts,
@@ -83,7 +83,9 @@ class BranchStore(Protocol):
         ...
 
     def start(self, lease: Lease, start: Start, now: float) -> None:
-        """Mark the job in_flight (raises :class:`CounterMoved` if its number was taken)."""
+        """Mark the job in_flight. Raises :class:`HeadMoved` if the job or the counter is
+        not as the head read showed, :class:`LeaseLost` if the lease was taken over or has
+        run out by ``now``."""
         ...
 
     def record(self, lease: Lease, record: JobRecord) -> Recorded: ...
@@ -103,7 +105,8 @@ class BranchStore(Protocol):
 
     def supersede(self, lease: Lease, job: HeadJob, superseded_by: int, now: float) -> None:
         """End a never-sent stock master without a call, naming the job that carries its
-        balance; fenced, and only while the job is still as the head read showed it."""
+        balance. Raises :class:`HeadMoved` if the job is no longer as the head read showed
+        it (an operator skipped it), :class:`LeaseLost` if the lease is gone."""
 
 
 def branch_store(engine: Engine) -> BranchStore:
@@ -202,7 +205,8 @@ class SqlBranchStore:
         body = json.loads(event_json(job, JobState.SUPERSEDED, now))
         body["superseded_by"] = superseded_by  # what a webhook consumer follows
         with self._transaction() as conn:
-            _fenced(conn.execute(_DRAIN["supersede_job"], params).rowcount)
+            if not conn.execute(_DRAIN["supersede_job"], params).rowcount:
+                _refused(conn, lease, now)
             _insert_event(conn, job, JobState.SUPERSEDED, now, json.dumps(body, default=str))
 
     def block(self, lease: Lease, job: HeadJob, blocked_by: int, now: float) -> frozenset[int]:
@@ -213,12 +217,14 @@ class SqlBranchStore:
             return block_dependents(conn, [job.id], now)
 
     def start(self, lease: Lease, start: Start, now: float) -> None:
+        params = _start_params(lease, start, now)
         with self._transaction() as conn:
-            if not conn.execute(
-                _DRAIN["claim_branch_for_start"], _start_params(lease, start, now)
-            ).rowcount:
-                _refused(conn, lease, start.takes)
-            _fenced(conn.execute(_DRAIN["start_job"], _start_params(lease, start, now)).rowcount)
+            if not conn.execute(_DRAIN["claim_branch_for_start"], params).rowcount:
+                _refused(conn, lease, now)
+            if not conn.execute(_DRAIN["start_job"], params).rowcount:
+                # the branch row, just written, holds the lease: the job moved on; leaving
+                # the transaction by the exception takes the branch's write back
+                raise HeadMoved
 
     def record(self, lease: Lease, record: JobRecord) -> Recorded:
         job, now, write = record.job, record.now, record.write
@@ -326,7 +332,7 @@ class PostgresBranchStore(SqlBranchStore):
     def start(self, lease: Lease, start: Start, now: float) -> None:
         if not self._run("pg_start_job", _start_params(lease, start, now))[1]:
             with self._single() as conn:
-                _refused(conn, lease, start.takes)
+                _refused(conn, lease, now)
 
     def record(self, lease: Lease, record: JobRecord) -> Recorded:
         """An acceptance or a retry is one statement (an acceptance reads the next head
@@ -401,15 +407,13 @@ def _fenced(rowcount: int) -> None:
         raise LeaseLost
 
 
-def _refused(conn: Connection, lease: Lease, takes: Number | None) -> None:
-    """Nothing was written: say why. Only a start that took a number can have been refused
-    for the counter; any other refusal is the lease's."""
-    if takes is None:
+def _refused(conn: Connection, lease: Lease, now: float) -> NoReturn:
+    """A start wrote nothing: say why. The lease taken over or run out, else what the head
+    read showed (the job, or the counter it takes a number from) has moved on."""
+    params = {**_fence(lease), "now": now}
+    if not conn.execute(_LEASE["lease_holds"], params).scalar():
         raise LeaseLost
-    token = conn.execute(_LEASE["fencing_token"], {"branch_id": lease.branch_id}).scalar()
-    if token is None or int(token) != lease.token:
-        raise LeaseLost
-    raise CounterMoved
+    raise HeadMoved
 
 
 def _start_params(lease: Lease, start: Start, now: float) -> dict[str, Any]:
@@ -425,11 +429,14 @@ def _start_params(lease: Lease, start: Start, now: float) -> dict[str, Any]:
         "invc_no": _value_of(takes, "invcNo"),
         "sar_no": _value_of(takes, "sarNo"),
         "lease_until": start.lease_until,
+        "read_state": start.read_state.value,
+        "read_invc_no": start.read_invc_no,
+        "read_sar_no": start.read_sar_no,
         "now": now,
     }
 
 
-def _value_of(number: Number | None, counter: str) -> int | None:
+def _value_of(number: Number | None, counter: Counter) -> int | None:
     return number.value if number is not None and number.counter == counter else None
 
 

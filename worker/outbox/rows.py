@@ -10,16 +10,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.jobs import JobKind, JobState
+from schemas.jobs import Counter, JobKind, JobState
 
 
 class LeaseLost(Exception):
     """The fencing token moved on: another worker owns the branch now. Write nothing more."""
 
 
-class CounterMoved(Exception):
-    """The branch's next invcNo/sarNo is not the one the head read showed: an operator set it
-    (``branch set-next``) in between. Nothing was written; read the head again."""
+class HeadMoved(Exception):
+    """The head job or the branch's next invcNo/sarNo is no longer what the head read showed:
+    an operator acted in between (``skip``, ``branch set-next``). Nothing was written; read
+    the head again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,17 +33,17 @@ class Lease:
 
 
 #: A dependency in one of these states can never be satisfied without an operator.
-HOPELESS = frozenset({JobState.DEAD.value, JobState.BLOCKED.value, JobState.SKIPPED.value})
+HOPELESS = frozenset({JobState.DEAD, JobState.BLOCKED, JobState.SKIPPED})
 #: A dependency in one of these states lets its dependent go. Superseded counts: a stock
 #: master with a dependent is never superseded (``worker.coalesce``), so only a job enqueued
 #: after the fact can name one, and in its branch it comes after the superseding job.
-SATISFIED = frozenset({JobState.ACCEPTED.value, JobState.SUPERSEDED.value})
+SATISFIED = frozenset({JobState.ACCEPTED, JobState.SUPERSEDED})
 
 
 @dataclass(frozen=True, slots=True)
 class Dependency:
     job_id: int
-    state: str
+    state: JobState
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class HeadJob:
     idempotency_key: str
     payload: str
     original_job_id: int | None
-    state: str
+    state: JobState
     attempts: int
     next_attempt_at: float | None
     maybe_recorded: bool
@@ -81,7 +82,7 @@ class HeadJob:
             idempotency_key=str(row.idempotency_key),
             payload=str(row.payload),
             original_job_id=None if row.original_job_id is None else int(row.original_job_id),
-            state=str(row.state),
+            state=JobState(row.state),
             attempts=int(row.attempts),
             next_attempt_at=None if row.next_attempt_at is None else float(row.next_attempt_at),
             maybe_recorded=bool(row.maybe_recorded),
@@ -126,7 +127,7 @@ class BranchHead:
             _, deps = jobs.setdefault(int(row.id), (row, []))
             if row.dep_id is not None:
                 dep_id = int(row.dep_id)
-                state = JobState.ACCEPTED.value if dep_id == accepted_id else str(row.dep_state)
+                state = JobState.ACCEPTED if dep_id == accepted_id else JobState(row.dep_state)
                 deps.append(Dependency(dep_id, state))
         first = rows[0]
         return cls(
@@ -136,7 +137,7 @@ class BranchHead:
             jobs=tuple(HeadJob.from_row(row, deps) for row, deps in jobs.values()),
         )
 
-    def next_number(self, counter: str) -> int:
+    def next_number(self, counter: Counter) -> int:
         """What a job taking a number of ``counter`` ("invcNo", "sarNo") gets now."""
         return self.next_invc_no if counter == "invcNo" else self.next_sar_no
 

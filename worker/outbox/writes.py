@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from schemas.jobs import JobState
+from schemas.jobs import Counter, JobState
 from worker.outbox.rows import BranchHead, HeadJob
 
 
@@ -19,7 +19,7 @@ from worker.outbox.rows import BranchHead, HeadJob
 class Number:
     """A KRA number of one counter ("invcNo" or "sarNo")."""
 
-    counter: str
+    counter: Counter
     value: int
 
 
@@ -28,7 +28,10 @@ class Start:
     """A job's in_flight mark, committed before its call.
 
     ``takes``: the branch's next number, compare-and-set on the value the body was built
-    with (:class:`~worker.outbox.rows.CounterMoved` if an operator moved it meanwhile).
+    with. The job itself is compare-and-set too, on the state and numbers the head read
+    showed (``read_*``): an operator's ``skip`` or ``set-next`` in between changes them, and
+    a start that went ahead anyway would undo the skip or send a number the counter gave
+    back (:class:`~worker.outbox.rows.HeadMoved`: nothing written, read the head again).
     """
 
     job_id: int
@@ -39,6 +42,10 @@ class Start:
     takes: Number | None
     #: the lease pushed out to this time, when due (see the drain's ``Renewal``)
     lease_until: float | None
+    #: the job as the head read showed it
+    read_state: JobState
+    read_invc_no: int | None
+    read_sar_no: int | None
 
 
 @dataclass(frozen=True, slots=True)

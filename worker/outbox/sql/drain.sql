@@ -35,22 +35,25 @@ SELECT b.next_seq AS branch_next_seq,
  ORDER BY w.seq
 
 -- name: claim_branch_for_start
--- A job's start on its branch row: the fence; the lease pushed out when :lease_until is
--- set; KRA's next number of :counter taken, compare-and-set on :number (the value the head
--- read showed, which the body was built with).
+-- A job's start on its branch row: the fence, refused once the lease has run out (the
+-- operator tools then treat the branch as not being drained); the lease pushed out when
+-- :lease_until is set; KRA's next number of :counter taken, compare-and-set on :number (the
+-- value the head read showed, which the body was built with).
 UPDATE branches
    SET lease_until = COALESCE(:lease_until, lease_until),
        next_invc_no = CASE WHEN :counter = 'invcNo' THEN next_invc_no + 1 ELSE next_invc_no END,
        next_sar_no = CASE WHEN :counter = 'sarNo' THEN next_sar_no + 1 ELSE next_sar_no END
  WHERE id = :branch_id
    AND fencing_token = :token
+   AND lease_until >= :now
    AND (CAST(:counter AS text) IS NULL
         OR (:counter = 'invcNo' AND next_invc_no = :number)
         OR (:counter = 'sarNo' AND next_sar_no = :number))
 
 -- name: start_job
 -- Mark the job in_flight, committed before the call: the body (NULL: keep the frozen one)
--- and the number it was built with are stored with it.
+-- and the number it was built with are stored with it. Compare-and-set on the job as the
+-- head read showed it (:read_*): an operator's skip or set-next in between writes nothing.
 UPDATE jobs
    SET state = 'in_flight',
        attempts = :attempts,
@@ -60,6 +63,9 @@ UPDATE jobs
        sar_no = COALESCE(:sar_no, sar_no),
        updated_at = :now
  WHERE id = :job_id
+   AND state = :read_state
+   AND invc_no IS NOT DISTINCT FROM CAST(:read_invc_no AS bigint)
+   AND sar_no IS NOT DISTINCT FROM CAST(:read_sar_no AS bigint)
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
 
 -- name: accept_job

@@ -5,17 +5,38 @@
 -- Parameters inside a SELECT list have no type to infer: hence the CASTs.
 
 -- name: start_job
--- claim_branch_for_start + start_job of drain.sql.
-WITH fence AS (
+-- claim_branch_for_start + start_job of drain.sql. Both rows are locked before either is
+-- written, the branch first (as the operator tools do), each re-checked on its latest
+-- version: under READ COMMITTED a plain UPDATE's subquery would read the statement's
+-- snapshot, so a skip or set-next committed meanwhile could let the counter move while the
+-- job's write is refused. Here either both are written or neither.
+WITH branch AS (
+    SELECT id
+      FROM branches
+     WHERE id = :branch_id
+       AND fencing_token = :token
+       AND lease_until >= :now
+       AND (CAST(:counter AS text) IS NULL
+            OR (:counter = 'invcNo' AND next_invc_no = :number)
+            OR (:counter = 'sarNo' AND next_sar_no = :number))
+       FOR UPDATE
+),
+job AS (
+    SELECT id
+      FROM jobs
+     WHERE id = :job_id
+       AND state = :read_state
+       AND invc_no IS NOT DISTINCT FROM CAST(:read_invc_no AS bigint)
+       AND sar_no IS NOT DISTINCT FROM CAST(:read_sar_no AS bigint)
+       AND EXISTS (SELECT 1 FROM branch)
+       FOR UPDATE
+),
+fence AS (
     UPDATE branches
        SET lease_until = COALESCE(:lease_until, lease_until),
            next_invc_no = CASE WHEN :counter = 'invcNo' THEN next_invc_no + 1 ELSE next_invc_no END,
            next_sar_no = CASE WHEN :counter = 'sarNo' THEN next_sar_no + 1 ELSE next_sar_no END
-     WHERE id = :branch_id
-       AND fencing_token = :token
-       AND (CAST(:counter AS text) IS NULL
-            OR (:counter = 'invcNo' AND next_invc_no = :number)
-            OR (:counter = 'sarNo' AND next_sar_no = :number))
+     WHERE id IN (SELECT id FROM branch) AND EXISTS (SELECT 1 FROM job)
     RETURNING 1 AS ok
 )
 UPDATE jobs
@@ -26,7 +47,7 @@ UPDATE jobs
        invc_no = COALESCE(:invc_no, invc_no),
        sar_no = COALESCE(:sar_no, sar_no),
        updated_at = :now
- WHERE id = :job_id AND EXISTS (SELECT 1 FROM fence)
+ WHERE id IN (SELECT id FROM job) AND EXISTS (SELECT 1 FROM fence)
 
 -- name: accept_job_reading_head
 -- accept_job + insert_attempt + insert_event + add_stock (per item), then read_head of

@@ -31,8 +31,11 @@ UPDATE branches
    SET lease_owner = NULL, lease_until = NULL, wake_after = :wake_after
  WHERE id = :branch_id AND fencing_token = :token
 
--- name: fencing_token
-SELECT fencing_token FROM branches WHERE id = :branch_id
+-- name: lease_holds
+-- Whether the lease (:token) still holds at :now: 1, else 0 (taken over, or run out).
+SELECT CASE WHEN fencing_token = :token AND lease_until >= :now THEN 1 ELSE 0 END
+  FROM branches
+ WHERE id = :branch_id
 
 -- name: park_branch
 -- Stop sending until an operator acts; keep what KRA said it expects next, for set-next.

@@ -1,0 +1,157 @@
+"""An operator acting between a drain's head read and its in_flight mark, on SQLite and
+PostgreSQL: the mark is compare-and-set on the job as read, and on a lease that still holds,
+so the operator's change stands and no number reaches KRA twice."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.integration.pipeline_fixtures import Pipeline
+from tests.integration.test_drain_behaviour import (
+    NOW,
+    OPS,
+    TIN,
+    WATER,
+    b,
+    registered_stock,
+    sales_of,
+)
+from worker.outbox import ops_queries as oq
+from worker.outbox import queries as q
+from worker.outbox.rows import BranchHead, HeadMoved, Lease
+from worker.outbox.writes import Number, Start
+from worker.replay import set_next, skip
+
+
+def sale_holding_invoice_1_without_body(pipeline: Pipeline) -> None:
+    """The stock is at KRA; sale s1 heads the branch holding invcNo 1 with no frozen body,
+    as a park that rebuilds the body leaves it once unparked (next_invc_no is 2)."""
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+    with pipeline.runtime.engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET invc_no = 1 WHERE idempotency_key = 's1'"))
+        conn.execute(text("UPDATE branches SET next_invc_no = 2"))
+
+
+def right_after_the_first_head_read(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, act: Callable[[BranchHead], None]
+) -> None:
+    """Run ``act`` once, just after the drain first reads a head with a job in it."""
+    store_class = type(pipeline.runtime.drain_context().store)
+    read_head = store_class.read_head
+    done: list[bool] = []
+
+    def read_head_then_act(store: Any, lease: Lease) -> BranchHead:
+        head = read_head(store, lease)
+        if not done and head.jobs:
+            done.append(True)
+            act(head)
+        return head
+
+    monkeypatch.setattr(store_class, "read_head", read_head_then_act)
+
+
+def test_set_next_between_head_read_and_send_gives_the_sale_the_number_set(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a sale holding invcNo 1 (never sent), and an operator who sets the branch's next
+    # number to 1 while a drain has just read that sale at the head
+    sale_holding_invoice_1_without_body(pipeline)
+
+    def operator_sets_next(head: BranchHead) -> None:
+        set_next(pipeline.runtime.engine, TIN, "00", OPS, invc_no=1, sar_no=None, reason="x")
+
+    right_after_the_first_head_read(pipeline, monkeypatch, operator_sets_next)
+
+    # When the branch drains, and a second sale follows
+    pipeline.drain()
+    monkeypatch.undo()
+    pipeline.enqueue([b.sale(TIN, "00", "s2", [WATER], trd_invc_no="T2", at=NOW)])
+    pipeline.drain()
+
+    # Then the first sale took 1 from the counter as set, the second took 2: both accepted,
+    # no number sent twice, the branch not parked
+    assert sales_of(pipeline) == [(1, "T1"), (2, "T2")]
+    s1, s2 = pipeline.job("s1"), pipeline.job("s2")
+    assert (s1.state, s1.invc_no) == ("accepted", 1)
+    assert (s2.state, s2.invc_no) == ("accepted", 2)
+    assert pipeline.branch().next_invc_no == 3
+    assert pipeline.branch().parked_reason is None
+
+
+def test_skip_while_a_drain_outlived_its_lease_stands_and_nothing_is_sent(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a drain that has read sale s1 at the head, then stalls past its lease; an
+    # operator, seeing the branch no longer drained, skips s1 meanwhile
+    sale_holding_invoice_1_without_body(pipeline)
+    skipped: list[Any] = []
+
+    def lease_runs_out_and_operator_skips(head: BranchHead) -> None:
+        with pipeline.runtime.engine.begin() as conn:
+            conn.execute(text("UPDATE branches SET lease_until = 1"))
+        skipped.append(skip(pipeline.runtime.engine, head.jobs[0].id, OPS, reason="x"))
+
+    right_after_the_first_head_read(pipeline, monkeypatch, lease_runs_out_and_operator_skips)
+
+    # When that drain goes on
+    report = pipeline.drain()
+
+    # Then it sent nothing: the skip stands, invcNo 1 went back to the counter
+    assert skipped and skipped[0].released
+    assert sales_of(pipeline) == []
+    assert pipeline.job("s1").state == "skipped"
+    assert pipeline.branch().next_invc_no == 1
+    assert report.status == "idle"
+
+    # ... and the next sale gets invcNo 1, once
+    monkeypatch.undo()
+    pipeline.enqueue([b.sale(TIN, "00", "s2", [WATER], trd_invc_no="T2", at=NOW)])
+    pipeline.drain()
+    assert sales_of(pipeline) == [(1, "T2")]
+
+
+def test_a_start_that_waited_on_an_operators_skip_writes_nothing(pipeline: Pipeline) -> None:
+    # Given a sale at the head, about to take invcNo 1, and an operator's skip of it that
+    # holds the branch row (then the job) in an open transaction, as `skip` does
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+    engine, store = pipeline.runtime.engine, pipeline.runtime.drain_context().store
+    lease = store.claim(pipeline.branch().id, "drain", time.time(), 60.0)
+    assert lease is not None
+    job = store.read_head(lease).jobs[0]
+    start = Start(job.id, 1, False, "{}", Number("invcNo", 1), None, job.state, None, None)
+    outcome: list[object] = []
+
+    def drain_starts_the_sale() -> None:
+        try:
+            store.start(lease, start, time.time())
+            outcome.append("started")
+        except HeadMoved as exc:
+            outcome.append(exc)
+
+    with engine.connect() as operator:
+        with operator.begin():
+            q.get_branch(operator, TIN, "00", for_update=True)
+            oq.mark_skipped(operator, job.id, "x", time.time(), states=["pending"])
+            # When the drain's start runs meanwhile (it waits for the operator's locks)
+            drain = threading.Thread(target=drain_starts_the_sale)
+            drain.start()
+            time.sleep(0.5)
+            assert drain.is_alive()
+        drain.join(30)
+
+    # Then, once the skip commits, the start writes nothing: the sale stays skipped with no
+    # number, and the branch's next invcNo is still 1
+    assert len(outcome) == 1 and isinstance(outcome[0], HeadMoved)
+    s1 = pipeline.job("s1")
+    assert (s1.state, s1.invc_no, s1.body) == ("skipped", None, None)
+    assert pipeline.branch().next_invc_no == 1
