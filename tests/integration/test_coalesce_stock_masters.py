@@ -22,8 +22,10 @@ from worker.drain import drain
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.outbox.models import result_events, stock_balances
+from worker.replay import Actor, edit, replay
 
 NOW = datetime.now(UTC)
+OPS = Actor("ops")
 ITEMS = 2
 SALES = 12
 
@@ -267,3 +269,132 @@ def test_status_counts_superseded_jobs(pipeline: Pipeline, coalesce: bool) -> No
     with pipeline.runtime.engine.connect() as conn:
         counts = oq.job_counts(conn)
     assert counts["superseded"] == (SALES - 2 * ITEMS if coalesce else 0)
+
+
+def stock_masters_at_kra(p: Pipeline) -> list[tuple[str, int]]:
+    return [(w["body"]["itemCd"], w["body"]["rsdQty"]) for w in writes(p, "saveStockMaster")]
+
+
+def item_a_reported_then_moved(p: Pipeline) -> None:
+    """Items A and B with opening stock (A 50, B 7) and A's first stock master at KRA; then 5
+    more of A come in and its stock master ``x`` waits (not drained)."""
+    a, b_ = item_code(1), item_code(2)
+    lines = [
+        b.SaleLine(a, "A", Decimal(50), Decimal("116")),
+        b.SaleLine(b_, "B", Decimal(7), Decimal("116")),
+    ]
+    p.enqueue(
+        [
+            b.item(TIN, "00", "ia", item_cd=a, item_nm="A", price=Decimal("116")),
+            b.item(TIN, "00", "ib", item_cd=b_, item_nm="B", price=Decimal("116")),
+            b.stock_io(TIN, "00", "open", lines, sar_ty_cd="06", at=NOW, depends_on=["ia", "ib"]),
+            b.stock_master(TIN, "00", "first", item_cd=a, depends_on=["open"]),
+        ]
+    )
+    p.drain()
+    assert p.job("first").state == "accepted"
+    more = [b.SaleLine(a, "A", Decimal(5), Decimal("116"))]
+    p.enqueue(
+        [
+            b.stock_io(TIN, "00", "more", more, sar_ty_cd="06", at=NOW),
+            b.stock_master(TIN, "00", "x", item_cd=a, depends_on=["more"]),
+        ]
+    )
+
+
+def a_dead_stock_master_of_item_a(p: Pipeline) -> int:
+    """A stock master of A enqueued before A exists at KRA: it dies (edited and replayed by
+    the tests below)."""
+    p.enqueue([b.stock_master(TIN, "00", "y", item_cd=item_code(1))])
+    p.drain()
+    assert p.job("y").state == "dead"
+    return p.job("y").id
+
+
+def test_a_stock_master_edited_to_another_item_never_supersedes_the_first_items(
+    pipeline: Pipeline,
+) -> None:
+    # Given a dead stock master of item A that the operator edits: it was meant for item B
+    y = a_dead_stock_master_of_item_a(pipeline)
+    edit(pipeline.runtime.engine, y, OPS, sets=[("itemCd", item_code(2))], reason="wrong item")
+    # ... while A's stock master x waits behind A's movement, and y is replayed behind it
+    item_a_reported_then_moved(pipeline)
+    replay(pipeline.runtime.engine, y, OPS, reason="fixed")
+
+    pipeline.drain()
+
+    # Then x was sent (y is B's, it carries nothing of A), and KRA holds both true balances
+    assert pipeline.job("x").state == "accepted"
+    assert pipeline.job("y").state == "accepted"
+    assert stock_masters_at_kra(pipeline)[-2:] == [(item_code(1), 55), (item_code(2), 7)]
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_stock_master_edited_into_a_producers_count_never_supersedes(
+    pipeline: Pipeline,
+) -> None:
+    # Given a dead stock master of item A that the operator edits into a counted one
+    y = a_dead_stock_master_of_item_a(pipeline)
+    edit(pipeline.runtime.engine, y, OPS, sets=[("rsdQty", 55)], reason="stock-take")
+    item_a_reported_then_moved(pipeline)
+    replay(pipeline.runtime.engine, y, OPS, reason="fixed")
+
+    pipeline.drain()
+
+    # Then the relay's own count x still went: a producer's count supersedes nothing
+    assert pipeline.job("x").state == "accepted"
+    assert pipeline.job("y").state == "accepted"
+    assert stock_masters_at_kra(pipeline)[-2:] == [(item_code(1), 55), (item_code(1), 55)]
+
+
+def test_a_later_stock_master_that_can_never_go_supersedes_nothing(pipeline: Pipeline) -> None:
+    # Given item A at KRA, and a stock movement of A that KRA refused (dead)
+    a = item_code(1)
+    pipeline.enqueue(
+        [
+            b.item(TIN, "00", "ia", item_cd=a, item_nm="A", price=Decimal("116")),
+            b.stock_io(
+                TIN,
+                "00",
+                "open",
+                [b.SaleLine(a, "A", Decimal(50), Decimal("116"))],
+                sar_ty_cd="06",
+                at=NOW,
+                depends_on=["ia"],
+            ),
+            b.stock_master(TIN, "00", "first", item_cd=a, depends_on=["open"]),
+            b.stock_io(
+                TIN,
+                "00",
+                "bad",
+                [b.SaleLine(a, "A", Decimal(5), Decimal("116"))],
+                sar_ty_cd="11",
+                at=NOW,
+            ),
+        ]
+    )
+    pipeline.drain()
+    assert pipeline.job("bad").state == "dead"
+    # ... then A comes in 5 and its stock master x waits, with a later one that waits on the
+    # dead movement behind it
+    pipeline.enqueue(
+        [
+            b.stock_io(
+                TIN,
+                "00",
+                "in",
+                [b.SaleLine(a, "A", Decimal(5), Decimal("116"))],
+                sar_ty_cd="06",
+                at=NOW,
+            ),
+            b.stock_master(TIN, "00", "x", item_cd=a, depends_on=["in"]),
+            b.stock_master(TIN, "00", "after-bad", item_cd=a, depends_on=["bad"]),
+        ]
+    )
+
+    pipeline.drain()
+
+    # Then x went: the later one is blocked for good, and KRA holds A's balance
+    assert pipeline.job("x").state == "accepted"
+    assert pipeline.job("after-bad").state == "blocked"
+    assert stock_masters_at_kra(pipeline)[-1] == (a, 55)

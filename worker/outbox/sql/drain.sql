@@ -219,6 +219,8 @@ UPDATE jobs
 -- What coalescing needs to know of a stock master about to be sent (worker/coalesce.py), in
 -- one read: the latest stock master of the same item still to send in the branch; whether
 -- KRA already accepted one of this item from this branch; whether any job depends on it.
+-- A later one with a dependency that will never go (dead, blocked, skipped) is no carrier:
+-- it waits behind that dependency for ever, and KRA would keep the item's stale balance.
 -- The item lookups walk ix_jobs_branch_stock_item_seq, the dependents one
 -- ix_job_dependencies_depends_on.
 SELECT (SELECT later.id
@@ -227,6 +229,11 @@ SELECT (SELECT later.id
            AND later.stock_item_cd = :item_cd
            AND later.seq > :seq
            AND later.state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
+           AND NOT EXISTS (SELECT 1
+                             FROM job_dependencies AS ld
+                             JOIN jobs AS dep ON dep.id = ld.depends_on_id
+                            WHERE ld.job_id = later.id
+                              AND dep.state IN ('dead', 'blocked', 'skipped'))
          ORDER BY later.seq DESC
          LIMIT 1) AS later_id,
        EXISTS (SELECT 1
@@ -240,7 +247,9 @@ SELECT (SELECT later.id
 
 -- name: supersede_job
 -- End a never-sent stock master without a call: a later one (:superseded_by) carries its
--- balance. Only while it is still as the head read showed it: pending, nothing frozen.
+-- balance. Only while it is still as the head read showed it: pending, nothing frozen, and
+-- still no dependent (stock_master_facts read that in an earlier transaction; a dependent
+-- enqueued since asked for this report to come first). A refused write re-reads the head.
 UPDATE jobs
    SET state = 'superseded',
        superseded_by = :superseded_by,
@@ -250,4 +259,5 @@ UPDATE jobs
    AND state = 'pending'
    AND body IS NULL
    AND NOT maybe_recorded
+   AND NOT EXISTS (SELECT 1 FROM job_dependencies WHERE depends_on_id = :job_id)
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
