@@ -398,3 +398,77 @@ def test_a_later_stock_master_that_can_never_go_supersedes_nothing(pipeline: Pip
     assert pipeline.job("x").state == "accepted"
     assert pipeline.job("after-bad").state == "blocked"
     assert stock_masters_at_kra(pipeline)[-1] == (a, 55)
+
+
+class _DependentArrivesAfterTheFacts:
+    """The branch's store, except that right after the first read that would supersede a
+    stock master, a till enqueues a stock-in that depends on that stock master (the race
+    between coalescing's read and its write)."""
+
+    def __init__(self, store: Any, p: Pipeline) -> None:
+        self._store, self._p = store, p
+        self.raced: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def stock_master_facts(self, lease: Any, job: Any, item_cd: str) -> Any:
+        facts = self._store.stock_master_facts(lease, job, item_cd)
+        if self.raced is None and facts.later_id is not None and facts.item_reported:
+            self.raced = str(job.idempotency_key)
+            line = b.SaleLine(item_cd, "Item", Decimal(7), Decimal("116"))
+            restock = b.stock_io(
+                TIN, "00", "restock", [line], sar_ty_cd="06", at=NOW, depends_on=[self.raced]
+            )
+            restocked = b.stock_master(
+                TIN, "00", "restocked", item_cd=item_cd, depends_on=["restock"]
+            )
+            self._p.enqueue([restock, restocked])
+        return facts
+
+
+def test_a_stock_master_that_gains_a_dependent_while_being_coalesced_is_sent(
+    pipeline: Pipeline,
+) -> None:
+    # Given a backlog, and a stock-in enqueued against a stock master just after the drain
+    # read that a later one could supersede it
+    pipeline.enqueue(backlog())
+    with pipeline.runtime.engine.connect() as conn:
+        branch_id = int(q.get_branch(conn, TIN, "00").id)
+    ctx = pipeline.runtime.drain_context()
+    racing = _DependentArrivesAfterTheFacts(ctx.store, pipeline)
+    ctx.store = racing
+
+    for _ in range(20):
+        if drain(branch_id, ctx).status == "idle":
+            break
+
+    # Then that stock master went to KRA (the stock-in asked for it first), and the stock-in
+    # after it; KRA still ends with the outbox's balances
+    assert racing.raced is not None
+    raced = pipeline.job(racing.raced)
+    assert raced.state == "accepted" and raced.superseded_by is None
+    assert pipeline.job("restock").state == "accepted"
+    assert pipeline.job("restock").seq > raced.seq
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_till_keeps_waiting_on_a_chain_longer_than_the_relay_follows(
+    pipeline: Pipeline,
+) -> None:
+    from producers.till.spool import FINAL_JOB_STATES, till_state
+    from worker.outbox.coalesce_queries import superseding_job
+
+    pipeline.enqueue(backlog())
+    pipeline.drain()
+    superseded = pipeline.job(f"00:sale:3:stock-master:{item_code(2)}")
+    assert superseded.state == "superseded"
+
+    # When the chain to the carrier is longer than followed
+    with pipeline.runtime.engine.connect() as conn:
+        found = superseding_job(conn, superseded.id, max_hops=0)
+
+    # Then it is reported as not final: the till keeps asking
+    assert found is not None
+    view = {"state": "superseded", "carried_by": {"job_id": found[0], "state": found[1]}}
+    assert till_state(view) not in FINAL_JOB_STATES
