@@ -472,3 +472,58 @@ def test_a_till_keeps_waiting_on_a_chain_longer_than_the_relay_follows(
     assert found is not None
     view = {"state": "superseded", "carried_by": {"job_id": found[0], "state": found[1]}}
     assert till_state(view) not in FINAL_JOB_STATES
+
+
+def test_a_job_elsewhere_that_depends_on_a_superseded_stock_master_waits_for_its_carrier(
+    pipeline_factory: Any,
+) -> None:
+    # Given item A at KRA from branch 00, then a stock-in of A and its stock master x, and a
+    # later stock master y of A that also waits on an item still to send from branch 01
+    p = pipeline_factory(branches=("00", "01", "02"))
+    a = item_code(1)
+    gate = b.item(TIN, "01", "gate", item_cd=item_code(8), item_nm="Gate", price=Decimal("1"))
+    p.enqueue(
+        [
+            b.item(TIN, "00", "ia", item_cd=a, item_nm="A", price=Decimal("116")),
+            b.stock_io(
+                TIN,
+                "00",
+                "open",
+                [b.SaleLine(a, "A", Decimal(50), Decimal("116"))],
+                sar_ty_cd="06",
+                at=NOW,
+                depends_on=["ia"],
+            ),
+            b.stock_master(TIN, "00", "first", item_cd=a, depends_on=["open"]),
+            b.stock_io(
+                TIN,
+                "00",
+                "more",
+                [b.SaleLine(a, "A", Decimal(5), Decimal("116"))],
+                sar_ty_cd="06",
+                at=NOW,
+            ),
+            b.stock_master(TIN, "00", "x", item_cd=a, depends_on=["more"]),
+            gate,
+            b.stock_master(TIN, "00", "y", item_cd=a, depends_on=["gate"]),
+        ]
+    )
+    p.drain("00")
+    assert p.job("x").state == "superseded" and p.job("x").superseded_by == p.job("y").id
+    assert p.job("y").state == "pending"
+
+    # When branch 02 enqueues a job that depends on x, and drains
+    later = b.item(TIN, "02", "after-x", item_cd=item_code(9), item_nm="B", price=Decimal("1"))
+    p.enqueue([{**later, "depends_on": ["x"]}])
+    p.drain("02")
+
+    # Then it waits: x's balance is not at KRA yet
+    assert p.job("after-x").state == "pending"
+    assert writes(p, "saveItem")[-1]["body"]["itemCd"] != item_code(9)
+
+    # ... and goes once y, which carries it, is accepted
+    p.drain("01")
+    p.drain("00")
+    assert p.job("y").state == "accepted"
+    p.drain("02")
+    assert p.job("after-x").state == "accepted"

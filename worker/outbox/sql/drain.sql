@@ -8,13 +8,24 @@
 -- The branch's counters and its first active job (the only one ever sent next), one row
 -- per dependency. The LIMIT is literal: a generic prepared plan must still stop at the
 -- first entry of the partial index. wakes_dependents: accepting the job must look at its
--- dependents (some wait in another branch, or are blocked after a replay).
+-- dependents (some wait in another branch, or are blocked after a replay). A superseded
+-- dependency reads as pending until a later stock master of its item in its branch is
+-- accepted: only then is the balance it stood for at KRA (its carrier, or any later one:
+-- the branch sends in order). A dependent in another branch would otherwise go first.
 SELECT b.next_seq AS branch_next_seq,
        b.next_invc_no AS branch_next_invc_no,
        b.next_sar_no AS branch_next_sar_no,
        w.*,
        dep.id AS dep_id,
-       dep.state AS dep_state,
+       CASE WHEN dep.state = 'superseded'
+                 AND NOT EXISTS (SELECT 1
+                                   FROM jobs AS carrier
+                                  WHERE carrier.branch_id = dep.branch_id
+                                    AND carrier.stock_item_cd = dep.stock_item_cd
+                                    AND carrier.seq > dep.seq
+                                    AND carrier.state = 'accepted')
+            THEN 'pending'
+            ELSE dep.state END AS dep_state,
        EXISTS (SELECT 1
                  FROM job_dependencies AS wd
                  JOIN jobs AS wj ON wj.id = wd.job_id
