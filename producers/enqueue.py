@@ -31,7 +31,14 @@ from sqlalchemy import Connection, Engine
 
 from producers.enqueue_rules import apply_outbox_rules, record_items
 from schemas.completion import Registrant, dumps_body
-from schemas.jobs import TRADER_INVOICE_KINDS, JobEnvelope, JobKind, JobState, TrdInvcNoScope
+from schemas.jobs import (
+    TRADER_INVOICE_KINDS,
+    JobEnvelope,
+    JobKind,
+    JobState,
+    TrdInvcNoScope,
+    coalescing_item,
+)
 from schemas.settings import Settings
 from schemas.validation import (
     EnqueueOptions,
@@ -329,20 +336,10 @@ def _job_row(
         "maybe_recorded": False,
         "receipt_missing": False,
         "request_id": request_id,
-        "stock_item_cd": _stock_item_cd(e),
+        "stock_item_cd": coalescing_item(e.kind.value, e.payload),
         "created_at": now,
         "updated_at": now,
     }
-
-
-def _stock_item_cd(e: JobEnvelope) -> str | None:
-    """A stock master's itemCd: the drain looks up a later one of the same item by it. Only
-    for one whose rsdQty the relay computes: a producer's own count (a stock-take) is news
-    for KRA, never superseded and never superseding (worker/coalesce.py)."""
-    if e.kind is not JobKind.STOCK_MASTER or e.payload.get("rsdQty") is not None:
-        return None
-    item_cd = e.payload.get("itemCd")
-    return None if item_cd is None else str(item_cd)
 
 
 def _check_dependencies(

@@ -30,6 +30,7 @@ Job states::
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -198,3 +199,15 @@ class JobEnvelope(BaseModel):
         if self.original_key and self.original_key not in self.depends_on:
             return (*self.depends_on, self.original_key)
         return self.depends_on
+
+
+def coalescing_item(kind: str, payload: Mapping[str, Any]) -> str | None:
+    """The item of a stock master whose ``rsdQty`` the relay computes, stored as
+    ``jobs.stock_item_cd`` (enqueue, and again on an operator's edit) so the drain finds a
+    later stock master of the same item (``worker.coalesce``). None for any other job, and
+    for a producer's own count (a stock-take): that is news for KRA, never superseded and
+    never superseding."""
+    if kind != JobKind.STOCK_MASTER.value or payload.get("rsdQty") is not None:
+        return None
+    item_cd = payload.get("itemCd")
+    return None if item_cd is None else str(item_cd)

@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from schemas.completion import loads_payload
-from schemas.jobs import JobKind, JobState
+from schemas.jobs import JobKind, JobState, coalescing_item
 from schemas.settings import CoalesceSettings
 from worker.outbox.rows import StockMasterFacts
 
@@ -67,12 +67,8 @@ def may_be_superseded(job: _Job, settings: CoalesceSettings) -> bool:
 
 def computed_item(payload: str) -> str | None:
     """The item of a stock master whose ``rsdQty`` the relay computes; None for a
-    producer's own count, which is always sent."""
-    fields = loads_payload(payload)
-    item_cd = fields.get("itemCd")
-    if item_cd is None or fields.get("rsdQty") is not None:
-        return None
-    return str(item_cd)
+    producer's own count, which is always sent (the rule enqueue and edit store)."""
+    return coalescing_item(JobKind.STOCK_MASTER.value, loads_payload(payload))
 
 
 def superseder(facts: StockMasterFacts) -> int | None:

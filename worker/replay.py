@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from schemas.completion import dumps_body, loads_payload
-from schemas.jobs import TRADER_INVOICE_KINDS, JobKind, JobState, TrdInvcNoScope
+from schemas.jobs import TRADER_INVOICE_KINDS, JobKind, JobState, TrdInvcNoScope, coalescing_item
 from schemas.validation import EnqueueOptions, payload_errors
 from worker import metrics
 from worker.next_number import CounterView, refusal
@@ -153,7 +153,8 @@ def edit(
         if JobKind(job.kind) in TRADER_INVOICE_KINDS:
             scope = (options or EnqueueOptions()).trd_invc_no_scope
             _reclaim_trader_invoice(conn, job, new.get("trdInvcNo"), scope)
-        oq.set_job_payload(conn, job_id, dumps_body(new), EDITABLE, time.time())
+        item = coalescing_item(job.kind, new)
+        oq.set_job_payload(conn, job_id, dumps_body(new), item, EDITABLE, time.time())
         _audit(conn, actor, "edit", job, reason, details)
     return new
 
@@ -215,7 +216,9 @@ def skip(engine: Engine, job_id: int, actor: Actor, *, reason: str) -> Skipped:
 
     A dead or blocked job, or the pending head of a branch (a parked one, or one no drain
     holds). Its number goes to the next job only when no attempt may have reached KRA;
-    skipping the head of a parked branch unparks it.
+    skipping the head of a parked branch unparks it. Skipping a stock master that carries
+    superseded ones leaves KRA's balance of its item at the last one accepted until the next
+    stock master of the item (docs/operations.md).
     """
     if not reason.strip():
         raise InvalidInput("skip needs a reason (--reason TEXT)")

@@ -22,8 +22,10 @@ from worker.drain import drain
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.outbox.models import result_events, stock_balances
+from worker.replay import Actor, edit, replay
 
 NOW = datetime.now(UTC)
+OPS = Actor("ops")
 ITEMS = 2
 SALES = 12
 
@@ -267,3 +269,261 @@ def test_status_counts_superseded_jobs(pipeline: Pipeline, coalesce: bool) -> No
     with pipeline.runtime.engine.connect() as conn:
         counts = oq.job_counts(conn)
     assert counts["superseded"] == (SALES - 2 * ITEMS if coalesce else 0)
+
+
+def stock_masters_at_kra(p: Pipeline) -> list[tuple[str, int]]:
+    return [(w["body"]["itemCd"], w["body"]["rsdQty"]) for w in writes(p, "saveStockMaster")]
+
+
+def item_a_reported_then_moved(p: Pipeline) -> None:
+    """Items A and B with opening stock (A 50, B 7) and A's first stock master at KRA; then 5
+    more of A come in and its stock master ``x`` waits (not drained)."""
+    a, b_ = item_code(1), item_code(2)
+    lines = [
+        b.SaleLine(a, "A", Decimal(50), Decimal("116")),
+        b.SaleLine(b_, "B", Decimal(7), Decimal("116")),
+    ]
+    p.enqueue(
+        [
+            b.item(TIN, "00", "ia", item_cd=a, item_nm="A", price=Decimal("116")),
+            b.item(TIN, "00", "ib", item_cd=b_, item_nm="B", price=Decimal("116")),
+            b.stock_io(TIN, "00", "open", lines, sar_ty_cd="06", at=NOW, depends_on=["ia", "ib"]),
+            b.stock_master(TIN, "00", "first", item_cd=a, depends_on=["open"]),
+        ]
+    )
+    p.drain()
+    assert p.job("first").state == "accepted"
+    more = [b.SaleLine(a, "A", Decimal(5), Decimal("116"))]
+    p.enqueue(
+        [
+            b.stock_io(TIN, "00", "more", more, sar_ty_cd="06", at=NOW),
+            b.stock_master(TIN, "00", "x", item_cd=a, depends_on=["more"]),
+        ]
+    )
+
+
+def a_dead_stock_master_of_item_a(p: Pipeline) -> int:
+    """A stock master of A enqueued before A exists at KRA: it dies (edited and replayed by
+    the tests below)."""
+    p.enqueue([b.stock_master(TIN, "00", "y", item_cd=item_code(1))])
+    p.drain()
+    assert p.job("y").state == "dead"
+    return p.job("y").id
+
+
+def test_a_stock_master_edited_to_another_item_never_supersedes_the_first_items(
+    pipeline: Pipeline,
+) -> None:
+    # Given a dead stock master of item A that the operator edits: it was meant for item B
+    y = a_dead_stock_master_of_item_a(pipeline)
+    edit(pipeline.runtime.engine, y, OPS, sets=[("itemCd", item_code(2))], reason="wrong item")
+    # ... while A's stock master x waits behind A's movement, and y is replayed behind it
+    item_a_reported_then_moved(pipeline)
+    replay(pipeline.runtime.engine, y, OPS, reason="fixed")
+
+    pipeline.drain()
+
+    # Then x was sent (y is B's, it carries nothing of A), and KRA holds both true balances
+    assert pipeline.job("x").state == "accepted"
+    assert pipeline.job("y").state == "accepted"
+    assert stock_masters_at_kra(pipeline)[-2:] == [(item_code(1), 55), (item_code(2), 7)]
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_stock_master_edited_into_a_producers_count_never_supersedes(
+    pipeline: Pipeline,
+) -> None:
+    # Given a dead stock master of item A that the operator edits into a counted one
+    y = a_dead_stock_master_of_item_a(pipeline)
+    edit(pipeline.runtime.engine, y, OPS, sets=[("rsdQty", 55)], reason="stock-take")
+    item_a_reported_then_moved(pipeline)
+    replay(pipeline.runtime.engine, y, OPS, reason="fixed")
+
+    pipeline.drain()
+
+    # Then the relay's own count x still went: a producer's count supersedes nothing
+    assert pipeline.job("x").state == "accepted"
+    assert pipeline.job("y").state == "accepted"
+    assert stock_masters_at_kra(pipeline)[-2:] == [(item_code(1), 55), (item_code(1), 55)]
+
+
+def test_a_later_stock_master_that_can_never_go_supersedes_nothing(pipeline: Pipeline) -> None:
+    # Given item A at KRA, and a stock movement of A that KRA refused (dead)
+    a = item_code(1)
+    pipeline.enqueue(
+        [
+            b.item(TIN, "00", "ia", item_cd=a, item_nm="A", price=Decimal("116")),
+            b.stock_io(
+                TIN,
+                "00",
+                "open",
+                [b.SaleLine(a, "A", Decimal(50), Decimal("116"))],
+                sar_ty_cd="06",
+                at=NOW,
+                depends_on=["ia"],
+            ),
+            b.stock_master(TIN, "00", "first", item_cd=a, depends_on=["open"]),
+            b.stock_io(
+                TIN,
+                "00",
+                "bad",
+                [b.SaleLine(a, "A", Decimal(5), Decimal("116"))],
+                sar_ty_cd="11",
+                at=NOW,
+            ),
+        ]
+    )
+    pipeline.drain()
+    assert pipeline.job("bad").state == "dead"
+    # ... then A comes in 5 and its stock master x waits, with a later one that waits on the
+    # dead movement behind it
+    pipeline.enqueue(
+        [
+            b.stock_io(
+                TIN,
+                "00",
+                "in",
+                [b.SaleLine(a, "A", Decimal(5), Decimal("116"))],
+                sar_ty_cd="06",
+                at=NOW,
+            ),
+            b.stock_master(TIN, "00", "x", item_cd=a, depends_on=["in"]),
+            b.stock_master(TIN, "00", "after-bad", item_cd=a, depends_on=["bad"]),
+        ]
+    )
+
+    pipeline.drain()
+
+    # Then x went: the later one is blocked for good, and KRA holds A's balance
+    assert pipeline.job("x").state == "accepted"
+    assert pipeline.job("after-bad").state == "blocked"
+    assert stock_masters_at_kra(pipeline)[-1] == (a, 55)
+
+
+class _DependentArrivesAfterTheFacts:
+    """The branch's store, except that right after the first read that would supersede a
+    stock master, a till enqueues a stock-in that depends on that stock master (the race
+    between coalescing's read and its write)."""
+
+    def __init__(self, store: Any, p: Pipeline) -> None:
+        self._store, self._p = store, p
+        self.raced: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def stock_master_facts(self, lease: Any, job: Any, item_cd: str) -> Any:
+        facts = self._store.stock_master_facts(lease, job, item_cd)
+        if self.raced is None and facts.later_id is not None and facts.item_reported:
+            self.raced = str(job.idempotency_key)
+            line = b.SaleLine(item_cd, "Item", Decimal(7), Decimal("116"))
+            restock = b.stock_io(
+                TIN, "00", "restock", [line], sar_ty_cd="06", at=NOW, depends_on=[self.raced]
+            )
+            restocked = b.stock_master(
+                TIN, "00", "restocked", item_cd=item_cd, depends_on=["restock"]
+            )
+            self._p.enqueue([restock, restocked])
+        return facts
+
+
+def test_a_stock_master_that_gains_a_dependent_while_being_coalesced_is_sent(
+    pipeline: Pipeline,
+) -> None:
+    # Given a backlog, and a stock-in enqueued against a stock master just after the drain
+    # read that a later one could supersede it
+    pipeline.enqueue(backlog())
+    with pipeline.runtime.engine.connect() as conn:
+        branch_id = int(q.get_branch(conn, TIN, "00").id)
+    ctx = pipeline.runtime.drain_context()
+    racing = _DependentArrivesAfterTheFacts(ctx.store, pipeline)
+    ctx.store = racing
+
+    for _ in range(20):
+        if drain(branch_id, ctx).status == "idle":
+            break
+
+    # Then that stock master went to KRA (the stock-in asked for it first), and the stock-in
+    # after it; KRA still ends with the outbox's balances
+    assert racing.raced is not None
+    raced = pipeline.job(racing.raced)
+    assert raced.state == "accepted" and raced.superseded_by is None
+    assert pipeline.job("restock").state == "accepted"
+    assert pipeline.job("restock").seq > raced.seq
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_till_keeps_waiting_on_a_chain_longer_than_the_relay_follows(
+    pipeline: Pipeline,
+) -> None:
+    from producers.till.spool import FINAL_JOB_STATES, till_state
+    from worker.outbox.coalesce_queries import superseding_job
+
+    pipeline.enqueue(backlog())
+    pipeline.drain()
+    superseded = pipeline.job(f"00:sale:3:stock-master:{item_code(2)}")
+    assert superseded.state == "superseded"
+
+    # When the chain to the carrier is longer than followed
+    with pipeline.runtime.engine.connect() as conn:
+        found = superseding_job(conn, superseded.id, max_hops=0)
+
+    # Then it is reported as not final: the till keeps asking
+    assert found is not None
+    view = {"state": "superseded", "carried_by": {"job_id": found[0], "state": found[1]}}
+    assert till_state(view) not in FINAL_JOB_STATES
+
+
+def test_a_job_elsewhere_that_depends_on_a_superseded_stock_master_waits_for_its_carrier(
+    pipeline_factory: Any,
+) -> None:
+    # Given item A at KRA from branch 00, then a stock-in of A and its stock master x, and a
+    # later stock master y of A that also waits on an item still to send from branch 01
+    p = pipeline_factory(branches=("00", "01", "02"))
+    a = item_code(1)
+    gate = b.item(TIN, "01", "gate", item_cd=item_code(8), item_nm="Gate", price=Decimal("1"))
+    p.enqueue(
+        [
+            b.item(TIN, "00", "ia", item_cd=a, item_nm="A", price=Decimal("116")),
+            b.stock_io(
+                TIN,
+                "00",
+                "open",
+                [b.SaleLine(a, "A", Decimal(50), Decimal("116"))],
+                sar_ty_cd="06",
+                at=NOW,
+                depends_on=["ia"],
+            ),
+            b.stock_master(TIN, "00", "first", item_cd=a, depends_on=["open"]),
+            b.stock_io(
+                TIN,
+                "00",
+                "more",
+                [b.SaleLine(a, "A", Decimal(5), Decimal("116"))],
+                sar_ty_cd="06",
+                at=NOW,
+            ),
+            b.stock_master(TIN, "00", "x", item_cd=a, depends_on=["more"]),
+            gate,
+            b.stock_master(TIN, "00", "y", item_cd=a, depends_on=["gate"]),
+        ]
+    )
+    p.drain("00")
+    assert p.job("x").state == "superseded" and p.job("x").superseded_by == p.job("y").id
+    assert p.job("y").state == "pending"
+
+    # When branch 02 enqueues a job that depends on x, and drains
+    later = b.item(TIN, "02", "after-x", item_cd=item_code(9), item_nm="B", price=Decimal("1"))
+    p.enqueue([{**later, "depends_on": ["x"]}])
+    p.drain("02")
+
+    # Then it waits: x's balance is not at KRA yet
+    assert p.job("after-x").state == "pending"
+    assert writes(p, "saveItem")[-1]["body"]["itemCd"] != item_code(9)
+
+    # ... and goes once y, which carries it, is accepted
+    p.drain("01")
+    p.drain("00")
+    assert p.job("y").state == "accepted"
+    p.drain("02")
+    assert p.job("after-x").state == "accepted"

@@ -318,13 +318,20 @@ def flagged_device_counts(conn: Connection, events: Sequence[str]) -> dict[str, 
 
 
 def set_job_payload(
-    conn: Connection, job_id: int, payload: str, states: Sequence[str], now: float
+    conn: Connection,
+    job_id: int,
+    payload: str,
+    stock_item_cd: str | None,
+    states: Sequence[str],
+    now: float,
 ) -> int:
-    """Operator edit: replace the payload of a job not yet accepted (body re-frozen on send)."""
+    """Operator edit: replace the payload of a job not yet accepted (body re-frozen on send),
+    and the item coalescing knows it by (``schemas.jobs.coalescing_item`` of the new payload):
+    a stale one would let it supersede another item's stock master."""
     return conn.execute(
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.state.in_(list(states)))
-        .values(payload=payload, body=None, updated_at=now)
+        .values(payload=payload, body=None, stock_item_cd=stock_item_cd, updated_at=now)
     ).rowcount
 
 

@@ -34,9 +34,12 @@ class Lease:
 
 #: A dependency in one of these states can never be satisfied without an operator.
 HOPELESS = frozenset({JobState.DEAD, JobState.BLOCKED, JobState.SKIPPED})
-#: A dependency in one of these states lets its dependent go. Superseded counts: a stock
-#: master with a dependent is never superseded (``worker.coalesce``), so only a job enqueued
-#: after the fact can name one, and in its branch it comes after the superseding job.
+#: A dependency in one of these states lets its dependent go. Superseded counts once its
+#: balance is at KRA: the head read shows a superseded dependency as pending until a later
+#: stock master of its item in its branch is accepted (``read_head`` in sql/drain.sql). A
+#: stock master with a dependent is never superseded (``worker.coalesce``, and
+#: ``supersede_job`` checks again), so only a job enqueued after the fact names one; in
+#: another branch nothing else would hold it back.
 SATISFIED = frozenset({JobState.ACCEPTED, JobState.SUPERSEDED})
 
 

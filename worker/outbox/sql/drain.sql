@@ -8,13 +8,24 @@
 -- The branch's counters and its first active job (the only one ever sent next), one row
 -- per dependency. The LIMIT is literal: a generic prepared plan must still stop at the
 -- first entry of the partial index. wakes_dependents: accepting the job must look at its
--- dependents (some wait in another branch, or are blocked after a replay).
+-- dependents (some wait in another branch, or are blocked after a replay). A superseded
+-- dependency reads as pending until a later stock master of its item in its branch is
+-- accepted: only then is the balance it stood for at KRA (its carrier, or any later one:
+-- the branch sends in order). A dependent in another branch would otherwise go first.
 SELECT b.next_seq AS branch_next_seq,
        b.next_invc_no AS branch_next_invc_no,
        b.next_sar_no AS branch_next_sar_no,
        w.*,
        dep.id AS dep_id,
-       dep.state AS dep_state,
+       CASE WHEN dep.state = 'superseded'
+                 AND NOT EXISTS (SELECT 1
+                                   FROM jobs AS carrier
+                                  WHERE carrier.branch_id = dep.branch_id
+                                    AND carrier.stock_item_cd = dep.stock_item_cd
+                                    AND carrier.seq > dep.seq
+                                    AND carrier.state = 'accepted')
+            THEN 'pending'
+            ELSE dep.state END AS dep_state,
        EXISTS (SELECT 1
                  FROM job_dependencies AS wd
                  JOIN jobs AS wj ON wj.id = wd.job_id
@@ -219,6 +230,8 @@ UPDATE jobs
 -- What coalescing needs to know of a stock master about to be sent (worker/coalesce.py), in
 -- one read: the latest stock master of the same item still to send in the branch; whether
 -- KRA already accepted one of this item from this branch; whether any job depends on it.
+-- A later one with a dependency that will never go (dead, blocked, skipped) is no carrier:
+-- it waits behind that dependency for ever, and KRA would keep the item's stale balance.
 -- The item lookups walk ix_jobs_branch_stock_item_seq, the dependents one
 -- ix_job_dependencies_depends_on.
 SELECT (SELECT later.id
@@ -227,6 +240,11 @@ SELECT (SELECT later.id
            AND later.stock_item_cd = :item_cd
            AND later.seq > :seq
            AND later.state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
+           AND NOT EXISTS (SELECT 1
+                             FROM job_dependencies AS ld
+                             JOIN jobs AS dep ON dep.id = ld.depends_on_id
+                            WHERE ld.job_id = later.id
+                              AND dep.state IN ('dead', 'blocked', 'skipped'))
          ORDER BY later.seq DESC
          LIMIT 1) AS later_id,
        EXISTS (SELECT 1
@@ -240,7 +258,9 @@ SELECT (SELECT later.id
 
 -- name: supersede_job
 -- End a never-sent stock master without a call: a later one (:superseded_by) carries its
--- balance. Only while it is still as the head read showed it: pending, nothing frozen.
+-- balance. Only while it is still as the head read showed it: pending, nothing frozen, and
+-- still no dependent (stock_master_facts read that in an earlier transaction; a dependent
+-- enqueued since asked for this report to come first). A refused write re-reads the head.
 UPDATE jobs
    SET state = 'superseded',
        superseded_by = :superseded_by,
@@ -250,4 +270,5 @@ UPDATE jobs
    AND state = 'pending'
    AND body IS NULL
    AND NOT maybe_recorded
+   AND NOT EXISTS (SELECT 1 FROM job_dependencies WHERE depends_on_id = :job_id)
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)

@@ -53,7 +53,8 @@ UPDATE jobs
 -- accept_job + insert_attempt + insert_event + add_stock (per item), then read_head of
 -- drain.sql, in one statement. The SELECT's snapshot
 -- predates the statement's own writes: it leaves the accepted job out, and a dependency on
--- it still shows its old state (the store counts it as accepted). accepted: 0 if the fence
+-- it still shows its old state (the store counts it as accepted), and so does it as the
+-- carrier of a superseded dependency (hence carrier.id = :job_id). accepted: 0 if the fence
 -- refused the write.
 WITH fence AS (
     SELECT 1 AS ok FROM branches WHERE id = :branch_id AND fencing_token = :token
@@ -104,7 +105,15 @@ SELECT (SELECT count(*) FROM accepted) AS accepted,
        b.next_sar_no AS branch_next_sar_no,
        w.*,
        dep.id AS dep_id,
-       dep.state AS dep_state,
+       CASE WHEN dep.state = 'superseded'
+                 AND NOT EXISTS (SELECT 1
+                                   FROM jobs AS carrier
+                                  WHERE carrier.branch_id = dep.branch_id
+                                    AND carrier.stock_item_cd = dep.stock_item_cd
+                                    AND carrier.seq > dep.seq
+                                    AND (carrier.state = 'accepted' OR carrier.id = :job_id))
+            THEN 'pending'
+            ELSE dep.state END AS dep_state,
        EXISTS (SELECT 1
                  FROM job_dependencies AS wd
                  JOIN jobs AS wj ON wj.id = wd.job_id

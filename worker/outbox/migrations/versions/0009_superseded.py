@@ -81,6 +81,15 @@ def _backfill() -> None:
 
 
 def downgrade() -> None:
+    """Code before 0009 knows no ``superseded`` state: such a job (never sent; a later stock
+    master of its item carried its balance) becomes ``skipped``, its reason naming the
+    carrier, as an operator would record a job deliberately not sent."""
+    op.execute(
+        "UPDATE jobs SET state = 'skipped', skip_reason = 'superseded by job ' || "
+        "COALESCE(CAST(superseded_by AS VARCHAR(20)), '?') || ' (a later stock master of "
+        "its item carried its balance; marked skipped by the 0009 downgrade)' "
+        "WHERE state = 'superseded'"
+    )
     op.drop_index("ix_jobs_branch_stock_item_seq", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("superseded_by")
