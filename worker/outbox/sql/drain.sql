@@ -154,10 +154,15 @@ UPDATE jobs
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
 
 -- name: block_job
+-- Compare-and-set on the job's state as the head read showed it (:read_state), and on a
+-- lease that has not run out: an operator's skip after that read (allowed once the lease
+-- ran out) stands, and its released number is not left held by a blocked job.
 UPDATE jobs
    SET state = 'blocked', blocked_by = :blocked_by, updated_at = :now
  WHERE id = :job_id
-   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+   AND state = :read_state
+   AND EXISTS (SELECT 1 FROM branches
+                WHERE id = :branch_id AND fencing_token = :token AND lease_until >= :now)
 
 -- name: give_back_invc_no
 -- Hand a number back after a definitive rejection, if nothing was allocated after it.
