@@ -26,8 +26,8 @@ from tests.integration.test_drain_behaviour import (
 from worker.outbox import ops_queries as oq
 from worker.outbox import queries as q
 from worker.outbox.rows import BranchHead, HeadMoved, Lease
-from worker.outbox.writes import Number, Start
-from worker.replay import set_next, skip
+from worker.outbox.writes import JobRecord, Kill, Number, Start
+from worker.replay import OperatorError, set_next, skip
 
 
 def sale_holding_invoice_1_without_body(pipeline: Pipeline) -> None:
@@ -251,3 +251,55 @@ def test_skip_keeps_the_number_of_a_sale_a_drain_sent_while_the_skip_waited_for_
     assert not done.released
     assert pipeline.branch().next_invc_no == 2
     assert "may be at KRA and is not reused" in done.describe()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_skip_and_a_stalled_drain_recording_the_same_sale_wait_for_each_other(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given sale s1 out at KRA under invcNo 1, sent by a drain that then stalled past its
+    # lease; an operator's skip of s1 has locked the branch when that drain records KRA's
+    # refusal of s1, which gives invcNo 1 back
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
+    engine, store = pipeline.runtime.engine, pipeline.runtime.drain_context().store
+    lease = store.claim(pipeline.branch().id, "drain", time.time(), 60.0)
+    assert lease is not None
+    job = store.read_head(lease).jobs[0]
+    start = Start(job.id, 1, False, "{}", Number("invcNo", 1), None, job.state, None, None)
+    store.start(lease, start, time.time())
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE branches SET lease_until = 1"))
+    refusal = Kill("910", "refused", "release", gives_back=Number("invcNo", 1))
+    recorded: list[object] = []
+
+    def drain_records() -> None:
+        try:
+            store.record(lease, JobRecord(job, time.time(), refusal, None))
+            recorded.append("recorded")
+        except Exception as exc:  # a deadlock victim: what this test must never see
+            recorded.append(exc)
+
+    drain = threading.Thread(target=drain_records)
+    get_branch = q.get_branch
+
+    def lock_branch_then_let_the_drain_record(conn: Any, *args: Any, **kwargs: Any) -> Any:
+        branch = get_branch(conn, *args, **kwargs)
+        if kwargs.get("for_update") and drain.ident is None:
+            drain.start()
+            time.sleep(0.5)
+        return branch
+
+    monkeypatch.setattr(q, "get_branch", lock_branch_then_let_the_drain_record)
+
+    # When the skip goes on
+    with pytest.raises(OperatorError, match="only dead, blocked or pending jobs"):
+        skip(engine, job.id, OPS, reason="x")
+    drain.join(30)
+
+    # Then neither was chosen as a deadlock victim: the skip was refused (s1 is out), and
+    # the drain's record landed: s1 dead, invcNo 1 back on the counter
+    assert recorded == ["recorded"]
+    assert pipeline.job("s1").state == "dead"
+    assert pipeline.branch().next_invc_no == 1

@@ -235,6 +235,8 @@ class SqlBranchStore:
     def record(self, lease: Lease, record: JobRecord) -> Recorded:
         job, now, write = record.job, record.now, record.write
         with self._transaction() as conn:
+            if isinstance(write, (Kill, Park)):  # they write the branch row too
+                _fenced(conn.execute(_DRAIN["lock_branch"], _fence(lease)).rowcount)
             statement, values = _job_statement(write)
             params = {**_fence(lease), "job_id": job.id, "now": now, **values}
             _fenced(conn.execute(_DRAIN[statement], params).rowcount)

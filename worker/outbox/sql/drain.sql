@@ -175,6 +175,15 @@ UPDATE branches
    SET next_sar_no = :number
  WHERE id = :branch_id AND fencing_token = :token AND next_sar_no = :number + 1
 
+-- name: lock_branch
+-- Take the branch row's lock first (a write that changes nothing), fenced: a result that
+-- also writes the branch (a number given back, a park) then locks branch-then-job, the
+-- order an operator's skip and set-next lock in, so the two wait for each other instead of
+-- deadlocking.
+UPDATE branches
+   SET fencing_token = fencing_token
+ WHERE id = :branch_id AND fencing_token = :token
+
 -- name: insert_attempt
 INSERT INTO attempts (job_id, number, kra_number, started_at, latency_s, outcome,
                       result_code, message, http_status, error, request_hash,
