@@ -327,7 +327,11 @@ def _prepare(
             head = head or ctx.store.read_head(lease)
             match choose(head, now):
                 case _Blocked(job, blocked_by):
-                    woken |= ctx.store.block(lease, job, blocked_by, now)
+                    try:
+                        woken |= ctx.store.block(lease, job, blocked_by, now)
+                    except HeadMoved:  # an operator skipped it since the read: read again
+                        log.info("branch %s: head changed meanwhile; reading it again",
+                                 lease.branch_id)  # fmt: skip
                     head = None
                 case _Ready(job):
                     try:

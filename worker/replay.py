@@ -224,12 +224,15 @@ def skip(engine: Engine, job_id: int, actor: Actor, *, reason: str) -> Skipped:
         raise InvalidInput("skip needs a reason (--reason TEXT)")
     now = time.time()
     with engine.begin() as conn:
-        job = _job(conn, job_id)
+        job = _job(conn, job_id)  # which branch to lock; the job is read again under it
+        branch = q.get_branch(conn, job.tin, job.bhf_id, for_update=True)
+        # read again, locked: whether its number goes back depends on what a drain
+        # recorded up to now (maybe_recorded), not on the row as it was before the lock
+        job = _job(conn, job_id, for_update=True)
         if job.state not in SKIPPABLE:
             raise OperatorError(
                 f"job {job_id} is {job.state}; only dead, blocked or pending jobs can be skipped"
             )
-        branch = q.get_branch(conn, job.tin, job.bhf_id, for_update=True)
         parked = branch is not None and branch.parked_reason is not None
         active = job.state not in (JobState.DEAD.value, JobState.BLOCKED.value)
         if active and not parked and branch is not None and (branch.lease_until or 0) > now:
@@ -258,9 +261,10 @@ def _skipped_number(conn: Connection, job: Any, active: bool, parked: bool, now:
     number = job.invc_no if counter == "invcNo" else job.sar_no
     released = False
     if counter is not None and number is not None:
-        released = not job.maybe_recorded and q.give_back_number(
-            conn, int(job.branch_id), counter, int(number)
-        )
+        at_kra = job.maybe_recorded or job.state == JobState.UNKNOWN.value
+        released = not at_kra and q.give_back_number(conn, int(job.branch_id), counter, int(number))
+        if released:
+            q.forget_released_number(conn, int(job.id))
     unparked = active and parked
     if unparked:
         q.unpark(conn, int(job.branch_id), now)
@@ -357,6 +361,14 @@ def set_next(
         branch = q.get_branch(conn, tin, bhf_id, for_update=True)
         if branch is None:
             raise JobNotFound(f"branch {tin}/{bhf_id} has no jobs")
+        if branch.parked_reason is None and (branch.lease_until or 0) > now:
+            # a drain holds the branch: a sale of it may be at KRA this moment under the
+            # number it holds, and what the drain records next must not meet a counter
+            # moved under it
+            raise OperatorError(
+                f"branch {tin}/{bhf_id} is being drained (a job may be at KRA right now); "
+                "set its next number once the branch parks or the drain ends"
+            )
         views = counter_views(conn, branch, kra_expects)
         proposed = {"invcNo": invc_no, "sarNo": sar_no}
         for counter, number in proposed.items():
@@ -391,7 +403,7 @@ def _numbers_give_way(conn: Connection, branch_id: int, counter: str, number: in
     next number must be above it (else a second job would get it); one that never reached
     KRA with it takes a fresh number from the new counter."""
     held = q.numbers_held(conn, branch_id, counter)
-    kept = [row for row in held if row.maybe_recorded and int(row.number) >= number]
+    kept = [row for row in held if row.possibly_at_kra and int(row.number) >= number]
     if kept:
         row = max(kept, key=lambda r: int(r.number))
         raise OperatorError(
@@ -400,7 +412,7 @@ def _numbers_give_way(conn: Connection, branch_id: int, counter: str, number: in
             f"(--{'sar' if counter == 'sarNo' else 'invc'} {int(row.number) + 1}), or skip "
             "that job first"
         )
-    q.drop_unsent_numbers(conn, [int(r.id) for r in held if not r.maybe_recorded], counter)
+    q.drop_unsent_numbers(conn, [int(r.id) for r in held if not r.possibly_at_kra], counter)
 
 
 def job_details(engine: Engine, job_id: int) -> dict[str, Any]:
@@ -510,8 +522,8 @@ def _index(node: list[Any], part: str, path: str) -> int:
 # --------------------------------------------------------------------------- helpers
 
 
-def _job(conn: Connection, job_id: int) -> Any:
-    job = iq.get_job(conn, job_id)
+def _job(conn: Connection, job_id: int, *, for_update: bool = False) -> Any:
+    job = iq.get_job(conn, job_id, for_update=for_update)
     if job is None:
         raise JobNotFound(f"job {job_id} does not exist")
     return job

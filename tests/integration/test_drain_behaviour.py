@@ -27,7 +27,7 @@ from worker.outbox.branch_store import BranchStore, PostgresBranchStore, SqlBran
 from worker.outbox.models import result_events, stock_balances
 from worker.outbox.rows import BranchHead, Lease, LeaseLost
 from worker.outbox.writes import AttemptRow, JobRecord, Number, Start
-from worker.replay import Actor, replay, set_next, skip
+from worker.replay import Actor, OperatorError, replay, set_next, skip
 
 NOW = datetime.now(UTC)
 WATER = b.SaleLine(item_code(1), "Water", Decimal("1"), Decimal("116"))
@@ -246,11 +246,12 @@ def test_kra_ahead_of_our_counter_parks_the_branch_until_set_next(
     assert pipeline.branch().parked_reason is None
 
 
-def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes_with(
+def test_a_counter_set_after_a_stalled_drain_read_the_head_is_the_number_the_sale_goes_with(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The head read and the start are separate short transactions on both databases: an
-    # operator's set-next can land between them.
+    # operator's set-next can land between them once the drain has outlived its lease (while
+    # the lease holds, set-next is refused).
     from simulator.samples import Line, sale_body
     from simulator.testing import SimClient
 
@@ -267,7 +268,8 @@ def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes
         )  # fmt: skip
     pipeline.enqueue([b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW)])
 
-    # When the operator sets the counter to 2 just after the drain read the head (with 1)
+    # When the drain stalls past its lease just after it read the head (with 1), and the
+    # operator sets the counter to 2 meanwhile
     store_class = type(pipeline.runtime.drain_context().store)
     read_head = store_class.read_head
     seen: list[int] = []
@@ -276,6 +278,8 @@ def test_a_counter_set_after_the_drain_read_the_head_is_the_number_the_sale_goes
         head = read_head(store, lease)
         if not seen and head.jobs:
             seen.append(head.next_invc_no)
+            with pipeline.runtime.engine.begin() as conn:
+                conn.execute(text("UPDATE branches SET lease_until = 1"))
             set_next(
                 pipeline.runtime.engine, TIN, "00", OPS, invc_no=2, sar_no=None, reason="x",
                 force=True,
@@ -446,7 +450,7 @@ def test_a_job_unblocked_while_the_one_before_is_out_is_not_overtaken(
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_a_counter_set_while_a_sale_is_out_is_the_number_the_next_one_goes_with(
+def test_a_counter_set_while_a_sale_is_out_waits_for_the_park_and_the_next_one_goes_with_it(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from simulator.samples import Line, sale_body
@@ -457,9 +461,10 @@ def test_a_counter_set_while_a_sale_is_out_is_the_number_the_next_one_goes_with(
         registered_stock()
         + [b.sale(TIN, "00", n, [WATER], trd_invc_no=n, at=NOW) for n in ("N1", "N2")]
     )
+    refused: list[str] = []
 
-    # When, as KRA answers N1, another system records invcNo 2 and the operator sets the
-    # branch's counter to 3 (N2 was already built with 2)
+    # When, as KRA answers N1, another system records invcNo 2 and the operator tries to set
+    # the branch's counter to 3 (N2 was already built with 2)
     def other_system_takes_2() -> None:
         device = pipeline.runtime.devices.get(TIN, "00")
         with SimClient(pipeline.sim.url) as client:
@@ -470,15 +475,30 @@ def test_a_counter_set_while_a_sale_is_out_is_the_number_the_next_one_goes_with(
                 **{"tin": TIN, "bhfId": "00",
                    "cmcKey": device.credentials.cmc_key.get_secret_value()},
             )  # fmt: skip
-        set_next(
-            pipeline.runtime.engine, TIN, "00", OPS, invc_no=3, sar_no=None, reason="x",
-            kra_expects={"invcNo": 3},  # KRA named it (its answer to N2 would say so)
-        )  # fmt: skip
+        with pytest.raises(OperatorError, match="is being drained") as error:
+            set_next(
+                pipeline.runtime.engine, TIN, "00", OPS, invc_no=3, sar_no=None, reason="x",
+                kra_expects={"invcNo": 3},
+            )  # fmt: skip
+        refused.append(str(error.value))
 
     after_kra_answers(pipeline, "N1", other_system_takes_2, monkeypatch)
-    report = pipeline.drain()
+    pipeline.drain()
+    monkeypatch.undo()
 
-    # Then N2 was built again and went under 3; nothing went under the stale 2
+    # Then the set-next was refused while the drain held the branch: N1 keeps the number KRA
+    # accepted it under; N2 went under 2, which KRA refused, and the branch parked
+    assert refused
+    n1 = pipeline.job("N1")
+    assert (n1.state, n1.invc_no) == ("accepted", 1)
+    assert pipeline.branch().parked_reason is not None
+
+    # ... and once parked, the operator's set-next is taken: N2 goes under 3, nothing twice
+    set_next(
+        pipeline.runtime.engine, TIN, "00", OPS, invc_no=3, sar_no=None, reason="x",
+        kra_expects={"invcNo": 3},
+    )  # fmt: skip
+    report = pipeline.drain()
     assert report.status == "idle", report
     assert sales_of(pipeline) == [(1, "N1"), (2, "OTHER"), (3, "N2")]
     assert pipeline.job("N2").invc_no == 3

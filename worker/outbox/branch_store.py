@@ -79,7 +79,9 @@ class BranchStore(Protocol):
         ...
 
     def block(self, lease: Lease, job: HeadJob, blocked_by: int, now: float) -> frozenset[int]:
-        """The job's dependency can never be satisfied: block it and what depends on it."""
+        """The job's dependency can never be satisfied: block it and what depends on it.
+        Raises :class:`HeadMoved` if the job is no longer as the head read showed it (an
+        operator skipped it), :class:`LeaseLost` if the lease is gone or has run out."""
         ...
 
     def start(self, lease: Lease, start: Start, now: float) -> None:
@@ -210,9 +212,13 @@ class SqlBranchStore:
             _insert_event(conn, job, JobState.SUPERSEDED, now, json.dumps(body, default=str))
 
     def block(self, lease: Lease, job: HeadJob, blocked_by: int, now: float) -> frozenset[int]:
-        params = {**_fence(lease), "job_id": job.id, "blocked_by": blocked_by, "now": now}
+        params = {
+            **_fence(lease), "job_id": job.id, "blocked_by": blocked_by, "now": now,
+            "read_state": job.state.value,
+        }  # fmt: skip
         with self._transaction() as conn:
-            _fenced(conn.execute(_DRAIN["block_job"], params).rowcount)
+            if not conn.execute(_DRAIN["block_job"], params).rowcount:
+                _refused(conn, lease, now)
             _insert_event(conn, job, JobState.BLOCKED, now, event_json(job, JobState.BLOCKED, now))
             return block_dependents(conn, [job.id], now)
 
@@ -229,6 +235,8 @@ class SqlBranchStore:
     def record(self, lease: Lease, record: JobRecord) -> Recorded:
         job, now, write = record.job, record.now, record.write
         with self._transaction() as conn:
+            if isinstance(write, (Kill, Park)):  # they write the branch row too
+                _fenced(conn.execute(_DRAIN["lock_branch"], _fence(lease)).rowcount)
             statement, values = _job_statement(write)
             params = {**_fence(lease), "job_id": job.id, "now": now, **values}
             _fenced(conn.execute(_DRAIN[statement], params).rowcount)
@@ -408,8 +416,9 @@ def _fenced(rowcount: int) -> None:
 
 
 def _refused(conn: Connection, lease: Lease, now: float) -> NoReturn:
-    """A start wrote nothing: say why. The lease taken over or run out, else what the head
-    read showed (the job, or the counter it takes a number from) has moved on."""
+    """A start, block or supersede wrote nothing: say why. The lease taken over or run out,
+    else what the head read showed (the job, or the counter it takes a number from) has
+    moved on."""
     params = {**_fence(lease), "now": now}
     if not conn.execute(_LEASE["lease_holds"], params).scalar():
         raise LeaseLost

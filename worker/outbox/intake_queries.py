@@ -59,9 +59,10 @@ def revoke_api_key(conn: Connection, key_id: str, now: float) -> int:
 # --------------------------------------------------------------------------- job reads
 
 
-def get_job(conn: Connection, job_id: int) -> Row[Any] | None:
-    """One job with everything the status view shows."""
-    return conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+def get_job(conn: Connection, job_id: int, *, for_update: bool = False) -> Row[Any] | None:
+    """One job with everything the status view shows (locked with ``for_update``)."""
+    query = select(jobs).where(jobs.c.id == job_id)
+    return conn.execute(query.with_for_update() if for_update else query).first()
 
 
 def find_job_by_key(conn: Connection, tin: str, key: str) -> Row[Any] | None:

@@ -35,6 +35,7 @@ from worker.outbox.ops_models import (
     notification_registrations,
     notifications,
 )
+from worker.outbox.queries import possibly_at_kra
 
 ACTIVE = [s.value for s in ACTIVE_STATES]
 
@@ -618,15 +619,16 @@ def _insert_ignore(
 
 def highest_numbers(conn: Connection, branch_id: int, column: str) -> tuple[int | None, int | None]:
     """(highest number of an accepted job, highest number a job holds that KRA has or may
-    have) for ``invc_no`` or ``sar_no``. A number that never reached KRA does not count: it
-    is handed on when the counter is set (see ``replay._numbers_give_way``)."""
+    have: see ``queries.possibly_at_kra``) for ``invc_no`` or ``sar_no``. A number that never
+    reached KRA does not count: it is handed on when the counter is set (see
+    ``replay._numbers_give_way``)."""
     number = jobs.c[column]
     accepted = func.max(number).filter(jobs.c.state == JobState.ACCEPTED.value)
     row = conn.execute(
         select(accepted, func.max(number)).where(
             jobs.c.branch_id == branch_id,
             number.is_not(None),
-            or_(jobs.c.state == JobState.ACCEPTED.value, jobs.c.maybe_recorded.is_(True)),
+            or_(jobs.c.state == JobState.ACCEPTED.value, possibly_at_kra()),
         )
     ).one()
     return (None if row[0] is None else int(row[0])), (None if row[1] is None else int(row[1]))

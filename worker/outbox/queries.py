@@ -13,16 +13,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Row,
+    and_,
     case,
+    not_,
     or_,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from schemas.jobs import ACTIVE_STATES
+from schemas.jobs import ACTIVE_STATES, JobState
 from worker.outbox.models import (
     branches,
     job_dependencies,
@@ -30,6 +33,22 @@ from worker.outbox.models import (
 )
 
 ACTIVE = [s.value for s in ACTIVE_STATES]
+
+#: States a job's number can wait in without ever having gone to KRA with it: queued, or
+#: waiting to be retried after an attempt that provably did not reach KRA.
+UNSENT = [JobState.PENDING.value, JobState.RETRY_WAIT.value]
+
+
+def possibly_at_kra() -> ColumnElement[bool]:
+    """A job KRA has, or may have, recorded under the number it holds: an attempt may have
+    reached KRA (maybe_recorded), or one is out right now or ended without an answer
+    (in_flight, unknown). A first send is in_flight with maybe_recorded still false."""
+    return or_(
+        jobs.c.maybe_recorded.is_(True),
+        jobs.c.state.in_([JobState.IN_FLIGHT.value, JobState.UNKNOWN.value]),
+    )
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -152,14 +171,22 @@ def give_back_number(conn: Connection, branch_id: int, counter: str, number: int
     )
 
 
+def forget_released_number(conn: Connection, job_id: int) -> None:
+    """A skipped job whose number went back to the counter holds it no more (nor the body
+    built with it): the next job of the branch goes under that number."""
+    conn.execute(
+        update(jobs).where(jobs.c.id == job_id).values(invc_no=None, sar_no=None, body=None)
+    )
+
+
 def numbers_held(conn: Connection, branch_id: int, counter: str) -> list[Any]:
     """Jobs of the branch still to go that already hold a KRA number of ``counter``."""
     column = jobs.c.invc_no if counter == "invcNo" else jobs.c.sar_no
     return list(
         conn.execute(
             select(
-                jobs.c.id, jobs.c.idempotency_key, jobs.c.state, jobs.c.maybe_recorded,
-                column.label("number"),
+                jobs.c.id, jobs.c.idempotency_key, jobs.c.state,
+                possibly_at_kra().label("possibly_at_kra"), column.label("number"),
             ).where(
                 jobs.c.branch_id == branch_id,
                 jobs.c.state.in_(ACTIVE),
@@ -170,12 +197,17 @@ def numbers_held(conn: Connection, branch_id: int, counter: str) -> list[Any]:
 
 
 def drop_unsent_numbers(conn: Connection, job_ids: Sequence[int], counter: str) -> None:
-    """These jobs never reached KRA with their number: they take a fresh one (and body)."""
+    """These jobs never reached KRA with their number: they take a fresh one (and body).
+    Only a job still waiting, none that may be at KRA: a sale out right now keeps its number
+    and body whatever the caller read."""
     if job_ids:
         field = "invc_no" if counter == "invcNo" else "sar_no"
         conn.execute(
             update(jobs)
-            .where(jobs.c.id.in_(list(job_ids)), jobs.c.maybe_recorded.is_(False))
+            .where(
+                jobs.c.id.in_(list(job_ids)),
+                and_(jobs.c.state.in_(UNSENT), not_(possibly_at_kra())),
+            )
             .values({field: None, "body": None})
         )
 

@@ -165,10 +165,15 @@ UPDATE jobs
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
 
 -- name: block_job
+-- Compare-and-set on the job's state as the head read showed it (:read_state), and on a
+-- lease that has not run out: an operator's skip after that read (allowed once the lease
+-- ran out) stands, and its released number is not left held by a blocked job.
 UPDATE jobs
    SET state = 'blocked', blocked_by = :blocked_by, updated_at = :now
  WHERE id = :job_id
-   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+   AND state = :read_state
+   AND EXISTS (SELECT 1 FROM branches
+                WHERE id = :branch_id AND fencing_token = :token AND lease_until >= :now)
 
 -- name: give_back_invc_no
 -- Hand a number back after a definitive rejection, if nothing was allocated after it.
@@ -180,6 +185,15 @@ UPDATE branches
 UPDATE branches
    SET next_sar_no = :number
  WHERE id = :branch_id AND fencing_token = :token AND next_sar_no = :number + 1
+
+-- name: lock_branch
+-- Take the branch row's lock first (a write that changes nothing), fenced: a result that
+-- also writes the branch (a number given back, a park) then locks branch-then-job, the
+-- order an operator's skip and set-next lock in, so the two wait for each other instead of
+-- deadlocking.
+UPDATE branches
+   SET fencing_token = fencing_token
+ WHERE id = :branch_id AND fencing_token = :token
 
 -- name: insert_attempt
 INSERT INTO attempts (job_id, number, kra_number, started_at, latency_s, outcome,
