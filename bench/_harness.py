@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -449,6 +450,22 @@ class EnqueueThread(threading.Thread):
 
 
 # --------------------------------------------------------------------------- figures
+
+#: A log line that counts as an error (the worker logs text lines with the level name).
+ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback")
+
+
+def error_lines(logs: Mapping[str, Path]) -> tuple[int, list[str]]:
+    """Error lines in the workers' logs: how many, and the first distinct ones."""
+    count, first = 0, []
+    for path in logs.values():
+        for line in path.read_text(errors="replace").splitlines():
+            if ERROR_LINE.search(line):
+                count += 1
+                short = line.strip()[:240]
+                if len(first) < 5 and short not in first:
+                    first.append(short)
+    return count, first
 
 
 def steady_rate(times: Sequence[float], lo: float = 0.1, hi: float = 0.9) -> float:

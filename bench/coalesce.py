@@ -26,8 +26,19 @@ The backlog is scaled down from "four hours of a busy branch": catch-up time sca
 arrivals per second), writes per sale do not, as long as the backlog holds several sales per
 item.
 
+With ``--steady-rates``, the question is instead the highest steady sales rate per branch that
+does not grow the backlog. Per mode, one stack: the branches are opened as in step 1 and the
+worker keeps running; then, for each rate (a multiple of the formula's capacity
+``1 / (r x w)``, with ``w = 2 + lines`` off and ``--coalesced-writes`` on), ``--start-backlog``
+sales per branch are enqueued at once and new sales arrive at that rate for ``--window``
+seconds. The backlog (sales still waiting, per branch, and the age of the oldest waiting job)
+is sampled every second; it *grows* when its mean over the window's last quarter exceeds its
+mean over the first quarter by more than one sale per branch. Arrivals then stop and
+everything drains before the next rate.
+
     python bench/coalesce.py --latency 300 --branches 16 --backlog 60
-    python bench/coalesce.py --latency 1000 --branches 16 --backlog 30
+    python bench/coalesce.py --latency 1000 --branches 16 --backlog 60
+    python bench/coalesce.py --latency 300 --branches 16 --steady-rates 0.8,1.0,1.2
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Stack, branch_keys, dump_json, enqueue_all, load_note
+from _harness import Stack, branch_keys, dump_json, enqueue_all, error_lines, load_note
 from sqlalchemy import text
 
 from producers import builders as b
@@ -143,13 +154,8 @@ def run_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
     env = {"ETIMS_COALESCE__STOCK_MASTER": "true" if coalesce else "false"}
     keys = branch_keys(args.branches)
     with Stack(latency_ms=args.latency, loglevel=args.loglevel, env=env) as stack:
-        stack.init_devices(keys)
         # 1. before the outage
-        before = [opening(tin, bhf, args.items) for tin, bhf in keys]
-        primed, _ = enqueue_all(stack.engine, before, stack.waker)
-        stack.workers.start(1, concurrency=args.concurrency)
-        stack.workers.wait_ready()
-        stack.wait_terminal(primed, timeout=args.timeout, interval=0.5)
+        primed = open_branches(stack, args, keys)
         stack.workers.stop_all()
         # 2. the outage: the backlog is enqueued while no worker runs
         sales = [Sales(t, bhf, args.items, args.lines, i) for i, (t, bhf) in enumerate(keys)]
@@ -171,6 +177,7 @@ def run_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
         stack.wait_terminal(total, timeout=args.timeout, interval=0.5)
         writes, sales_done = window_figures(stack, start, caught_up)
         counts = stack.counts()
+        errors, first_errors = error_lines(stack.workers.logs)
         stack.workers.stop_all()
         report = stack.verify()
     return {
@@ -187,7 +194,111 @@ def run_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
         "counts": counts,
         "ledger_ok": report.ok,
         "violations": report.violations[:5],
+        "error_lines": errors,
+        "first_errors": first_errors,
         "load": load,
+    }
+
+
+def open_branches(stack: Stack, args: argparse.Namespace, keys: list[tuple[str, str]]) -> int:
+    """Devices, items, opening stock and a stock master per item, all accepted, with the
+    worker left running; returns the number of jobs."""
+    stack.init_devices(keys)
+    before = [opening(tin, bhf, args.items) for tin, bhf in keys]
+    jobs, _ = enqueue_all(stack.engine, before, stack.waker)
+    stack.workers.start(1, concurrency=args.concurrency)
+    stack.workers.wait_ready()
+    stack.wait_terminal(jobs, timeout=args.timeout, interval=0.5)
+    return jobs
+
+
+def steady_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
+    """For each rate in ``--steady-rates``: does the backlog grow while sales arrive at it?"""
+    r = args.latency / 1000
+    w = args.coalesced_writes if coalesce else 2 + args.lines
+    env = {"ETIMS_COALESCE__STOCK_MASTER": "true" if coalesce else "false"}
+    keys = branch_keys(args.branches)
+    cells = []
+    with Stack(latency_ms=args.latency, loglevel=args.loglevel, env=env) as stack:
+        total = open_branches(stack, args, keys)
+        sales = [Sales(t, bhf, args.items, args.lines, i) for i, (t, bhf) in enumerate(keys)]
+        for share in args.steady_rates:
+            rate = share / (r * w)
+            sold = sum(s.count for s in sales)
+            start_backlog = [
+                [x for _ in range(args.start_backlog) for x in s.next()] for s in sales
+            ]
+            total += enqueue_all(stack.engine, start_backlog, stack.waker)[0]
+            load = load_note()
+            start = time.time()
+            arrivals = Arrivals(stack, sales, rate)
+            arrivals.start()
+            samples = sample_backlog(stack, start + args.window)
+            arrivals.stopped.set()
+            arrivals.join()
+            if arrivals.error is not None:
+                raise arrivals.error
+            arrived = sum(s.count for s in sales) - sold - args.start_backlog * len(sales)
+            total += arrivals.jobs
+            stack.wait_terminal(total, timeout=args.timeout, interval=0.5)
+            writes, sales_done = window_figures(stack, start, start + args.window)
+            cells.append(
+                backlog_trend(samples, len(keys))
+                | {
+                    "share": share,
+                    "sales_per_h": rate * 3600,
+                    "arrived_per_h": arrived / len(keys) / args.window * 3600,
+                    "writes_per_sale": writes / max(1, sales_done),
+                    "load": load,
+                }
+            )
+        errors, first_errors = error_lines(stack.workers.logs)
+        stack.workers.stop_all()
+        report = stack.verify()
+    return {
+        "coalesce": coalesce,
+        "formula_w": w,
+        "cells": cells,
+        "ledger_ok": report.ok,
+        "violations": report.violations[:5],
+        "error_lines": errors,
+        "first_errors": first_errors,
+    }
+
+
+def sample_backlog(stack: Stack, until: float) -> list[tuple[int, float]]:
+    """(sales waiting, age of the oldest waiting job) every second until ``until``."""
+    query = text(
+        "SELECT count(*) FILTER (WHERE kind = 'sale'), min(created_at) "
+        f"FROM jobs WHERE state IN {ACTIVE}"
+    )
+    samples = []
+    while time.time() < until:
+        with stack.engine.connect() as conn:
+            waiting, oldest = conn.execute(query).one()
+        now = time.time()
+        samples.append((int(waiting), 0.0 if oldest is None else now - float(oldest)))
+        time.sleep(max(0.0, 1.0 - (time.time() - now)))
+    return samples
+
+
+def backlog_trend(samples: list[tuple[int, float]], branches: int) -> dict[str, Any]:
+    """The backlog over the window's first and last quarters; it grows when the last exceeds
+    the first by more than one sale per branch."""
+    quarter = max(1, len(samples) // 4)
+    first, last = samples[:quarter], samples[-quarter:]
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    sales_first = mean([n / branches for n, _ in first])
+    sales_last = mean([n / branches for n, _ in last])
+    return {
+        "sales_waiting_first": sales_first,
+        "sales_waiting_last": sales_last,
+        "oldest_age_first": mean([age for _, age in first]),
+        "oldest_age_last": mean([age for _, age in last]),
+        "grows": sales_last > sales_first + 1,
     }
 
 
@@ -235,12 +346,25 @@ def main() -> int:
     parser.add_argument(
         "--arrival", type=float, default=0.3, help="arrival rate, share of the off capacity"
     )
+    parser.add_argument(
+        "--steady-rates",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=None,
+        help="instead of the catch-up: arrival rates, multiples of 1 / (r x w), e.g. 0.8,1.0,1.2",
+    )
+    parser.add_argument(
+        "--coalesced-writes", type=float, default=2.2, help="w of the formula, coalescing on"
+    )
+    parser.add_argument("--start-backlog", type=int, default=10, help="sales per branch")
+    parser.add_argument("--window", type=float, default=60, help="seconds of arrivals per rate")
     parser.add_argument("--concurrency", type=int, default=0, help="default: branches")
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     args.concurrency = args.concurrency or args.branches
+    if args.steady_rates:
+        return steady_main(args)
 
     results = [run_mode(args, coalesce) for coalesce in (False, True)]
     off, on = results
@@ -257,11 +381,55 @@ def main() -> int:
             f"per branch), ledger verifies: {res['ledger_ok']}, states {res['counts']}"
         )
         print(f"       load at start: {res['load']}")
+        print_errors(res)
     speedup = off["catch_up_s"] / on["catch_up_s"]
     print(f"  catch-up off / on = {speedup:.2f}x")
     dump_json(args.json, {"args": vars(args) | {"json": None}, "results": results})
     ok = all(res["ledger_ok"] for res in results)
     return 0 if ok else 1
+
+
+def steady_main(args: argparse.Namespace) -> int:
+    results = [steady_mode(args, coalesce) for coalesce in (False, True)]
+    print(
+        f"\nsteady sales rate per branch, coalescing off vs on: simulator {args.latency:g} ms, "
+        f"{args.branches} branches, {args.lines}-line sales over {args.items} items, "
+        f"{args.start_backlog} sales per branch waiting at the start, {args.window:g} s windows"
+    )
+    for res in results:
+        mode = "on " if res["coalesce"] else "off"
+        print(f"  {mode} (formula w = {res['formula_w']:g}):")
+        for c in res["cells"]:
+            print(
+                f"    {c['share']:.2f} x 3600 / (r x w) = {c['sales_per_h']:.0f} sales/h "
+                f"(arrived {c['arrived_per_h']:.0f}/h): sales waiting per branch "
+                f"{c['sales_waiting_first']:.1f} -> {c['sales_waiting_last']:.1f}, oldest job "
+                f"{c['oldest_age_first']:.1f} -> {c['oldest_age_last']:.1f} s, "
+                f"{c['writes_per_sale']:.2f} writes per sale: "
+                f"{'GROWS' if c['grows'] else 'holds'}; {c['load']}"
+            )
+        best = highest_held(res["cells"])
+        print(f"    highest rate that does not grow the backlog: {best}")
+        print(f"    ledger verifies: {res['ledger_ok']}")
+        print_errors(res)
+    dump_json(args.json, {"args": vars(args) | {"json": None}, "results": results})
+    return 0 if all(res["ledger_ok"] for res in results) else 1
+
+
+def highest_held(cells: list[dict[str, Any]]) -> str:
+    """The highest rate tried below the lowest one that grew the backlog."""
+    held = "none of the rates tried"
+    for c in sorted(cells, key=lambda c: c["share"]):
+        if c["grows"]:
+            break
+        held = f"{c['sales_per_h']:.0f} sales/h per branch ({c['share']:g} x the formula)"
+    return held
+
+
+def print_errors(res: dict[str, Any]) -> None:
+    print(f"       error lines in worker logs: {res['error_lines']}")
+    for line in res["first_errors"]:
+        print(f"         {line}")
 
 
 if __name__ == "__main__":

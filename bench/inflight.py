@@ -29,7 +29,6 @@ stops at ``--timeout`` whatever is left (the rate is then over what was accepted
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import threading
 import time
@@ -49,13 +48,12 @@ from _harness import (
     Stack,
     dump_json,
     enqueue_all,
+    error_lines,
     interleaved_batches,
     load_note,
     steady_rate,
 )
 
-#: A log line that counts as an error (the worker logs text lines with the level name).
-ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback")
 WORKER_APP = "etims-relay-worker"
 
 
@@ -100,18 +98,6 @@ class Sampler(threading.Thread):
                     self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0.0), rss)
                     self.peak_fds[name] = max(self.peak_fds.get(name, 0), fds)
                     self.peak_threads[name] = max(self.peak_threads.get(name, 0), threads)
-
-
-def error_lines(logs: dict[str, Path]) -> tuple[int, list[str]]:
-    count, first = 0, []
-    for path in logs.values():
-        for line in path.read_text(errors="replace").splitlines():
-            if ERROR_LINE.search(line):
-                count += 1
-                text = line.strip()[:240]
-                if len(first) < 5 and text not in first:
-                    first.append(text)
-    return count, first
 
 
 def cell(args: argparse.Namespace) -> dict[str, Any]:
