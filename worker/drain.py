@@ -44,6 +44,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
@@ -526,7 +527,12 @@ def _plan_next(
     after = _head_after(head, send)
     match choose(after, ctx.clock()):
         case _Ready(job) if _may_ride(job):
-            planned = _plan_start(lease, job, after, ctx)
+            try:
+                planned = _plan_start(lease, job, after, ctx)
+            except SQLAlchemyError:
+                # KRA has answered: its record goes first. The next prepare reads again and
+                # meets the error there, if it lasts.
+                return None
             return planned if isinstance(planned, _Planned) else None
     return None
 
