@@ -175,6 +175,15 @@ def profile_drain(args: argparse.Namespace) -> int:
         def _begin(conn: Any) -> None:
             begins[0] += 1
 
+        store_run = getattr(ctx.store, "_run", None)
+        if store_run is not None:  # PostgreSQL: the per-job statements go to the driver
+
+            def counted_run(name: str, params: Any) -> Any:
+                kinds[f"driver: {name}"] += 1
+                return store_run(name, params)
+
+            ctx.store._run = counted_run  # type: ignore[attr-defined]
+
         with stack.engine.connect() as conn:
             ids = [int(r[0]) for r in conn.execute(text("SELECT id FROM branches ORDER BY id"))]
         profiles: list[cProfile.Profile] = []

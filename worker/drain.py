@@ -541,15 +541,7 @@ def _head_after(head: BranchHead, accepted: Send) -> BranchHead:
     """``head`` as it stands once ``accepted`` (started from it) is accepted: the job gone,
     what depends on it met, the number it took (a first send's) gone from the counter."""
     job = accepted.job
-    met = Dependency(job.id, JobState.ACCEPTED)
-    rest = tuple(
-        dataclasses.replace(
-            other,
-            dependencies=tuple(met if d.job_id == job.id else d for d in other.dependencies),
-        )
-        for other in head.jobs
-        if other.id != job.id
-    )
+    rest = tuple(_met(other, job.id) for other in head.jobs if other.id != job.id)
     took = job.number is None and accepted.number is not None
     counter = job.kind.numbered_by if took else None
     return dataclasses.replace(
@@ -558,6 +550,15 @@ def _head_after(head: BranchHead, accepted: Send) -> BranchHead:
         next_invc_no=head.next_invc_no + (counter == "invcNo"),
         next_sar_no=head.next_sar_no + (counter == "sarNo"),
     )
+
+
+def _met(job: HeadJob, accepted_id: int) -> HeadJob:
+    """``job`` with its dependency on ``accepted_id``, if any, met."""
+    if all(d.job_id != accepted_id for d in job.dependencies):
+        return job
+    met = Dependency(accepted_id, JobState.ACCEPTED)
+    deps = tuple(met if d.job_id == accepted_id else d for d in job.dependencies)
+    return dataclasses.replace(job, dependencies=deps)
 
 
 def _may_ride(job: HeadJob) -> bool:

@@ -29,8 +29,10 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, NoReturn, Protocol
 
+import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Dialect, Engine, TextClause
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from schemas.jobs import Counter, JobState
 from worker.outbox.dependents import block_dependents, wake_dependents
@@ -300,17 +302,20 @@ class SqlBranchStore:
 class PostgresBranchStore(SqlBranchStore):
     """The per-job statements as single fenced statements in autocommit (the rest as above).
 
-    They run on the driver's cursor, with their text compiled once by SQLAlchemy for the
-    driver: SQLAlchemy's execution path cost about four times the driver's own CPU per
-    statement, most of a job's CPU in the drain (bench/README.md, "2026-12-05 drain
-    redesign"). The text is the file's; only the parameter markers differ.
+    They run on the driver's raw cursor, with their text compiled once by SQLAlchemy to
+    PostgreSQL's ``$n`` markers (:class:`_DriverStatement`): SQLAlchemy's execution path cost
+    about four times the driver's own CPU per statement, most of a job's CPU in the drain
+    (bench/README.md, "2026-12-05 drain redesign"). The text is the file's; only the
+    parameter markers differ.
     """
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # PostgreSQL's own $n markers
+        dollar = PGDialect_psycopg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
         self._sql = {
-            name: str(clause.compile(dialect=engine.dialect))
+            name: _DriverStatement.of(clause, dollar)
             for name, clause in {**_DRAIN, **{f"pg_{k}": v for k, v in _PG.items()}}.items()
         }
 
@@ -326,7 +331,7 @@ class PostgresBranchStore(SqlBranchStore):
         driver: Any = fairy.driver_connection
         try:
             driver.autocommit = True
-            with driver.cursor(row_factory=namedtuple_row) as cursor:
+            with psycopg.RawCursor(driver, row_factory=namedtuple_row) as cursor:
                 yield cursor
         except Exception as exc:
             if driver.broken or driver.closed:  # never hand a dead connection out again
@@ -338,9 +343,11 @@ class PostgresBranchStore(SqlBranchStore):
             fairy.close()
 
     def _run(self, name: str, params: Mapping[str, Any]) -> tuple[list[Any], int]:
+        statement = self._sql[name]
         with self._cursor() as cursor:
-            cursor.execute(self._sql[name], params)
-            rows = cursor.fetchall() if cursor.description is not None else []
+            cursor.execute(statement.text, statement.args(params))
+            # rownumber, not description: that builds a Column per column, each call
+            rows = cursor.fetchall() if cursor.rownumber is not None else []
             return rows, cursor.rowcount
 
     def read_head(self, lease: Lease) -> BranchHead:
@@ -387,6 +394,27 @@ class PostgresBranchStore(SqlBranchStore):
         head = BranchHead.from_rows(rows, lease.branch_id, job.id)
         started = record.then is not None and bool(rows[0].started)
         return Recorded(JobState.ACCEPTED, head=head, started=started)
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverStatement:
+    """A named statement as PostgreSQL takes it, with ``$n`` placeholders: psycopg's raw
+    cursor sends it as it is, where its usual cursor would turn ``%(name)s`` markers into
+    ``$n`` on every call for a statement over 4 kB (it caches that only up to 4,096 bytes;
+    ``accept_job_starting_next`` is 5.5 kB), about a tenth of the drain's CPU per job
+    (bench/README.md, "the fused step")."""
+
+    text: str
+    #: the parameter of each ``$n``, in order
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, clause: TextClause, dialect: Dialect) -> _DriverStatement:
+        compiled = clause.compile(dialect=dialect)
+        return cls(str(compiled), tuple(compiled.positiontup or ()))
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
 
 
 # ---------------------------------------------------------------------- parameters
