@@ -20,10 +20,14 @@ the acceptance (``JobRecord.then``; one statement on PostgreSQL). The next loop 
 straight to the call. It is planned only when nothing of it depends on this job's effects
 (not a stock master whose ``rsdQty`` the relay computes, which is also the only kind that
 coalescing may supersede), only while the drain's budget leaves room for the call, and the
-start keeps every guard of a plain one: refused (an operator acted, the lease ran out), the
-acceptance stands and the next loop prepares the job the usual way. Anything unusual (a
-block, a wait, a body that cannot be built, a superseded stock master) is left to
-:func:`_prepare`, the one path that handles it.
+start keeps every guard of a plain one, plus what a fresh head read would show (no active job
+ahead of it: one may have been unblocked meanwhile). Refused (an operator acted, the lease
+ran out, a job was unblocked ahead of it), the acceptance stands and the next loop prepares
+the head the usual way. Anything unusual (a block, a wait, a body that cannot be built, a
+superseded stock master) is left to :func:`_prepare`, the one path that handles it.
+
+A crash after a record that started the next job leaves that job ``in_flight`` and never
+sent: as below, the next holder resends its stored body.
 
 Each step borrows a database connection for its own short transaction and gives it back
 (:mod:`worker.outbox.branch_store`): no connection is held while KRA answers.

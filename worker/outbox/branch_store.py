@@ -15,8 +15,11 @@ same rows: the tests run both.
 The fused step: a job's acceptance may carry the next job's start (``JobRecord.then``,
 planned by the drain from the head read it already holds). On PostgreSQL both are one
 statement (``accept_job_starting_next``), so a run of ready jobs costs one statement per job;
-the plain store records, then starts. Either way the start keeps every guard of
-:meth:`BranchStore.start` and a refused start leaves the acceptance standing
+the plain store records, reads the head, then starts in the same transaction (under a
+savepoint, the branch row locked first). Either way the start keeps every guard of
+:meth:`BranchStore.start`, and also needs the job to be the branch's first active one after
+the accepted job (what a fresh head read would show: a job ahead of it may have been
+unblocked since the drain's read). A refused start leaves the acceptance standing
 (``Recorded.started`` is False; the drain then prepares the next job as usual).
 """
 
