@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from producers import builders as b
 from simulator.verify import verify_ledger
@@ -285,3 +286,34 @@ def test_a_crash_after_the_fused_record_resends_the_started_job_with_the_identic
     assert (s2.state, s2.body) == ("accepted", frozen)
     assert writes[1]["body"] == json.loads(frozen)
     assert verify_ledger(pipeline.sim.ledger_path).ok
+
+
+def test_a_record_that_waited_for_a_connection_still_sends_every_sale_once_in_order(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three sales, and a pool with no free connection the first time the drain records
+    # s1's acceptance with s2's start (the drain waits and writes the result again)
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.enqueue([sale("s1"), sale("s2"), sale("s3")])
+    store_class = type(pipeline.runtime.drain_context().store)
+    real = store_class.record
+    tries: list[bool] = []
+
+    def record(store: Any, lease: Lease, rec: JobRecord) -> Recorded:
+        if rec.job.idempotency_key == "s1":
+            tries.append(rec.then is not None)
+            if len(tries) == 1:
+                raise PoolTimeout("QueuePool limit reached")
+        return real(store, lease, rec)
+
+    monkeypatch.setattr(store_class, "record", record)
+
+    # When the branch drains
+    pipeline.drain()
+
+    # Then s1's result was written on the second try, without s2's start planned for the
+    # first (s2 was prepared afresh), and KRA holds each sale once, in order
+    assert tries == [True, False]
+    assert sales(pipeline) == [(1, "S1"), (2, "S2"), (3, "S3")]
+    assert set(pipeline.states().values()) == {"accepted"}
