@@ -262,9 +262,10 @@ def _record(lease: Lease, record: JobRecord, ctx: DrainContext, renewal: _Renewa
             )  # fmt: skip
             ctx.sleep(pause)
             pause = min(2 * pause, RECORD_RETRY_MAX_S)
-            # a next start planned for the first try's time is not written late: the next
-            # loop prepares that job the usual way
-            record = dataclasses.replace(record, then=None)
+            if record.then is not None:
+                # a next start planned for the first try's time is not written late: the
+                # next loop prepares that job the usual way
+                record = dataclasses.replace(record, then=None)
 
 
 #: A job read in one of these states had failed before: its acceptance means KRA is back.
