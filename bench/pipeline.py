@@ -145,7 +145,7 @@ def profile_drain(args: argparse.Namespace) -> int:
     from worker.runtime import build_runtime
 
     latency = (args.latency or [0.0])[0]
-    with Stack(latency_ms=latency) as stack:
+    with Stack(latency_ms=latency, env=_worker_env(args)) as stack:
         stack.init_devices(args.branches)
         jobs, _ = enqueue_all(
             stack.engine, interleaved_batches(args.branches, args.jobs_per_branch, args.batch)
@@ -174,6 +174,15 @@ def profile_drain(args: argparse.Namespace) -> int:
         @event.listens_for(runtime.engine, "begin")
         def _begin(conn: Any) -> None:
             begins[0] += 1
+
+        store_run = getattr(ctx.store, "_run", None)
+        if store_run is not None:  # PostgreSQL: the per-job statements go to the driver
+
+            def counted_run(name: str, params: Any) -> Any:
+                kinds[f"driver: {name}"] += 1
+                return store_run(name, params)
+
+            ctx.store._run = counted_run  # type: ignore[attr-defined]
 
         with stack.engine.connect() as conn:
             ids = [int(r[0]) for r in conn.execute(text("SELECT id FROM branches ORDER BY id"))]
@@ -231,8 +240,16 @@ def profile_drain(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- pipeline run
 
 
+def _worker_env(args: argparse.Namespace) -> dict[str, str]:
+    """``--no-coalesce``: every stock master sent, as a drain without coalescing (15e8d1c and
+    before) sends them, so an A/B against it sends the same jobs."""
+    return {"ETIMS_COALESCE__STOCK_MASTER": "false"} if args.no_coalesce else {}
+
+
 def run_pipeline(args: argparse.Namespace, latency_ms: float, rep: int) -> dict[str, Any]:
-    with Stack(latency_ms=latency_ms, loglevel=args.loglevel, keep=args.keep) as stack:
+    with Stack(
+        latency_ms=latency_ms, env=_worker_env(args), loglevel=args.loglevel, keep=args.keep
+    ) as stack:
         if args.keep:
             print(f"  keeping {stack.database_url} and {stack.workdir}", flush=True)
         stack.init_devices(args.branches)
@@ -331,6 +348,12 @@ def main() -> int:
         "--no-bare",
         action="store_true",
         help="skip the bare loop where a latency is set (quicker A/B runs; 0 ms still needs it)",
+    )
+    parser.add_argument(
+        "--no-coalesce",
+        action="store_true",
+        help="workers send every stock master (ETIMS_COALESCE__STOCK_MASTER=false): the same "
+        "jobs as a drain without coalescing, for an A/B against one",
     )
     parser.add_argument(
         "--keep",

@@ -12,6 +12,23 @@
                 atomic and fenced by the lease
     release   give the branch back, leaving ``wake_after`` = when it is next due
 
+The fused step: when a job is accepted and the head read that started it also showed the
+job after it, ready once this one is accepted, the drain plans that job's start from what it
+already knows (:func:`_plan_next`: the same :func:`choose`, the body built as ``_start``
+builds it, the number the counter gives after this job) and the record writes it along with
+the acceptance (``JobRecord.then``; one statement on PostgreSQL). The next loop then goes
+straight to the call. It is planned only when nothing of it depends on this job's effects
+(not a stock master whose ``rsdQty`` the relay computes, which is also the only kind that
+coalescing may supersede), only while the drain's budget leaves room for the call, and the
+start keeps every guard of a plain one, plus what a fresh head read would show (no active job
+ahead of it: one may have been unblocked meanwhile). Refused (an operator acted, the lease
+ran out, a job was unblocked ahead of it), the acceptance stands and the next loop prepares
+the head the usual way. Anything unusual (a block, a wait, a body that cannot be built, a
+superseded stock master) is left to :func:`_prepare`, the one path that handles it.
+
+A crash after a record that started the next job leaves that job ``in_flight`` and never
+sent: as below, the next holder resends its stored body.
+
 Each step borrows a database connection for its own short transaction and gives it back
 (:mod:`worker.outbox.branch_store`): no connection is held while KRA answers.
 
@@ -31,6 +48,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
@@ -48,6 +66,7 @@ from worker.outbox.rows import (
     HOPELESS,
     SATISFIED,
     BranchHead,
+    Dependency,
     HeadJob,
     HeadMoved,
     Lease,
@@ -166,9 +185,14 @@ def _send_jobs(lease: Lease, ctx: DrainContext, claimed_at: float) -> _Run:
     renewal = _Renewal.for_lease(ctx.settings, claimed_at)
     sent, woken = 0, frozenset[int]()
     head: BranchHead | None = None  # as the last record step read it along, if it did
+    rode: _Prepared | None = None  # the next job's start, when it rode on the last record
+
+    def within_budget(jobs: int) -> bool:
+        return jobs < limits.max_jobs and ctx.clock() - started < limits.max_seconds
+
     while True:
-        prepared = _prepare(lease, ctx, renewal, head)
-        head = None
+        prepared = rode or _prepare(lease, ctx, renewal, head)
+        rode, head = None, None
         woken |= prepared.woken
         step, seen = prepared.step, prepared.next_seq
         if isinstance(step, _LeaseGone):
@@ -185,18 +209,25 @@ def _send_jobs(lease: Lease, ctx: DrainContext, claimed_at: float) -> _Run:
         if isinstance(step, Send):
             renewal = renewal.after(step)
         verdict = _branch_named(_send(step, ctx))
+        # a start rides on this record only if the budget leaves room for its call
+        plan = _plan_next(lease, prepared, verdict, ctx) if within_budget(sent + 1) else None
         now = ctx.clock()
+        then = None if plan is None else _NextStart(plan, now, renewal.lease_until(now))
+        record = effects.record_of(verdict, now, ctx.recorder)
         try:
-            recorded = _record(lease, effects.record_of(verdict, now, ctx.recorder), ctx, renewal)
+            recorded = _record(lease, _with_next(record, then), ctx, renewal)
         except LeaseLost:
             return _Run("lease_lost", sent, woken, seen)
         ctx.observer.job_decided(verdict.job, verdict.decision, verdict.outcome, now)
-        sent, woken, head = sent + 1, woken | recorded.woken, recorded.head
+        sent, woken = sent + 1, woken | recorded.woken
+        # a refused start: read the head again (the operator's change is in it)
+        rode = None if then is None else then.rode(recorded)
+        head = recorded.head if then is None else None
         if isinstance(verdict.decision, Accept) and verdict.job.state in _BACKING_OFF:
             _kra_is_back(ctx)
         if isinstance(verdict.decision, Park):
             return _Run("parked", sent, woken, seen)
-        if sent >= limits.max_jobs or ctx.clock() - started >= limits.max_seconds:
+        if rode is None and not within_budget(sent):
             return _Run("more", sent, woken, seen, ctx.clock())
 
 
@@ -231,6 +262,10 @@ def _record(lease: Lease, record: JobRecord, ctx: DrainContext, renewal: _Renewa
             )  # fmt: skip
             ctx.sleep(pause)
             pause = min(2 * pause, RECORD_RETRY_MAX_S)
+            if record.then is not None:
+                # a next start planned for the first try's time is not written late: the
+                # next loop prepares that job the usual way
+                record = dataclasses.replace(record, then=None)
 
 
 #: A job read in one of these states had failed before: its acceptance means KRA is back.
@@ -293,6 +328,8 @@ class _Prepared:
     next_seq: int | None
     #: branches whose jobs blocking a head blocked too
     woken: frozenset[int] = frozenset()
+    #: a Send's: the head read it was started from (the next job's start is planned from it)
+    head: BranchHead | None = None
 
 
 def choose(head: BranchHead, now: float) -> _Ready | _Blocked | _Wait | _Idle:
@@ -341,7 +378,7 @@ def _prepare(
                             head = None
                             continue
                         step = _start(lease, job, head, ctx, renewal)
-                        return _Prepared(step, head.next_seq, woken)
+                        return _Prepared(step, head.next_seq, woken, head)
                     except HeadMoved:
                         # An operator skipped the job or set the branch's next number since
                         # the head was read; nothing was written. Read again, go on from there.
@@ -417,6 +454,50 @@ def _start(
     in_flight and, when due, pushes the lease out. A body that cannot be built takes no
     number at all.
     """
+    planned = _plan_start(lease, job, head, ctx)
+    if isinstance(planned, LocalFailure):
+        return planned
+    # The clock read after the body's reads (each may have waited for a pooled connection):
+    # the lease is pushed out from, and checked against, the time of the write itself.
+    now = ctx.clock()
+    lease_until = renewal.lease_until(now)
+    ctx.store.start(lease, planned.start(lease_until), now)
+    return planned.send(None if lease_until is None else now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A job's start, built but not written yet: its body and the number it takes."""
+
+    job: HeadJob
+    #: the body the call sends: frozen now (``new_body``), or the stored one of a resend
+    body_text: str
+    new_body: str | None
+    number: int | None
+    takes: Number | None
+    attempt: int
+    maybe_recorded: bool
+
+    def start(self, lease_until: float | None) -> Start:
+        """The in_flight mark, compare-and-set on the job as the head read showed it."""
+        job = self.job
+        return Start(
+            job.id, self.attempt, self.maybe_recorded, self.new_body, self.takes, lease_until,
+            job.state, job.invc_no, job.sar_no,
+        )  # fmt: skip
+
+    def send(self, lease_extended_at: float | None) -> Send:
+        """The call, once the mark is written."""
+        return Send(
+            self.job, loads_payload(self.body_text), self.body_text, self.number, self.attempt,
+            self.maybe_recorded, lease_extended_at,
+        )  # fmt: skip
+
+
+def _plan_start(
+    lease: Lease, job: HeadJob, head: BranchHead, ctx: DrainContext
+) -> _Planned | LocalFailure:
+    """The start of ``job`` with the numbers of ``head``; nothing written."""
     counter = job.kind.numbered_by
     number = job.number
     takes: Number | None = None
@@ -431,20 +512,93 @@ def _start(
         if isinstance(built, LocalFailure):
             return built
         body_text = new_body = built
-    attempt = job.attempts + 1
-    # The clock read after the body's reads (each may have waited for a pooled connection):
-    # the lease is pushed out from, and checked against, the time of the write itself.
-    now = ctx.clock()
-    lease_until = renewal.lease_until(now)
-    start = Start(
-        job.id, attempt, maybe_recorded, new_body, takes, lease_until,
-        job.state, job.invc_no, job.sar_no,
-    )  # fmt: skip
-    ctx.store.start(lease, start, now)
-    return Send(
-        job, loads_payload(body_text), body_text, number, attempt, maybe_recorded,
-        lease_extended_at=None if lease_until is None else now,
-    )  # fmt: skip
+    return _Planned(job, body_text, new_body, number, takes, job.attempts + 1, maybe_recorded)
+
+
+# --------------------------------------------------------------------------- the fused step
+
+
+def _plan_next(
+    lease: Lease, prepared: _Prepared, verdict: Verdict, ctx: DrainContext
+) -> _Planned | None:
+    """The start of the job after an accepted one, to ride on its acceptance, if it is safe
+    to plan without that acceptance's effects; None: the next loop prepares it.
+
+    From the head read the accepted job was started from, without that job: the same
+    :func:`choose` decides (a dependency on the accepted job counts as met), the body is
+    built as ``_start`` builds it, with the number the counter gives after the accepted job.
+    A body read (a credit note's original invcNo) reads nothing the acceptance changes.
+    """
+    send, head = prepared.step, prepared.head
+    if not isinstance(verdict.decision, Accept) or not isinstance(send, Send) or head is None:
+        return None
+    after = _head_after(head, send)
+    match choose(after, ctx.clock()):
+        case _Ready(job) if _may_ride(job):
+            try:
+                planned = _plan_start(lease, job, after, ctx)
+            except SQLAlchemyError:
+                # KRA has answered: its record goes first. The next prepare reads again and
+                # meets the error there, if it lasts.
+                return None
+            return planned if isinstance(planned, _Planned) else None
+    return None
+
+
+def _head_after(head: BranchHead, accepted: Send) -> BranchHead:
+    """``head`` as it stands once ``accepted`` (started from it) is accepted: the job gone,
+    what depends on it met, the number it took (a first send's) gone from the counter."""
+    job = accepted.job
+    rest = tuple(_met(other, job.id) for other in head.jobs if other.id != job.id)
+    took = job.number is None and accepted.number is not None
+    counter = job.kind.numbered_by if took else None
+    return dataclasses.replace(
+        head,
+        jobs=rest,
+        next_invc_no=head.next_invc_no + (counter == "invcNo"),
+        next_sar_no=head.next_sar_no + (counter == "sarNo"),
+    )
+
+
+def _met(job: HeadJob, accepted_id: int) -> HeadJob:
+    """``job`` with its dependency on ``accepted_id``, if any, met."""
+    if all(d.job_id != accepted_id for d in job.dependencies):
+        return job
+    met = Dependency(accepted_id, JobState.ACCEPTED)
+    deps = tuple(met if d.job_id == accepted_id else d for d in job.dependencies)
+    return dataclasses.replace(job, dependencies=deps)
+
+
+def _may_ride(job: HeadJob) -> bool:
+    """Whether nothing of ``job``'s start depends on the acceptance it would ride on: a stock
+    master whose ``rsdQty`` the relay computes reads a balance the acceptance may change, and
+    is the one kind coalescing may supersede (:func:`_prepare` asks the store first)."""
+    if job.kind is not JobKind.STOCK_MASTER:
+        return True
+    return loads_payload(job.payload).get("rsdQty") is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _NextStart:
+    """A planned start as the record writes it: at the record's time, pushing the lease out
+    if that is due."""
+
+    planned: _Planned
+    now: float
+    lease_until: float | None
+
+    def rode(self, recorded: Recorded) -> _Prepared | None:
+        """The next job ready for its call, if its start took along with the record."""
+        if not recorded.started or recorded.head is None:
+            return None
+        send = self.planned.send(None if self.lease_until is None else self.now)
+        return _Prepared(send, recorded.head.next_seq, head=recorded.head)
+
+
+def _with_next(record: JobRecord, then: _NextStart | None) -> JobRecord:
+    if then is None:
+        return record
+    return dataclasses.replace(record, then=then.planned.start(then.lease_until))
 
 
 #: Kinds whose amounts are computed with the branch's tax rates.

@@ -11,6 +11,16 @@ and every rare path on PostgreSQL). :class:`PostgresBranchStore` runs the per-jo
 (start; accept and retry) as the single fenced statements of ``sql/drain_postgresql.sql``
 in autocommit: one round trip each instead of a transaction of four to six. They write the
 same rows: the tests run both.
+
+The fused step: a job's acceptance may carry the next job's start (``JobRecord.then``,
+planned by the drain from the head read it already holds). On PostgreSQL both are one
+statement (``accept_job_starting_next``), so a run of ready jobs costs one statement per job;
+the plain store records, reads the head, then starts in the same transaction (under a
+savepoint, the branch row locked first). Either way the start keeps every guard of
+:meth:`BranchStore.start`, and also needs the job to be the branch's first active one after
+the accepted job (what a fresh head read would show: a job ahead of it may have been
+unblocked since the drain's read). A refused start leaves the acceptance standing
+(``Recorded.started`` is False; the drain then prepares the next job as usual).
 """
 
 from __future__ import annotations
@@ -22,8 +32,10 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, NoReturn, Protocol
 
+import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Dialect, Engine, TextClause
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from schemas.jobs import Counter, JobState
 from worker.outbox.dependents import block_dependents, wake_dependents
@@ -75,7 +87,7 @@ class BranchStore(Protocol):
         ...
 
     def read_head(self, lease: Lease) -> BranchHead:
-        """The branch's counters and its first active job, if any."""
+        """The branch's counters and its first two active jobs (the head, and the job after it)."""
         ...
 
     def block(self, lease: Lease, job: HeadJob, blocked_by: int, now: float) -> frozenset[int]:
@@ -90,7 +102,12 @@ class BranchStore(Protocol):
         run out by ``now``."""
         ...
 
-    def record(self, lease: Lease, record: JobRecord) -> Recorded: ...
+    def record(self, lease: Lease, record: JobRecord) -> Recorded:
+        """Write a job's result; with ``record.then``, start the next job too. Raises
+        :class:`LeaseLost` (nothing written) if the lease was taken over. A start refused
+        by its guards (the job or counter moved, the lease ran out) is ``started=False``
+        with the result written."""
+        ...
 
     def stock_balance(self, branch_id: int, item_cd: str) -> Decimal | None: ...
 
@@ -223,19 +240,15 @@ class SqlBranchStore:
             return block_dependents(conn, [job.id], now)
 
     def start(self, lease: Lease, start: Start, now: float) -> None:
-        params = _start_params(lease, start, now)
         with self._transaction() as conn:
-            if not conn.execute(_DRAIN["claim_branch_for_start"], params).rowcount:
+            if not _started(conn, lease, start, now):
                 _refused(conn, lease, now)
-            if not conn.execute(_DRAIN["start_job"], params).rowcount:
-                # the branch row, just written, holds the lease: the job moved on; leaving
-                # the transaction by the exception takes the branch's write back
-                raise HeadMoved
 
     def record(self, lease: Lease, record: JobRecord) -> Recorded:
         job, now, write = record.job, record.now, record.write
         with self._transaction() as conn:
-            if isinstance(write, (Kill, Park)):  # they write the branch row too
+            if isinstance(write, (Kill, Park)) or record.then is not None:
+                # they write the branch row too: locked first, as the operator tools do
                 _fenced(conn.execute(_DRAIN["lock_branch"], _fence(lease)).rowcount)
             statement, values = _job_statement(write)
             params = {**_fence(lease), "job_id": job.id, "now": now, **values}
@@ -248,8 +261,14 @@ class SqlBranchStore:
             recorded = self._after(conn, lease, record)
             if isinstance(write, Park):
                 return recorded
-            head = conn.execute(_DRAIN["read_head"], _head_params(lease)).all()
-            return replace(recorded, head=BranchHead.from_rows(head, lease.branch_id))
+            rows = conn.execute(_DRAIN["read_head"], _head_params(lease)).all()
+            head = BranchHead.from_rows(rows, lease.branch_id)
+            # the next job's start after the head read, if that still shows it first (a job
+            # ahead of it may have been unblocked since the drain's read); the head shows it
+            # as it was before its start
+            then = record.then
+            started = then is not None and _first(head, then) and _started(conn, lease, then, now)
+            return replace(recorded, head=head, started=started)
 
     def _after(self, conn: Connection, lease: Lease, record: JobRecord) -> Recorded:
         """What follows from a job's new state, in the same transaction."""
@@ -286,17 +305,20 @@ class SqlBranchStore:
 class PostgresBranchStore(SqlBranchStore):
     """The per-job statements as single fenced statements in autocommit (the rest as above).
 
-    They run on the driver's cursor, with their text compiled once by SQLAlchemy for the
-    driver: SQLAlchemy's execution path cost about four times the driver's own CPU per
-    statement, most of a job's CPU in the drain (bench/README.md, "2026-12-05 drain
-    redesign"). The text is the file's; only the parameter markers differ.
+    They run on the driver's raw cursor, with their text compiled once by SQLAlchemy to
+    PostgreSQL's ``$n`` markers (:class:`_DriverStatement`): SQLAlchemy's execution path cost
+    about four times the driver's own CPU per statement, most of a job's CPU in the drain
+    (bench/README.md, "2026-12-05 drain redesign"). The text is the file's; only the
+    parameter markers differ.
     """
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # PostgreSQL's own $n markers
+        dollar = PGDialect_psycopg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
         self._sql = {
-            name: str(clause.compile(dialect=engine.dialect))
+            name: _DriverStatement.of(clause, dollar)
             for name, clause in {**_DRAIN, **{f"pg_{k}": v for k, v in _PG.items()}}.items()
         }
 
@@ -312,7 +334,7 @@ class PostgresBranchStore(SqlBranchStore):
         driver: Any = fairy.driver_connection
         try:
             driver.autocommit = True
-            with driver.cursor(row_factory=namedtuple_row) as cursor:
+            with psycopg.RawCursor(driver, row_factory=namedtuple_row) as cursor:
                 yield cursor
         except Exception as exc:
             if driver.broken or driver.closed:  # never hand a dead connection out again
@@ -324,9 +346,11 @@ class PostgresBranchStore(SqlBranchStore):
             fairy.close()
 
     def _run(self, name: str, params: Mapping[str, Any]) -> tuple[list[Any], int]:
+        statement = self._sql[name]
         with self._cursor() as cursor:
-            cursor.execute(self._sql[name], params)
-            rows = cursor.fetchall() if cursor.description is not None else []
+            cursor.execute(statement.text, statement.args(params))
+            # rownumber, not description: that builds a Column per column, each call
+            rows = cursor.fetchall() if cursor.rownumber is not None else []
             return rows, cursor.rowcount
 
     def read_head(self, lease: Lease) -> BranchHead:
@@ -344,7 +368,8 @@ class PostgresBranchStore(SqlBranchStore):
 
     def record(self, lease: Lease, record: JobRecord) -> Recorded:
         """An acceptance or a retry is one statement (an acceptance reads the next head
-        along); one that must look at dependents, a dead job or a park is a transaction."""
+        along, and starts the next job when ``record.then`` says so); one that must look at
+        dependents, a dead job or a park is a transaction (then the start follows it)."""
         write, job, attempt = record.write, record.job, record.attempt
         if attempt is None or not (
             isinstance(write, Retry) or (isinstance(write, Accept) and not job.wakes_dependents)
@@ -363,9 +388,36 @@ class PostgresBranchStore(SqlBranchStore):
             stock_items=[item for item, _ in write.stock],
             stock_qtys=[qty for _, qty in write.stock],
         )
-        rows, _ = self._run("pg_accept_job_reading_head", params)
+        if record.then is None:
+            rows, _ = self._run("pg_accept_job_reading_head", params)
+        else:
+            params.update(_next_start_params(lease, record.then, record.now))
+            rows, _ = self._run("pg_accept_job_starting_next", params)
         _fenced(rows[0].accepted)
-        return Recorded(JobState.ACCEPTED, head=BranchHead.from_rows(rows, lease.branch_id, job.id))
+        head = BranchHead.from_rows(rows, lease.branch_id, job.id)
+        started = record.then is not None and bool(rows[0].started)
+        return Recorded(JobState.ACCEPTED, head=head, started=started)
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverStatement:
+    """A named statement as PostgreSQL takes it, with ``$n`` placeholders: psycopg's raw
+    cursor sends it as it is, where its usual cursor would turn ``%(name)s`` markers into
+    ``$n`` on every call for a statement over 4 kB (it caches that only up to 4,096 bytes;
+    ``accept_job_starting_next`` is 5.5 kB), about a tenth of the drain's CPU per job
+    (bench/README.md, "the fused step")."""
+
+    text: str
+    #: the parameter of each ``$n``, in order
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, clause: TextClause, dialect: Dialect) -> _DriverStatement:
+        compiled = clause.compile(dialect=dialect)
+        return cls(str(compiled), tuple(compiled.positiontup or ()))
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
 
 
 # ---------------------------------------------------------------------- parameters
@@ -415,6 +467,22 @@ def _fenced(rowcount: int) -> None:
         raise LeaseLost
 
 
+def _started(conn: Connection, lease: Lease, start: Start, now: float) -> bool:
+    """A start's writes, all or none: the branch row (the lease live, the counter as read),
+    then the job (as read). False: refused, nothing written."""
+    params = _start_params(lease, start, now)
+    with conn.begin_nested() as savepoint:
+        if conn.execute(_DRAIN["claim_branch_for_start"], params).rowcount:
+            if conn.execute(_DRAIN["start_job"], params).rowcount:
+                return True
+            savepoint.rollback()  # the job moved on: take the branch's write back
+    return False
+
+
+def _first(head: BranchHead, start: Start) -> bool:
+    return bool(head.jobs) and head.jobs[0].id == start.job_id
+
+
 def _refused(conn: Connection, lease: Lease, now: float) -> NoReturn:
     """A start, block or supersede wrote nothing: say why. The lease taken over or run out,
     else what the head read showed (the job, or the counter it takes a number from) has
@@ -443,6 +511,12 @@ def _start_params(lease: Lease, start: Start, now: float) -> dict[str, Any]:
         "read_sar_no": start.read_sar_no,
         "now": now,
     }
+
+
+def _next_start_params(lease: Lease, start: Start, now: float) -> dict[str, Any]:
+    """The start's parameters, ``n_``-prefixed, beside the acceptance's (same fence, same now)."""
+    params = _start_params(lease, start, now)
+    return {f"n_{k}": v for k, v in params.items() if k not in ("branch_id", "token", "now")}
 
 
 def _value_of(number: Number | None, counter: Counter) -> int | None:

@@ -124,6 +124,10 @@ class JobRecord:
     attempt: AttemptRow | None
     #: the ``result_events`` body (JSON) of an acceptance or a dead job
     event: str | None = None
+    #: an acceptance only: the next job's start, planned by the drain from the head read
+    #: before this job's, written with the acceptance and under the same guards as
+    #: ``BranchStore.start`` (at ``now``); refused, it writes nothing and the acceptance stands
+    then: Start | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +137,11 @@ class Recorded:
     state: JobState
     #: other branches whose jobs it unblocked or that wait for this job: wake them
     woken: frozenset[int] = frozenset()
-    #: the branch's head as it stands after the write, when the store read it along
+    #: the branch's head as it stands after the write, when the store read it along (with
+    #: ``then``: the next job as it was before its start, whether the start took or not)
     head: BranchHead | None = None
+    #: the record's ``then`` took: the next job is in_flight, ready for its call
+    started: bool = False
 
 
 @dataclass(frozen=True, slots=True)

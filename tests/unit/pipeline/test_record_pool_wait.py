@@ -38,7 +38,7 @@ def context(store: EmptyPool, clock: list[float]) -> Any:
 
 
 LEASE = Lease(1, 7, "w")
-RECORD = SimpleNamespace(job=SimpleNamespace(id=42))
+RECORD = SimpleNamespace(job=SimpleNamespace(id=42), then=None)
 #: the lease was last pushed out at t=0 for 20 s
 RENEWAL = _Renewal(extended_at=0.0, every_s=0.0, ttl_s=20.0)
 

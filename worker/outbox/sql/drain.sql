@@ -5,9 +5,10 @@
 -- use the partial index ix_jobs_branch_active_seq.
 
 -- name: read_head
--- The branch's counters and its first active job (the only one ever sent next), one row
--- per dependency. The LIMIT is literal: a generic prepared plan must still stop at the
--- first entry of the partial index. wakes_dependents: accepting the job must look at its
+-- The branch's counters and its first two active jobs (the first is the only one ever sent
+-- next; the second is what the drain may plan to start along with the first one's
+-- acceptance), one row per dependency. The LIMIT is literal: a generic prepared plan must
+-- still stop after the first entries of the partial index. wakes_dependents: accepting the job must look at its
 -- dependents (some wait in another branch, or are blocked after a replay). A superseded
 -- dependency reads as pending until a later stock master of its item in its branch is
 -- accepted: only then is the balance it stood for at KRA (its carrier, or any later one:
@@ -39,7 +40,7 @@ SELECT b.next_seq AS branch_next_seq,
               WHERE branch_id = :branch_id
                 AND state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
               ORDER BY seq
-              LIMIT 1) AS w ON 1 = 1
+              LIMIT 2) AS w ON 1 = 1
   LEFT JOIN job_dependencies AS d ON d.job_id = w.id
   LEFT JOIN jobs AS dep ON dep.id = d.depends_on_id
  WHERE b.id = :branch_id
