@@ -35,9 +35,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
 from schemas.jobs import JobKind, JobState
-from schemas.settings import Settings
+from schemas.settings import CoalesceSettings, Settings
 from schemas.vat import VatScheme
-from worker import coalesce, effects, recovery
+from worker import coalesce, defer, effects, recovery, stock_merge
 from worker.decide import Accept, Dead, Decision, Park, decide
 from worker.devices import DeviceDirectory, DeviceNotInitialised, NoTaxRates
 from worker.observe import DrainObserver
@@ -52,6 +52,8 @@ from worker.outbox.rows import (
     HeadMoved,
     Lease,
     LeaseLost,
+    StockOut,
+    StockOutDeferral,
 )
 from worker.outbox.writes import JobRecord, Number, Recorded, Start
 from worker.steps import Called, LocalFailure, Send, Verdict
@@ -284,6 +286,9 @@ class _Blocked:
 @dataclass(frozen=True, slots=True)
 class _Ready:
     job: HeadJob
+    #: the read the job comes from, when it is not the head (a sale passing a deferred
+    #: stock-out): its counters are the ones the job's number is taken from
+    read: BranchHead | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,13 +300,19 @@ class _Prepared:
     woken: frozenset[int] = frozenset()
 
 
-def choose(head: BranchHead, now: float) -> _Ready | _Blocked | _Wait | _Idle:
+def choose(
+    head: BranchHead, now: float, deferral: Deferral | None = None
+) -> _Ready | _Blocked | _Wait | _Idle:
     """What to do with the branch's head: send it, block it, wait, or nothing to do.
 
     The one place that decides which job goes next (a job is never sent before the jobs
     ahead of it in its branch, nor before what it depends on). A further verdict for the
     head (e.g. a stock master that a later one for the same item supersedes) is one more
-    case here and one more store write in :func:`_prepare`, as :class:`_Blocked` is."""
+    case here and one more store write in :func:`_prepare`, as :class:`_Blocked` is.
+
+    The one exception to "the head goes first": a never-sent stock-out at a ready head may
+    let a later sale go before it, within bounds (:mod:`worker.defer`); ``deferral`` is what
+    the branch said about that, read only for such a head."""
     if not head.jobs:
         return _Idle()
     job = head.jobs[0]
@@ -312,7 +323,20 @@ def choose(head: BranchHead, now: float) -> _Ready | _Blocked | _Wait | _Idle:
         return _Wait(now + DEPENDENCY_WAIT_S, inline=False)
     if job.next_attempt_at is not None and job.next_attempt_at > now:
         return _Wait(job.next_attempt_at)
+    if deferral is not None and deferral.head_id == job.id:
+        sale = defer.passer(job, deferral.facts, now, deferral.settings)
+        if sale is not None:
+            return _Ready(sale, deferral.facts.past)
     return _Ready(job)
+
+
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """What the branch said past a deferrable head, for :func:`choose`."""
+
+    head_id: int
+    facts: StockOutDeferral
+    settings: CoalesceSettings
 
 
 def _prepare(
@@ -325,7 +349,7 @@ def _prepare(
         while True:
             now = ctx.clock()
             head = head or ctx.store.read_head(lease)
-            match choose(head, now):
+            match choose(head, now, _deferral(lease, head, ctx)):
                 case _Blocked(job, blocked_by):
                     try:
                         woken |= ctx.store.block(lease, job, blocked_by, now)
@@ -333,15 +357,17 @@ def _prepare(
                         log.info("branch %s: head changed meanwhile; reading it again",
                                  lease.branch_id)  # fmt: skip
                     head = None
-                case _Ready(job):
+                case _Ready(job, read):
                     try:
                         if (later := _superseding(lease, job, ctx)) is not None:
                             ctx.store.supersede(lease, job, later, now)
                             ctx.observer.job_superseded(job, later, now)
                             head = None
                             continue
-                        step = _start(lease, job, head, ctx, renewal)
-                        return _Prepared(step, head.next_seq, woken)
+                        read = read or head
+                        carrier = _carrier(lease, job, ctx)
+                        step = _start(lease, carrier, read, ctx, renewal)
+                        return _Prepared(step, read.next_seq, woken)
                     except HeadMoved:
                         # An operator skipped the job or set the branch's next number since
                         # the head was read; nothing was written. Read again, go on from there.
@@ -352,6 +378,49 @@ def _prepare(
                     return _Prepared(other, head.next_seq, woken)
     except LeaseLost:  # what blocking wrote before that still counts
         return _Prepared(_LeaseGone(), None, woken)
+
+
+def _deferral(lease: Lease, head: BranchHead, ctx: DrainContext) -> Deferral | None:
+    """What the branch says past its head, read only when the head is a never-sent
+    stock-out that may wait behind later sales (:mod:`worker.defer`)."""
+    settings = ctx.settings.coalesce
+    if not head.jobs or not defer.may_defer(head.jobs[0], settings):
+        return None
+    job = head.jobs[0]
+    return Deferral(job.id, ctx.store.sale_past_stock(lease, job), settings)
+
+
+@dataclass(frozen=True, slots=True)
+class _Carrier:
+    """A stock-out about to go with the stock-outs its send carries."""
+
+    #: the job as sent: ``merged`` names every member, ``payload`` is the merged one
+    job: HeadJob
+    #: members that join it with this start (a first start that merged)
+    joining: tuple[int, ...] = ()
+
+
+def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
+    """A stock movement with the stock-outs that go inside its send (:mod:`worker.stock_merge`).
+
+    Members already named (a resend, a replay, a park that dropped the body) stay exactly
+    those: the body is rebuilt from the same payloads, or resent as frozen. A first start
+    with merging on takes the ready stock-outs behind it. Every other job goes alone."""
+    if job.kind is not JobKind.STOCK_IO:
+        return _Carrier(job)
+    members = ctx.store.merged_members(lease, job)
+    joining: tuple[StockOut, ...] = ()
+    settings = ctx.settings.coalesce
+    if not members and settings.stock_io and defer.is_stock_out(job) and coalesce.never_sent(job):
+        sar_ty_cd = str(loads_payload(job.payload)["sarTyCd"])
+        found = ctx.store.merge_candidates(lease, job, sar_ty_cd, settings.max_defer_jobs)
+        joining = stock_merge.group(job.payload, found, settings.max_merged_lines)
+    everyone = [*members, *joining]
+    if not everyone:
+        return _Carrier(job)
+    payload = stock_merge.merged_payload(job.payload, everyone) if job.body is None else job.payload
+    sent = dataclasses.replace(job, merged=tuple(m.id for m in everyone), payload=payload)
+    return _Carrier(sent, tuple(m.id for m in joining))
 
 
 def _superseding(lease: Lease, job: HeadJob, ctx: DrainContext) -> int | None:
@@ -408,15 +477,17 @@ class _Renewal:
 
 
 def _start(
-    lease: Lease, job: HeadJob, head: BranchHead, ctx: DrainContext, renewal: _Renewal
+    lease: Lease, carrier: _Carrier, head: BranchHead, ctx: DrainContext, renewal: _Renewal
 ) -> Send | LocalFailure:
     """Freeze the body (taking the KRA number on first send) and mark the job in_flight.
 
     The number is the branch's next as the head read showed it: the body is built with it
     first, then one fenced write takes it (compare-and-set), stores the body, marks the job
     in_flight and, when due, pushes the lease out. A body that cannot be built takes no
-    number at all.
+    number at all. A carrier's first start marks the stock-outs joining its send in the same
+    write (all of them, or nothing).
     """
+    job = carrier.job
     counter = job.kind.numbered_by
     number = job.number
     takes: Number | None = None
@@ -438,7 +509,7 @@ def _start(
     lease_until = renewal.lease_until(now)
     start = Start(
         job.id, attempt, maybe_recorded, new_body, takes, lease_until,
-        job.state, job.invc_no, job.sar_no,
+        job.state, job.invc_no, job.sar_no, carrier.joining,
     )  # fmt: skip
     ctx.store.start(lease, start, now)
     return Send(
