@@ -9,11 +9,13 @@ import dataclasses
 import json
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 
+from producers import builders as b
 from simulator.verify import verify_ledger
 from tests.helpers import RelayEnv, WorkerPool, all_terminal, ledger_writes, wait_until
 from tests.integration.pipeline_fixtures import Pipeline
@@ -25,15 +27,16 @@ from tests.integration.test_coalesce_stock_masters import (
     writes,
 )
 from tests.integration.test_pipeline_workers import init_devices
-from tests.workload import TIN
+from tests.workload import TIN, item_code
 from worker.drain import drain
 from worker.outbox import ops_queries as oq
 from worker.outbox.db import make_engine
 from worker.outbox.models import jobs, result_events
-from worker.replay import Actor, OperatorError, replay, replay_branch
+from worker.replay import Actor, OperatorError, replay, replay_branch, skip
 
 SALES = 12
 OPS = Actor("ops")
+NOW = datetime.now(UTC)
 
 
 def merging(p: Pipeline, **bounds: Any) -> Pipeline:
@@ -191,6 +194,52 @@ def test_at_most_max_defer_jobs_stock_outs_wait_behind_later_sales(pipeline: Pip
             waiting = 0
     assert [o.state for o in stock_outs(pipeline)] == ["accepted"] * SALES
     assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_no_sale_passes_a_stock_in_and_no_stock_out_is_merged_past_one(
+    pipeline: Pipeline,
+) -> None:
+    # Given a backlog with a restock of item 1 (a stock-in) enqueued after sale 6's jobs
+    merging(pipeline)
+    records = backlog()
+    after_six = next(i for i, r in enumerate(records) if r["idempotency_key"] == "00:sale:7")
+    restock = b.stock_io(
+        TIN, "00", "restock", [b.SaleLine(item_code(1), "Item", Decimal(9), Decimal("116"))],
+        sar_ty_cd="06", at=NOW,
+    )  # fmt: skip
+    records.insert(after_six, restock)
+    pipeline.enqueue(records)
+
+    pipeline.drain()
+
+    # Then the stock-in kept its place: sales 1-6 and their merged stock-out before it,
+    # sale 7 and everything after it behind it
+    order = kra_order(pipeline)
+    restock_at = order.index(f"IO{pipeline.job('restock').sar_no}")
+    merged_1_6 = order.index(f"IO{pipeline.job('00:sale:1:stock-out').sar_no}")
+    assert order.index("S00-T6") < merged_1_6 < restock_at < order.index("S00-T7")
+    outs = stock_outs(pipeline)
+    assert {o.sar_no for o in outs[:6]} == {pipeline.job("00:sale:1:stock-out").sar_no}
+    assert all(o.sar_no > pipeline.job("restock").sar_no for o in outs[6:])
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_skipping_a_dead_merged_send_skips_the_stock_outs_it_carried(pipeline: Pipeline) -> None:
+    merging(pipeline)
+    sales = opening_at_kra(pipeline)
+    pipeline.sim.add_fault(endpoint="insertStockIO", kind="result_code", code="910", times=1)
+    pipeline.enqueue(sales)
+    pipeline.drain()
+    outs = stock_outs(pipeline)
+    assert {o.state for o in outs} == {"dead"}
+
+    skip(pipeline.runtime.engine, outs[0].id, OPS, reason="counted on paper")
+
+    outs = stock_outs(pipeline)
+    assert {o.state for o in outs} == {"skipped"}
+    assert f"job {outs[0].id}" in outs[3].skip_reason
+    masters = {s for k, s in pipeline.states().items() if ":stock-master:" in k}
+    assert masters <= {"blocked", "superseded"}
 
 
 def test_a_stock_out_ready_longer_than_max_defer_s_goes_before_later_sales(

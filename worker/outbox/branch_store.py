@@ -298,7 +298,8 @@ class SqlBranchStore:
         job, now, write = record.job, record.now, record.write
         if job.merged:
             woken = _end_members(conn, lease, record)
-            return replace(self._after(conn, lease, replace(record, job=_single(job))), woken=woken)
+            done = self._after(conn, lease, replace(record, job=_single(job)))
+            return replace(done, woken=done.woken | woken)
         match write:
             case Accept():
                 for item_cd, qty in write.stock:
