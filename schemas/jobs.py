@@ -28,6 +28,7 @@ Job states::
     pending -> merged -> accepted | dead      a stock-out sent inside an earlier one's merged
                                               insertStockIO (``merged_into``): it ends as that
                                               send does, with its sarNo
+    merged -> pending                         the carrier parked, its body dropped
 """
 
 from __future__ import annotations

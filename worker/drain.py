@@ -52,7 +52,6 @@ from worker.outbox.rows import (
     HeadMoved,
     Lease,
     LeaseLost,
-    StockOut,
     StockOutDeferral,
 )
 from worker.outbox.writes import JobRecord, Number, Recorded, Start
@@ -403,24 +402,29 @@ class _Carrier:
 def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
     """A stock movement with the stock-outs that go inside its send (:mod:`worker.stock_merge`).
 
-    Members already named (a resend, a replay, a park that dropped the body) stay exactly
-    those: the body is rebuilt from the same payloads, or resent as frozen. A first start
-    with merging on takes the ready stock-outs behind it. Every other job goes alone."""
+    Stock-outs are merged into a carrier only while it holds a frozen body: a resend (an
+    unknown outcome, a crash) names exactly those, and its bytes are resent as they were. A
+    carrier whose body is dropped (a park that rebuilds it, a replay) lets them go first
+    (``dissolve_members``, ``worker.replay``), so a first start finds none: with merging on
+    it takes the ready stock-outs behind it (the same ones, when nothing else changed); with
+    merging off it goes alone, and no merged stock-out is left behind. Every other job goes
+    alone."""
     if job.kind is not JobKind.STOCK_IO:
         return _Carrier(job)
-    members = ctx.store.merged_members(lease, job)
-    joining: tuple[StockOut, ...] = ()
+    if job.body is not None:  # a resend: read only on this rare path
+        members = tuple(m.id for m in ctx.store.merged_members(lease, job))
+        return _Carrier(dataclasses.replace(job, merged=members) if members else job)
     settings = ctx.settings.coalesce
-    if not members and settings.stock_io and defer.is_stock_out(job) and coalesce.never_sent(job):
-        sar_ty_cd = str(loads_payload(job.payload)["sarTyCd"])
-        found = ctx.store.merge_candidates(lease, job, sar_ty_cd, settings.max_defer_jobs)
-        joining = stock_merge.group(job.payload, found, settings.max_merged_lines)
-    everyone = [*members, *joining]
-    if not everyone:
+    if not (settings.stock_io and defer.is_stock_out(job) and coalesce.never_sent(job)):
         return _Carrier(job)
-    payload = stock_merge.merged_payload(job.payload, everyone) if job.body is None else job.payload
-    sent = dataclasses.replace(job, merged=tuple(m.id for m in everyone), payload=payload)
-    return _Carrier(sent, tuple(m.id for m in joining))
+    sar_ty_cd = str(loads_payload(job.payload)["sarTyCd"])
+    found = ctx.store.merge_candidates(lease, job, sar_ty_cd, settings.max_defer_jobs)
+    joining = stock_merge.group(job.payload, found, settings.max_merged_lines)
+    if not joining:
+        return _Carrier(job)
+    ids = tuple(m.id for m in joining)
+    payload = stock_merge.merged_payload(job.payload, joining)
+    return _Carrier(dataclasses.replace(job, merged=ids, payload=payload), ids)
 
 
 def _superseding(lease: Lease, job: HeadJob, ctx: DrainContext) -> int | None:

@@ -119,9 +119,14 @@ def _replay_one(conn: Connection, job_id: int, actor: Actor, reason: str, now: f
             f"job {job_id} went inside job {job.merged_into}'s merged stock movement; replay "
             f"job {job.merged_into}, which sends it again with the others"
         )
-    seq = q.reserve_seq(conn, int(job.branch_id), 1, now)
+    members = oq.dead_members(conn, job_id)
+    seq = q.reserve_seq(conn, int(job.branch_id), 1 + len(members), now)
     oq.requeue_at_tail(conn, job_id, seq, now)
-    oq.remerge_members(conn, job_id, now)
+    # a merged send: the stock-outs it carried follow it, in their order, to be merged again
+    # when it goes (or sent one by one with merging off)
+    for offset, member in enumerate(members, start=1):
+        oq.requeue_at_tail(conn, member, seq + offset, now)
+        oq.unmerge(conn, member)
     _audit(conn, actor, "replay", job, reason, {"previous_code": job.result_code})
     return int(job.branch_id)
 

@@ -9,9 +9,9 @@ out and computed again for the merged line exactly as for any stock movement. Th
 the latest of the group's (the movement is complete then).
 
 The oldest is the carrier: its frozen body is the merged one and it takes the one ``sarNo``;
-the others name it (``merged_into``) and end as its send does. The payload is built from the
-carrier's and its members' payloads in seq order, so rebuilding it (after a replay or a park
-that dropped the body) gives the same lines; a resend of a frozen body is byte for byte.
+the others name it (``merged_into``) and end as its send does. Members exist only while the
+carrier holds that frozen body: a resend is byte for byte; a replay or a park that drops the
+body lets them go back to ``pending`` behind it, and its next start merges again.
 
 Pure: no database.
 """

@@ -32,7 +32,7 @@ from worker.drain import drain
 from worker.outbox import ops_queries as oq
 from worker.outbox.db import make_engine
 from worker.outbox.models import jobs, result_events
-from worker.replay import Actor, OperatorError, replay, replay_branch, skip
+from worker.replay import Actor, OperatorError, replay, replay_branch, skip, unpark
 
 SALES = 12
 OPS = Actor("ops")
@@ -306,7 +306,9 @@ def test_stock_outs_wait_merged_while_their_carrier_is_unknown(pipeline: Pipelin
     pipeline.runtime.settings.retry.cap_s = 30
     pipeline.sim.add_fault(endpoint="insertStockIO", kind="lost_answer", times=1)
     pipeline.enqueue(sales)
-    pipeline.drain()
+    pipeline.runtime.settings.drain.max_jobs = SALES + 1  # the sales, then the merged send
+    pipeline.drain(rounds=0)
+    pipeline.runtime.settings.drain.max_jobs = 500
     outs = stock_outs(pipeline)
     assert outs[0].state == "unknown"
     assert {o.state for o in outs[1:]} == {"merged"}
@@ -361,6 +363,54 @@ def test_a_merged_send_that_went_dead_is_replayed_as_one(pipeline: Pipeline) -> 
     merged_sends = [m for m in writes(pipeline, "insertStockIO") if m["body"]["sarTyCd"] == "11"]
     assert len(merged_sends) == 1
     assert set(pipeline.states().values()) == {"accepted", "superseded"}
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_parked_merged_send_lets_its_stock_outs_go_and_merges_them_again(
+    pipeline: Pipeline,
+) -> None:
+    # Given the merged send is refused as every job of the branch would be (a device error:
+    # the branch parks, the carrier keeps its sarNo, its body is rebuilt once fixed)
+    merging(pipeline)
+    sales = opening_at_kra(pipeline)
+    pipeline.sim.add_fault(endpoint="insertStockIO", kind="result_code", code="901", times=1)
+    pipeline.enqueue(sales)
+    assert pipeline.drain().status == "parked"
+    outs = stock_outs(pipeline)
+    assert {o.state for o in outs} == {"pending"}
+    assert all(o.merged_into is None for o in outs)
+
+    # When the operator unparks it
+    unpark(pipeline.runtime.engine, TIN, "00", OPS, reason="device fixed")
+    pipeline.drain()
+
+    # Then they went merged again, under the number the carrier kept
+    outs = stock_outs(pipeline)
+    assert {(o.state, o.sar_no) for o in outs} == {("accepted", 2)}
+    assert [m["body"]["sarTyCd"] for m in writes(pipeline, "insertStockIO")] == ["06", "11"]
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_dead_merged_send_replayed_with_merging_off_goes_one_by_one(
+    pipeline: Pipeline,
+) -> None:
+    merging(pipeline)
+    sales = opening_at_kra(pipeline)
+    pipeline.sim.add_fault(endpoint="insertStockIO", kind="result_code", code="910", times=1)
+    pipeline.enqueue(sales)
+    pipeline.drain()
+    carrier = stock_outs(pipeline)[0]
+    assert carrier.state == "dead"
+
+    pipeline.runtime.settings.coalesce.stock_io = False
+    replay(pipeline.runtime.engine, carrier.id, OPS, reason="fixed")
+    pipeline.drain()
+
+    outs = stock_outs(pipeline)
+    assert {o.state for o in outs} == {"accepted"}
+    assert len({o.sar_no for o in outs}) == SALES
+    assert all(o.merged_into is None for o in outs)
+    assert set(pipeline.states().values()) <= {"accepted", "superseded"}
     assert_kra_agrees_with_the_outbox(pipeline)
 
 

@@ -113,7 +113,7 @@ class BranchStore(Protocol):
         (``worker.defer``)."""
 
     def merged_members(self, lease: Lease, job: HeadJob) -> list[StockOut]:
-        """The stock-outs already going inside carrier ``job``'s merged send."""
+        """The stock-outs inside carrier ``job``'s frozen body (read for a resend)."""
 
     def merge_candidates(
         self, lease: Lease, job: HeadJob, sar_ty_cd: str, max_jobs: int
@@ -560,8 +560,13 @@ def _single(job: HeadJob) -> HeadJob:
 def _end_members(conn: Connection, lease: Lease, record: JobRecord) -> frozenset[int]:
     """A carrier's result, for the stock-outs it carries (same transaction): accepted with
     its sarNo (their dependents wake) or dead with its words (their dependents are blocked).
-    A retry, an unknown outcome or a park leaves them waiting on it."""
+    A retry, an unknown outcome or a park that keeps the body leaves them waiting on it; a
+    park that drops the body lets them go (``dissolve_members``)."""
     job, now, write = record.job, record.now, record.write
+    if isinstance(write, Park) and write.body != "keep":
+        params = {**_fence(lease), "job_id": job.id, "now": now}
+        conn.execute(_DRAIN["dissolve_members"], params)
+        return frozenset()
     if isinstance(write, Accept):
         state, statement = JobState.ACCEPTED, "accept_members"
         values = {"result_code": write.result_code, "result_message": write.result_message}

@@ -172,14 +172,17 @@ def mark_skipped(
     ).rowcount
 
 
-def remerge_members(conn: Connection, carrier_id: int, now: float) -> int:
-    """Replay of a carrier: the stock-outs that died with its merged send go inside it again
-    (its body is rebuilt from their payloads and its own)."""
-    return conn.execute(
-        update(jobs)
-        .where(jobs.c.merged_into == carrier_id, jobs.c.state == JobState.DEAD.value)
-        .values(state=JobState.MERGED.value, updated_at=now)
-    ).rowcount
+def dead_members(conn: Connection, carrier_id: int) -> list[int]:
+    """The stock-outs that died with carrier ``carrier_id``'s merged send, in their order."""
+    query = select(jobs.c.id).where(
+        jobs.c.merged_into == carrier_id, jobs.c.state == JobState.DEAD.value
+    )
+    return [int(r[0]) for r in conn.execute(query.order_by(jobs.c.seq))]
+
+
+def unmerge(conn: Connection, job_id: int) -> None:
+    """A replayed stock-out no longer names the carrier it died with."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(merged_into=None))
 
 
 def skip_members(conn: Connection, carrier_id: int, reason: str, now: float) -> list[int]:

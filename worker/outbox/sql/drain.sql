@@ -352,9 +352,8 @@ SELECT b.next_seq AS branch_next_seq,
  ORDER BY w.seq
 
 -- name: merged_members
--- The stock-outs whose lines go in carrier :job_id's merged send, in seq order (the body is
--- built from the carrier's payload and theirs; ix_jobs_merged_into). One an operator skipped
--- while the carrier was dead is no longer among them.
+-- The stock-outs whose lines went inside carrier :job_id's frozen body, in seq order
+-- (ix_jobs_merged_into): read when it is resent.
 SELECT id, seq, payload
   FROM jobs
  WHERE merged_into = :job_id AND state = 'merged'
@@ -437,6 +436,16 @@ UPDATE jobs
        result_message = :result_message,
        next_attempt_at = NULL,
        updated_at = :now
+ WHERE merged_into = :job_id
+   AND state = 'merged'
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: dissolve_members
+-- The carrier parked and its body goes (rebuilt when the park is over): the stock-outs it
+-- carried are pending again in their places behind it, to be merged again, or not, when it
+-- next starts (same transaction).
+UPDATE jobs
+   SET state = 'pending', merged_into = NULL, updated_at = :now
  WHERE merged_into = :job_id
    AND state = 'merged'
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
