@@ -424,6 +424,9 @@ def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
         return _Carrier(job)
     ids = tuple(m.id for m in joining)
     payload = stock_merge.merged_payload(job.payload, joining)
+    log.info("branch %s: stock-out job %s carries %d more in one insertStockIO",
+             lease.branch_id, job.id, len(ids),
+             extra={"event": "stock_outs_merged", "branch_id": lease.branch_id})  # fmt: skip
     return _Carrier(dataclasses.replace(job, merged=ids, payload=payload), ids)
 
 

@@ -383,6 +383,12 @@ class PostgresBranchStore(SqlBranchStore):
         rows, _ = self._run("stock_balance", {"branch_id": branch_id, "item_cd": item_cd})
         return None if not rows else Decimal(rows[0].qty)
 
+    def sale_past_stock(self, lease: Lease, job: HeadJob) -> StockOutDeferral:
+        """On the driver's cursor: with merging on it runs once per sale that passes."""
+        params = {"branch_id": lease.branch_id, "seq": job.seq, "job_id": job.id}
+        rows, _ = self._run("sale_past_deferred_stock", params)
+        return StockOutDeferral.from_rows(rows, lease.branch_id)
+
     def start(self, lease: Lease, start: Start, now: float) -> None:
         if start.merges:  # a carrier's first start: one transaction with its members
             super().start(lease, start, now)
