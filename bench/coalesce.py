@@ -1,7 +1,9 @@
-"""Catch-up at KRA's real round trip, stock-master coalescing off vs on (issue 16).
+"""Catch-up at KRA's real round trip, coalescing off vs on (issue 16).
 
-Scenario, once per mode (``ETIMS_COALESCE__STOCK_MASTER`` false, then true; both in the same
-run, each on a fresh PostgreSQL database + Redis db + simulator), simulator latency
+Scenario, once per mode (``off``: ``ETIMS_COALESCE__STOCK_MASTER`` false; ``on``: stock
+masters coalesced; ``merged``: stock masters coalesced and stock-outs merged,
+``ETIMS_COALESCE__STOCK_IO`` true; all in the same run unless ``--modes`` says otherwise, each
+on a fresh PostgreSQL database + Redis db + simulator), simulator latency
 ``--latency`` ms, one worker process with ``--concurrency`` threads (>= branches: every
 branch in flight):
 
@@ -61,7 +63,13 @@ from sqlalchemy import text
 from producers import builders as b
 from tests.workload import item_code
 
-ACTIVE = "('pending','in_flight','retry_wait','unknown')"
+ACTIVE = "('pending','in_flight','retry_wait','unknown','merged')"
+#: The catch-up's modes and the settings each runs with.
+MODES: dict[str, dict[str, str]] = {
+    "off": {"ETIMS_COALESCE__STOCK_MASTER": "false", "ETIMS_COALESCE__STOCK_IO": "false"},
+    "on": {"ETIMS_COALESCE__STOCK_MASTER": "true", "ETIMS_COALESCE__STOCK_IO": "false"},
+    "merged": {"ETIMS_COALESCE__STOCK_MASTER": "true", "ETIMS_COALESCE__STOCK_IO": "true"},
+}
 
 
 def opening(tin: str, bhf: str, items: int) -> list[dict[str, Any]]:
@@ -149,9 +157,9 @@ class Arrivals(threading.Thread):
             self.error = exc
 
 
-def run_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
+def run_mode(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     r = args.latency / 1000
-    env = {"ETIMS_COALESCE__STOCK_MASTER": "true" if coalesce else "false"}
+    env = MODES[mode]
     keys = branch_keys(args.branches)
     with Stack(latency_ms=args.latency, loglevel=args.loglevel, env=env) as stack:
         # 1. before the outage
@@ -181,7 +189,8 @@ def run_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
         stack.workers.stop_all()
         report = stack.verify()
     return {
-        "coalesce": coalesce,
+        "mode": mode,
+        "coalesce": mode != "off",
         "backlog_jobs": backlog,
         "backlog_sales": args.backlog * args.branches,
         "arrived_jobs": arrivals.jobs,
@@ -361,29 +370,37 @@ def main() -> int:
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--modes",
+        type=lambda v: v.split(","),
+        default=list(MODES),
+        help="catch-up modes, the first is the baseline: off,on,merged",
+    )
     args = parser.parse_args()
     args.concurrency = args.concurrency or args.branches
     if args.steady_rates:
         return steady_main(args)
 
-    results = [run_mode(args, coalesce) for coalesce in (False, True)]
-    off, on = results
+    results = [run_mode(args, mode) for mode in args.modes]
+    off = results[0]
     print(
-        f"\ncoalescing off vs on: simulator {args.latency:g} ms, {args.branches} branches, "
-        f"backlog {args.backlog} sales/branch of {args.lines} lines over {args.items} items, "
-        f"new sales at {off['arrival_sales_per_branch_s'] * 3600:.0f}/h per branch"
+        f"\ncoalescing {' vs '.join(args.modes)}: simulator {args.latency:g} ms, "
+        f"{args.branches} branches, backlog {args.backlog} sales/branch of {args.lines} lines "
+        f"over {args.items} items, new sales at "
+        f"{off['arrival_sales_per_branch_s'] * 3600:.0f}/h per branch"
     )
     for res in results:
         print(
-            f"  {'on ' if res['coalesce'] else 'off'}: catch-up {res['catch_up_s']:.0f} s, "
+            f"  {res['mode']:6}: catch-up {res['catch_up_s']:.0f} s, "
             f"{res['writes_per_sale']:.2f} OSCU writes per sale ({res['writes']} writes, "
             f"{res['sales']} sales; 3600 / (r x w) = {res['capacity_sales_per_h']:.0f} sales/h "
             f"per branch), ledger verifies: {res['ledger_ok']}, states {res['counts']}"
         )
         print(f"       load at start: {res['load']}")
         print_errors(res)
-    speedup = off["catch_up_s"] / on["catch_up_s"]
-    print(f"  catch-up off / on = {speedup:.2f}x")
+    for res in results[1:]:
+        speedup = off["catch_up_s"] / res["catch_up_s"]
+        print(f"  catch-up {off['mode']} / {res['mode']} = {speedup:.2f}x")
     dump_json(args.json, {"args": vars(args) | {"json": None}, "results": results})
     ok = all(res["ledger_ok"] for res in results)
     return 0 if ok else 1

@@ -38,6 +38,7 @@ from schemas.jobs import (
     JobState,
     TrdInvcNoScope,
     coalescing_item,
+    stock_io_type,
 )
 from schemas.settings import Settings
 from schemas.validation import (
@@ -337,6 +338,7 @@ def _job_row(
         "receipt_missing": False,
         "request_id": request_id,
         "stock_item_cd": coalescing_item(e.kind.value, e.payload),
+        "sar_ty_cd": stock_io_type(e.kind.value, e.payload),
         "created_at": now,
         "updated_at": now,
     }

@@ -25,6 +25,10 @@ Job states::
     dead | blocked | pending -> skipped       operator, with a reason
     pending -> superseded                     a stock master never sent, whose balance a later
                                               stock master of the same item carries
+    pending -> merged -> accepted | dead      a stock-out sent inside an earlier one's merged
+                                              insertStockIO (``merged_into``): it ends as that
+                                              send does, with its sarNo
+    merged -> pending                         the carrier parked, its body dropped
 """
 
 from __future__ import annotations
@@ -123,6 +127,9 @@ class JobState(StrEnum):
     #: a stock master that was never sent: a later one of the same item carries its balance
     #: (``superseded_by``)
     SUPERSEDED = "superseded"
+    #: a stock-out whose lines go inside an earlier stock-out's merged send (``merged_into``,
+    #: the carrier); it ends accepted, with the carrier's sarNo, or dead, as the carrier does
+    MERGED = "merged"
 
 
 #: States a drain still has to work through, in seq order.
@@ -199,6 +206,15 @@ class JobEnvelope(BaseModel):
         if self.original_key and self.original_key not in self.depends_on:
             return (*self.depends_on, self.original_key)
         return self.depends_on
+
+
+def stock_io_type(kind: str, payload: Mapping[str, Any]) -> str | None:
+    """A stock movement's ``sarTyCd``, stored as ``jobs.sar_ty_cd`` (enqueue, and again on an
+    operator's edit) so that the drain tells a stock-out, which may wait behind later sales
+    and be merged, from a stock-in, which never waits: a later sale may need its goods."""
+    if kind != JobKind.STOCK_IO.value or payload.get("sarTyCd") is None:
+        return None
+    return str(payload["sarTyCd"])[:2]
 
 
 def coalescing_item(kind: str, payload: Mapping[str, Any]) -> str | None:

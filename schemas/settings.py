@@ -196,6 +196,21 @@ class CoalesceSettings(BaseModel):
     #: due and a later stock master of the same item is already waiting in its branch, it ends
     #: ``superseded`` without a call, since the later send carries the newer balance.
     stock_master: bool = True
+    #: Stock-outs may be merged (``ETIMS_COALESCE__STOCK_IO``): under a backlog a never-sent
+    #: stock-out at the branch's head waits behind later sales and credit notes that are
+    #: ready (within the two bounds below), then goes as one ``insertStockIO`` with every
+    #: ready stock-out of the same ``sarTyCd`` behind it. Off, a branch sends exactly as
+    #: before: deferral only serves merging, so it is on only with merging.
+    stock_io: bool = False
+    #: At most this many stock-outs wait behind later sales at once; past it the oldest goes.
+    max_defer_jobs: int = Field(default=200, ge=0)
+    #: A stock-out waits behind later sales for at most this long, counted from when it was
+    #: ready (its dependencies accepted); past it the oldest goes.
+    max_defer_s: float = Field(default=60.0, ge=0)
+    #: Lines of one merged ``insertStockIO`` (same-item lines are summed first). KRA takes up
+    #: to 999 (``itemSeq`` has three digits); 100 keeps a body in the tens of kilobytes and
+    #: a refused merged send's lines few enough for an operator to read.
+    max_merged_lines: int = Field(default=100, ge=1, le=999)
 
 
 class CelerySettings(BaseModel):

@@ -175,8 +175,9 @@ def wait_until(
 
 def all_terminal(status: Mapping[str, Any]) -> bool:
     jobs = status["jobs"]
-    active = ("pending", "in_flight", "retry_wait", "unknown")
-    return sum(jobs[s] for s in active) == 0
+    # (a merged stock-out waits on its carrier's send: done only once that ends)
+    active = ("pending", "in_flight", "retry_wait", "unknown", "merged")
+    return sum(jobs.get(s, 0) for s in active) == 0
 
 
 def ledger_writes(path: Path, endpoints: Sequence[str] | None = None) -> list[dict[str, Any]]:

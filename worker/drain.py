@@ -53,9 +53,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
 from schemas.jobs import JobKind, JobState
-from schemas.settings import Settings
+from schemas.settings import CoalesceSettings, Settings
 from schemas.vat import VatScheme
-from worker import coalesce, effects, recovery
+from worker import coalesce, defer, effects, recovery, stock_merge
 from worker.decide import Accept, Dead, Decision, Park, decide
 from worker.devices import DeviceDirectory, DeviceNotInitialised, NoTaxRates
 from worker.observe import DrainObserver
@@ -71,6 +71,7 @@ from worker.outbox.rows import (
     HeadMoved,
     Lease,
     LeaseLost,
+    StockOutDeferral,
 )
 from worker.outbox.writes import JobRecord, Number, Recorded, Start
 from worker.steps import Called, LocalFailure, Send, Verdict
@@ -319,6 +320,9 @@ class _Blocked:
 @dataclass(frozen=True, slots=True)
 class _Ready:
     job: HeadJob
+    #: the read the job comes from, when it is not the head (a sale passing a deferred
+    #: stock-out): its counters are the ones the job's number is taken from
+    read: BranchHead | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,13 +336,19 @@ class _Prepared:
     head: BranchHead | None = None
 
 
-def choose(head: BranchHead, now: float) -> _Ready | _Blocked | _Wait | _Idle:
+def choose(
+    head: BranchHead, now: float, deferral: Deferral | None = None
+) -> _Ready | _Blocked | _Wait | _Idle:
     """What to do with the branch's head: send it, block it, wait, or nothing to do.
 
     The one place that decides which job goes next (a job is never sent before the jobs
     ahead of it in its branch, nor before what it depends on). A further verdict for the
     head (e.g. a stock master that a later one for the same item supersedes) is one more
-    case here and one more store write in :func:`_prepare`, as :class:`_Blocked` is."""
+    case here and one more store write in :func:`_prepare`, as :class:`_Blocked` is.
+
+    The one exception to "the head goes first": a never-sent stock-out at a ready head may
+    let a later sale go before it, within bounds (:mod:`worker.defer`); ``deferral`` is what
+    the branch said about that, read only for such a head."""
     if not head.jobs:
         return _Idle()
     job = head.jobs[0]
@@ -349,7 +359,20 @@ def choose(head: BranchHead, now: float) -> _Ready | _Blocked | _Wait | _Idle:
         return _Wait(now + DEPENDENCY_WAIT_S, inline=False)
     if job.next_attempt_at is not None and job.next_attempt_at > now:
         return _Wait(job.next_attempt_at)
+    if deferral is not None and deferral.head_id == job.id:
+        sale = defer.passer(job, deferral.facts, now, deferral.settings)
+        if sale is not None:
+            return _Ready(sale, deferral.facts.past)
     return _Ready(job)
+
+
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """What the branch said past a deferrable head, for :func:`choose`."""
+
+    head_id: int
+    facts: StockOutDeferral
+    settings: CoalesceSettings
 
 
 def _prepare(
@@ -362,7 +385,7 @@ def _prepare(
         while True:
             now = ctx.clock()
             head = head or ctx.store.read_head(lease)
-            match choose(head, now):
+            match choose(head, now, _deferral(lease, head, ctx)):
                 case _Blocked(job, blocked_by):
                     try:
                         woken |= ctx.store.block(lease, job, blocked_by, now)
@@ -370,15 +393,21 @@ def _prepare(
                         log.info("branch %s: head changed meanwhile; reading it again",
                                  lease.branch_id)  # fmt: skip
                     head = None
-                case _Ready(job):
+                case _Ready(job, read):
                     try:
                         if (later := _superseding(lease, job, ctx)) is not None:
                             ctx.store.supersede(lease, job, later, now)
                             ctx.observer.job_superseded(job, later, now)
                             head = None
                             continue
-                        step = _start(lease, job, head, ctx, renewal)
-                        return _Prepared(step, head.next_seq, woken, head)
+                        carrier = _carrier(lease, job, ctx)
+                        if read is None:  # the head goes: the next job may ride on it
+                            step = _start(lease, carrier, head, ctx, renewal)
+                            return _Prepared(step, head.next_seq, woken, head)
+                        # a sale passing a deferred stock-out: the next job is chosen
+                        # afresh, bounds and all
+                        step = _start(lease, carrier, read, ctx, renewal)
+                        return _Prepared(step, read.next_seq, woken)
                     except HeadMoved:
                         # An operator skipped the job or set the branch's next number since
                         # the head was read; nothing was written. Read again, go on from there.
@@ -389,6 +418,57 @@ def _prepare(
                     return _Prepared(other, head.next_seq, woken)
     except LeaseLost:  # what blocking wrote before that still counts
         return _Prepared(_LeaseGone(), None, woken)
+
+
+def _deferral(lease: Lease, head: BranchHead, ctx: DrainContext) -> Deferral | None:
+    """What the branch says past its head, read only when the head is a never-sent
+    stock-out that may wait behind later sales (:mod:`worker.defer`)."""
+    settings = ctx.settings.coalesce
+    if not head.jobs or not defer.may_defer(head.jobs[0], settings):
+        return None
+    job = head.jobs[0]
+    return Deferral(job.id, ctx.store.sale_past_stock(lease, job), settings)
+
+
+@dataclass(frozen=True, slots=True)
+class _Carrier:
+    """A stock-out about to go with the stock-outs its send carries."""
+
+    #: the job as sent: ``merged`` names every member, ``payload`` is the merged one
+    job: HeadJob
+    #: members that join it with this start (a first start that merged)
+    joining: tuple[int, ...] = ()
+
+
+def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
+    """A stock movement with the stock-outs that go inside its send (:mod:`worker.stock_merge`).
+
+    Stock-outs are merged into a carrier only while it holds a frozen body: a resend (an
+    unknown outcome, a crash) names exactly those, and its bytes are resent as they were. A
+    carrier whose body is dropped (a park that rebuilds it, a replay) lets them go first
+    (``dissolve_members``, ``worker.replay``), so a first start finds none: with merging on
+    it takes the ready stock-outs behind it (the same ones, when nothing else changed); with
+    merging off it goes alone, and no merged stock-out is left behind. Every other job goes
+    alone."""
+    if job.kind is not JobKind.STOCK_IO:
+        return _Carrier(job)
+    if job.body is not None:  # a resend: read only on this rare path
+        members = tuple(m.id for m in ctx.store.merged_members(lease, job))
+        return _Carrier(dataclasses.replace(job, merged=members) if members else job)
+    settings = ctx.settings.coalesce
+    if not (settings.stock_io and defer.is_stock_out(job) and coalesce.never_sent(job)):
+        return _Carrier(job)
+    sar_ty_cd = str(loads_payload(job.payload)["sarTyCd"])
+    found = ctx.store.merge_candidates(lease, job, sar_ty_cd, settings.max_defer_jobs)
+    joining = stock_merge.group(job.payload, found, settings.max_merged_lines)
+    if not joining:
+        return _Carrier(job)
+    ids = tuple(m.id for m in joining)
+    payload = stock_merge.merged_payload(job.payload, joining)
+    log.info("branch %s: stock-out job %s carries %d more in one insertStockIO",
+             lease.branch_id, job.id, len(ids),
+             extra={"event": "stock_outs_merged", "branch_id": lease.branch_id})  # fmt: skip
+    return _Carrier(dataclasses.replace(job, merged=ids, payload=payload), ids)
 
 
 def _superseding(lease: Lease, job: HeadJob, ctx: DrainContext) -> int | None:
@@ -445,16 +525,17 @@ class _Renewal:
 
 
 def _start(
-    lease: Lease, job: HeadJob, head: BranchHead, ctx: DrainContext, renewal: _Renewal
+    lease: Lease, carrier: _Carrier, head: BranchHead, ctx: DrainContext, renewal: _Renewal
 ) -> Send | LocalFailure:
     """Freeze the body (taking the KRA number on first send) and mark the job in_flight.
 
     The number is the branch's next as the head read showed it: the body is built with it
     first, then one fenced write takes it (compare-and-set), stores the body, marks the job
     in_flight and, when due, pushes the lease out. A body that cannot be built takes no
-    number at all.
+    number at all. A carrier's first start marks the stock-outs joining its send in the same
+    write (all of them, or nothing).
     """
-    planned = _plan_start(lease, job, head, ctx)
+    planned = _plan_start(lease, carrier, head, ctx)
     if isinstance(planned, LocalFailure):
         return planned
     # The clock read after the body's reads (each may have waited for a pooled connection):
@@ -477,13 +558,15 @@ class _Planned:
     takes: Number | None
     attempt: int
     maybe_recorded: bool
+    #: the stock-outs a carrier's first start merges into its send (:func:`_carrier`)
+    joining: tuple[int, ...] = ()
 
     def start(self, lease_until: float | None) -> Start:
         """The in_flight mark, compare-and-set on the job as the head read showed it."""
         job = self.job
         return Start(
             job.id, self.attempt, self.maybe_recorded, self.new_body, self.takes, lease_until,
-            job.state, job.invc_no, job.sar_no,
+            job.state, job.invc_no, job.sar_no, self.joining,
         )  # fmt: skip
 
     def send(self, lease_extended_at: float | None) -> Send:
@@ -495,9 +578,10 @@ class _Planned:
 
 
 def _plan_start(
-    lease: Lease, job: HeadJob, head: BranchHead, ctx: DrainContext
+    lease: Lease, carrier: _Carrier, head: BranchHead, ctx: DrainContext
 ) -> _Planned | LocalFailure:
-    """The start of ``job`` with the numbers of ``head``; nothing written."""
+    """The start of ``carrier``'s job with the numbers of ``head``; nothing written."""
+    job = carrier.job
     counter = job.kind.numbered_by
     number = job.number
     takes: Number | None = None
@@ -512,7 +596,10 @@ def _plan_start(
         if isinstance(built, LocalFailure):
             return built
         body_text = new_body = built
-    return _Planned(job, body_text, new_body, number, takes, job.attempts + 1, maybe_recorded)
+    return _Planned(
+        job, body_text, new_body, number, takes, job.attempts + 1, maybe_recorded,
+        carrier.joining,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the fused step
@@ -534,9 +621,9 @@ def _plan_next(
         return None
     after = _head_after(head, send)
     match choose(after, ctx.clock()):
-        case _Ready(job) if _may_ride(job):
+        case _Ready(job) if _may_ride(job, ctx.settings.coalesce):
             try:
-                planned = _plan_start(lease, job, after, ctx)
+                planned = _plan_start(lease, _Carrier(job), after, ctx)
             except SQLAlchemyError:
                 # KRA has answered: its record goes first. The next prepare reads again and
                 # meets the error there, if it lasts.
@@ -569,10 +656,18 @@ def _met(job: HeadJob, accepted_id: int) -> HeadJob:
     return dataclasses.replace(job, dependencies=deps)
 
 
-def _may_ride(job: HeadJob) -> bool:
-    """Whether nothing of ``job``'s start depends on the acceptance it would ride on: a stock
-    master whose ``rsdQty`` the relay computes reads a balance the acceptance may change, and
-    is the one kind coalescing may supersede (:func:`_prepare` asks the store first)."""
+def _may_ride(job: HeadJob, settings: CoalesceSettings) -> bool:
+    """Whether nothing of ``job``'s start depends on the acceptance it would ride on, nor on
+    a question :func:`_prepare` asks the store first:
+
+    - a stock master whose ``rsdQty`` the relay computes reads a balance the acceptance may
+      change, and is the one kind coalescing may supersede;
+    - with stock-out merging on, a stock-out may wait behind later sales or carry others
+      (:mod:`worker.defer`, :func:`_carrier`); a stock movement's resend may carry merged
+      stock-outs whatever the setting says now.
+    """
+    if job.kind is JobKind.STOCK_IO:
+        return job.body is None and not settings.stock_io
     if job.kind is not JobKind.STOCK_MASTER:
         return True
     return loads_payload(job.payload).get("rsdQty") is not None

@@ -34,7 +34,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from schemas.completion import dumps_body, loads_payload
-from schemas.jobs import TRADER_INVOICE_KINDS, JobKind, JobState, TrdInvcNoScope, coalescing_item
+from schemas.jobs import (
+    TRADER_INVOICE_KINDS,
+    JobKind,
+    JobState,
+    TrdInvcNoScope,
+    coalescing_item,
+    stock_io_type,
+)
 from schemas.validation import EnqueueOptions, payload_errors
 from worker import metrics
 from worker.next_number import CounterView, refusal
@@ -107,8 +114,19 @@ def _replay_one(conn: Connection, job_id: int, actor: Actor, reason: str, now: f
     if job.state != JobState.DEAD.value:
         signed = " (KRA already signed it)" if job.state == JobState.ACCEPTED.value else ""
         raise OperatorError(f"job {job_id} is {job.state}; only dead jobs can be replayed{signed}")
-    seq = q.reserve_seq(conn, int(job.branch_id), 1, now)
+    if job.merged_into is not None:
+        raise OperatorError(
+            f"job {job_id} went inside job {job.merged_into}'s merged stock movement; replay "
+            f"job {job.merged_into}, which sends it again with the others"
+        )
+    members = oq.dead_members(conn, job_id)
+    seq = q.reserve_seq(conn, int(job.branch_id), 1 + len(members), now)
     oq.requeue_at_tail(conn, job_id, seq, now)
+    # a merged send: the stock-outs it carried follow it, in their order, to be merged again
+    # when it goes (or sent one by one with merging off)
+    for offset, member in enumerate(members, start=1):
+        oq.requeue_at_tail(conn, member, seq + offset, now)
+        oq.unmerge(conn, member)
     _audit(conn, actor, "replay", job, reason, {"previous_code": job.result_code})
     return int(job.branch_id)
 
@@ -155,6 +173,7 @@ def edit(
             _reclaim_trader_invoice(conn, job, new.get("trdInvcNo"), scope)
         item = coalescing_item(job.kind, new)
         oq.set_job_payload(conn, job_id, dumps_body(new), item, EDITABLE, time.time())
+        oq.set_stock_io_type(conn, job_id, stock_io_type(job.kind, new))
         _audit(conn, actor, "edit", job, reason, details)
     return new
 
@@ -243,7 +262,8 @@ def skip(engine: Engine, job_id: int, actor: Actor, *, reason: str) -> Skipped:
         if not oq.mark_skipped(conn, job_id, reason, now, states=SKIPPABLE):
             raise OperatorError(f"job {job_id} changed meanwhile; look at it again")
         done = _skipped_number(conn, job, active, parked, now)
-        block_dependents(conn, [job_id], now)
+        members = oq.skip_members(conn, job_id, reason, now)
+        block_dependents(conn, [job_id, *members], now)
         details = {
             "previous_state": job.state,
             "number": done.number,

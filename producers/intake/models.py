@@ -134,6 +134,11 @@ class JobView(BaseModel):
         description="A superseded stock master: the later one of the same item that replaced "
         "it (its balance is newer).",
     )
+    merged_into: int | None = Field(
+        default=None,
+        description="A stock-out sent inside an earlier stock-out's merged insertStockIO: that "
+        "job (the carrier). It ends as that send does: accepted with its sarNo, or dead.",
+    )
     carried_by: Carrier | None = Field(
         default=None,
         description="A superseded stock master: the send that carries its balance, following "

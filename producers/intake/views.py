@@ -42,6 +42,7 @@ def job_view(row: Any, depends_on: list[str], *, carrier: tuple[int, str] | None
         updated_at=float(row.updated_at),
         accepted_at=None if row.accepted_at is None else float(row.accepted_at),
         superseded_by=None if row.superseded_by is None else int(row.superseded_by),
+        merged_into=None if row.merged_into is None else int(row.merged_into),
         carried_by=None if carrier is None else Carrier(job_id=carrier[0], state=carrier[1]),
     )
 

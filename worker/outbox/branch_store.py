@@ -47,10 +47,13 @@ from worker.outbox.rows import (
     Lease,
     LeaseLost,
     StockMasterFacts,
+    StockOut,
+    StockOutDeferral,
 )
 from worker.outbox.writes import (
     Accept,
     AttemptRow,
+    EventJob,
     JobRecord,
     Kill,
     Number,
@@ -121,6 +124,19 @@ class BranchStore(Protocol):
 
     def stock_master_facts(self, lease: Lease, job: HeadJob, item_cd: str) -> StockMasterFacts:
         """What coalescing asks before a stock master goes (``worker.coalesce``)."""
+
+    def sale_past_stock(self, lease: Lease, job: HeadJob) -> StockOutDeferral:
+        """What lets a later sale go before the never-sent stock-out ``job`` at the head
+        (``worker.defer``)."""
+
+    def merged_members(self, lease: Lease, job: HeadJob) -> list[StockOut]:
+        """The stock-outs inside carrier ``job``'s frozen body (read for a resend)."""
+
+    def merge_candidates(
+        self, lease: Lease, job: HeadJob, sar_ty_cd: str, max_jobs: int
+    ) -> list[StockOut]:
+        """Stock-outs that may go inside never-sent carrier ``job``'s send
+        (``worker.stock_merge`` picks among them)."""
 
     def supersede(self, lease: Lease, job: HeadJob, superseded_by: int, now: float) -> None:
         """End a never-sent stock master without a call, naming the job that carries its
@@ -217,6 +233,28 @@ class SqlBranchStore:
                 conn.execute(_DRAIN["stock_master_facts"], params).one()
             )
 
+    def sale_past_stock(self, lease: Lease, job: HeadJob) -> StockOutDeferral:
+        params = {"branch_id": lease.branch_id, "seq": job.seq, "job_id": job.id}
+        with self._single() as conn:
+            rows = conn.execute(_DRAIN["sale_past_deferred_stock"], params).all()
+        return StockOutDeferral.from_rows(rows, lease.branch_id)
+
+    def merged_members(self, lease: Lease, job: HeadJob) -> list[StockOut]:
+        with self._single() as conn:
+            rows = conn.execute(_DRAIN["merged_members"], {"job_id": job.id}).all()
+        return [StockOut.from_row(r) for r in rows]
+
+    def merge_candidates(
+        self, lease: Lease, job: HeadJob, sar_ty_cd: str, max_jobs: int
+    ) -> list[StockOut]:
+        params = {
+            "branch_id": lease.branch_id, "seq": job.seq, "sar_ty_cd": sar_ty_cd,
+            "max_jobs": max_jobs,
+        }  # fmt: skip
+        with self._single() as conn:
+            rows = conn.execute(_DRAIN["merge_candidates"], params).all()
+        return [StockOut.from_row(r) for r in rows]
+
     # ------------------------------------------------------------------ writes
 
     def supersede(self, lease: Lease, job: HeadJob, superseded_by: int, now: float) -> None:
@@ -273,6 +311,10 @@ class SqlBranchStore:
     def _after(self, conn: Connection, lease: Lease, record: JobRecord) -> Recorded:
         """What follows from a job's new state, in the same transaction."""
         job, now, write = record.job, record.now, record.write
+        if job.merged:
+            woken = _end_members(conn, lease, record)
+            done = self._after(conn, lease, replace(record, job=_single(job)))
+            return replace(done, woken=done.woken | woken)
         match write:
             case Accept():
                 for item_cd, qty in write.stock:
@@ -361,7 +403,16 @@ class PostgresBranchStore(SqlBranchStore):
         rows, _ = self._run("stock_balance", {"branch_id": branch_id, "item_cd": item_cd})
         return None if not rows else Decimal(rows[0].qty)
 
+    def sale_past_stock(self, lease: Lease, job: HeadJob) -> StockOutDeferral:
+        """On the driver's cursor: with merging on it runs once per sale that passes."""
+        params = {"branch_id": lease.branch_id, "seq": job.seq, "job_id": job.id}
+        rows, _ = self._run("sale_past_deferred_stock", params)
+        return StockOutDeferral.from_rows(rows, lease.branch_id)
+
     def start(self, lease: Lease, start: Start, now: float) -> None:
+        if start.merges:  # a carrier's first start: one transaction with its members
+            super().start(lease, start, now)
+            return
         if not self._run("pg_start_job", _start_params(lease, start, now))[1]:
             with self._single() as conn:
                 _refused(conn, lease, now)
@@ -372,7 +423,8 @@ class PostgresBranchStore(SqlBranchStore):
         dependents, a dead job or a park is a transaction (then the start follows it)."""
         write, job, attempt = record.write, record.job, record.attempt
         if attempt is None or not (
-            isinstance(write, Retry) or (isinstance(write, Accept) and not job.wakes_dependents)
+            isinstance(write, Retry)
+            or (isinstance(write, Accept) and not job.wakes_dependents and not job.merged)
         ):
             return super().record(lease, record)
         params: dict[str, Any] = {**_fence(lease), "job_id": job.id, "now": record.now}
@@ -469,14 +521,24 @@ def _fenced(rowcount: int) -> None:
 
 def _started(conn: Connection, lease: Lease, start: Start, now: float) -> bool:
     """A start's writes, all or none: the branch row (the lease live, the counter as read),
-    then the job (as read). False: refused, nothing written."""
+    then the job (as read), then the stock-outs a carrier's send merges. False: refused,
+    nothing written."""
     params = _start_params(lease, start, now)
     with conn.begin_nested() as savepoint:
         if conn.execute(_DRAIN["claim_branch_for_start"], params).rowcount:
-            if conn.execute(_DRAIN["start_job"], params).rowcount:
+            if conn.execute(_DRAIN["start_job"], params).rowcount and _merged(conn, start, params):
                 return True
             savepoint.rollback()  # the job moved on: take the branch's write back
     return False
+
+
+def _merged(conn: Connection, start: Start, params: Mapping[str, Any]) -> bool:
+    """A carrier's first start: every stock-out joining its send is marked, or none is."""
+    for member in start.merges:
+        merge = {**params, "job_id": member, "carrier_id": start.job_id}
+        if not conn.execute(_DRAIN["merge_into_carrier"], merge).rowcount:
+            return False
+    return True
 
 
 def _first(head: BranchHead, start: Start) -> bool:
@@ -563,7 +625,9 @@ def _attempt_params(lease: Lease, job_id: int, attempt: AttemptRow) -> dict[str,
     }
 
 
-def _insert_event(conn: Connection, job: HeadJob, state: JobState, now: float, body: str) -> None:
+def _insert_event(
+    conn: Connection, job: HeadJob | EventJob, state: JobState, now: float, body: str
+) -> None:
     params = {
         "job_id": job.id,
         "tin": job.tin,
@@ -572,6 +636,47 @@ def _insert_event(conn: Connection, job: HeadJob, state: JobState, now: float, b
         "created_at": now,
     }
     conn.execute(_DRAIN["insert_event"], params)
+
+
+def _single(job: HeadJob) -> HeadJob:
+    """The carrier as one job, once its members' part is written."""
+    return replace(job, merged=())
+
+
+def _end_members(conn: Connection, lease: Lease, record: JobRecord) -> frozenset[int]:
+    """A carrier's result, for the stock-outs it carries (same transaction): accepted with
+    its sarNo (their dependents wake) or dead with its words (their dependents are blocked).
+    A retry, an unknown outcome or a park that keeps the body leaves them waiting on it; a
+    park that drops the body lets them go (``dissolve_members``)."""
+    job, now, write = record.job, record.now, record.write
+    if isinstance(write, Park) and write.body != "keep":
+        params = {**_fence(lease), "job_id": job.id, "now": now}
+        conn.execute(_DRAIN["dissolve_members"], params)
+        return frozenset()
+    if isinstance(write, Accept):
+        state, statement = JobState.ACCEPTED, "accept_members"
+        values = {"result_code": write.result_code, "result_message": write.result_message}
+    elif isinstance(write, Kill):
+        state, statement = JobState.DEAD, "kill_members"
+        values = {"result_code": write.result_code, "result_message": write.result_message}
+    else:
+        return frozenset()
+    members = conn.execute(
+        _DRAIN["members_in_state"], {"job_id": job.id, "state": JobState.MERGED.value}
+    ).all()
+    conn.execute(_DRAIN[statement], {**_fence(lease), "job_id": job.id, "now": now, **values})
+    woken: set[int] = set()
+    for member in members:
+        event = EventJob(int(member.id), str(member.idempotency_key), str(member.kind), job.tin)
+        body = json.loads(event_json(event, state, now, **values))
+        # what a webhook consumer follows: the send that carried it, and its number
+        body.update(merged_into=job.id, sar_no=member.carrier_sar_no)
+        _insert_event(conn, event, state, now, json.dumps(body, default=str))
+        if state is JobState.ACCEPTED:
+            woken |= wake_dependents(conn, event.id, lease.branch_id, now)
+    if state is JobState.DEAD:
+        woken |= block_dependents(conn, [int(m.id) for m in members], now)
+    return frozenset(woken)
 
 
 def _give_back(conn: Connection, lease: Lease, number: Number | None) -> None:

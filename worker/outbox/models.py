@@ -155,6 +155,10 @@ jobs = Table(
     Column("stock_item_cd", String(20)),
     #: a superseded stock master: the later one whose send carries its balance (0009)
     Column("superseded_by", Id),
+    #: a stock movement's sarTyCd (0010): a stock-out may wait behind later sales, a stock-in not
+    Column("sar_ty_cd", String(2)),
+    #: a stock-out sent inside an earlier one's merged insertStockIO: that carrier (0010)
+    Column("merged_into", Id),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("accepted_at", Float),
@@ -177,6 +181,13 @@ jobs = Table(
         "seq",
         postgresql_where=text("stock_item_cd IS NOT NULL"),
         sqlite_where=text("stock_item_cd IS NOT NULL"),
+    ),
+    # The stock-outs a merged send carries (0010).
+    Index(
+        "ix_jobs_merged_into",
+        "merged_into",
+        postgresql_where=text("merged_into IS NOT NULL"),
+        sqlite_where=text("merged_into IS NOT NULL"),
     ),
     # A trdInvcNo is claimed once per scope: two concurrent enqueues cannot both take it (0006).
     Index(

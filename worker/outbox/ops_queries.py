@@ -172,6 +172,48 @@ def mark_skipped(
     ).rowcount
 
 
+def dead_members(conn: Connection, carrier_id: int) -> list[int]:
+    """The stock-outs that died with carrier ``carrier_id``'s merged send, in their order."""
+    query = select(jobs.c.id).where(
+        jobs.c.merged_into == carrier_id, jobs.c.state == JobState.DEAD.value
+    )
+    return [int(r[0]) for r in conn.execute(query.order_by(jobs.c.seq))]
+
+
+def unmerge(conn: Connection, job_id: int) -> None:
+    """A replayed stock-out no longer names the carrier it died with."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(merged_into=None))
+
+
+def skip_members(conn: Connection, carrier_id: int, reason: str, now: float) -> list[int]:
+    """Skip of a carrier: the stock-outs that were to go inside its send are given up with it."""
+    waiting = (JobState.DEAD.value, JobState.MERGED.value)
+    ids = [
+        int(r[0])
+        for r in conn.execute(
+            select(jobs.c.id).where(jobs.c.merged_into == carrier_id, jobs.c.state.in_(waiting))
+        )
+    ]
+    if ids:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(ids), jobs.c.state.in_(waiting))
+            .values(
+                state=JobState.SKIPPED.value,
+                skip_reason=f"skipped with job {carrier_id}, whose merged send carried it: "
+                f"{reason}",
+                next_attempt_at=None,
+                updated_at=now,
+            )
+        )
+    return ids
+
+
+def set_stock_io_type(conn: Connection, job_id: int, sar_ty_cd: str | None) -> None:
+    """Operator edit of a stock movement: the type the drain knows it by follows the payload."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(sar_ty_cd=sar_ty_cd))
+
+
 def insert_audit(conn: Connection, values: Mapping[str, Any]) -> None:
     conn.execute(insert(audit_log).values(**values))
 
@@ -346,9 +388,13 @@ def set_trader_invoice(
 
 
 def dead_job_ids(conn: Connection, branch_id: int, code: str | None) -> list[int]:
-    """Dead jobs of a branch in their original order (optionally only KRA code ``code``)."""
+    """Dead jobs of a branch in their original order (optionally only KRA code ``code``). A
+    stock-out that died inside a merged send is not one of them: replaying its carrier
+    brings it back."""
     query = select(jobs.c.id).where(
-        jobs.c.branch_id == branch_id, jobs.c.state == JobState.DEAD.value
+        jobs.c.branch_id == branch_id,
+        jobs.c.state == JobState.DEAD.value,
+        jobs.c.merged_into.is_(None),
     )
     if code:
         query = query.where(jobs.c.result_code == code)

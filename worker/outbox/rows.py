@@ -73,6 +73,9 @@ class HeadJob:
     dependencies: tuple[Dependency, ...]
     #: accepting it must look at its dependents (in another branch, or blocked)
     wakes_dependents: bool
+    #: a carrier: the stock-outs its merged send carries (set by the drain before the start,
+    #: from ``merged_members``); they end as it does
+    merged: tuple[int, ...] = ()
 
     @classmethod
     def from_row(cls, row: Any, dependencies: Sequence[Dependency]) -> HeadJob:
@@ -160,3 +163,42 @@ class StockMasterFacts:
     def from_row(cls, row: Any) -> StockMasterFacts:
         later = None if row.later_id is None else int(row.later_id)
         return cls(later, bool(row.item_reported), bool(row.has_dependents))
+
+
+@dataclass(frozen=True, slots=True)
+class StockOutDeferral:
+    """What the branch says past a never-sent stock-out at its head (``worker.defer``)."""
+
+    #: the branch's counters and the first active sale or credit note after the head, if any
+    #: (one snapshot: the sale is started with these counters, as a head would be)
+    past: BranchHead
+    #: active stock movements that sale would pass, the head included
+    deferred_jobs: int
+    #: other active jobs between the head and that sale, which nothing may pass
+    barriers: int
+    #: when the head's last dependency was accepted (None: it has none)
+    head_ready_since: float | None
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Any], branch_id: int) -> StockOutDeferral:
+        first = rows[0] if rows else None
+        ready = None if first is None else first.head_ready_since
+        return cls(
+            past=BranchHead.from_rows(rows, branch_id),
+            deferred_jobs=0 if first is None else int(first.deferred_jobs or 0),
+            barriers=0 if first is None else int(first.barriers or 0),
+            head_ready_since=None if ready is None else float(ready),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StockOut:
+    """A stock-out that goes, or may go, inside a carrier's merged send."""
+
+    id: int
+    seq: int
+    payload: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> StockOut:
+        return cls(int(row.id), int(row.seq), str(row.payload))

@@ -46,6 +46,9 @@ class Start:
     read_state: JobState
     read_invc_no: int | None
     read_sar_no: int | None
+    #: a carrier's first start: the stock-outs that go inside its merged send from now on
+    #: (each compare-and-set on the job as ``merge_candidates`` read it, with the start)
+    merges: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

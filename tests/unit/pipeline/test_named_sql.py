@@ -35,6 +35,8 @@ def test_the_head_read_names_exactly_the_active_states() -> None:
     heads = [
         load("drain.sql")["read_head"],
         load("drain_postgresql.sql")["accept_job_reading_head"],
+        load("drain.sql")["sale_past_deferred_stock"],
+        load("drain.sql")["merge_candidates"],
     ]
     for head in heads:
         listed = re.search(r"state IN \(([^)]*)\)", head.text)

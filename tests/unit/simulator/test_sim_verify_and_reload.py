@@ -188,3 +188,32 @@ def test_a_stock_master_before_a_movement_it_reflects_is_reported() -> None:
     ]
     violations = verify_records(records).violations
     assert len(violations) == 1 and "rsdQty of" in violations[0], violations
+
+
+def merged_stock_out_ledger(*, sales_first: int) -> list[dict[str, Any]]:
+    """Three sales (3, 1 and 2 of the item) and ONE stock-out of 6 releasing them all, sent
+    after the first ``sales_first`` of them."""
+    sales = [
+        rec("saveTrnsSalesOsdc", sale_body(n, [Line(ITEM, qty)]))
+        for n, qty in ((1, 3), (2, 1), (3, 2))
+    ]
+    merged = rec("insertStockIO", stock_io_body(2, "11", [Line(ITEM, 6)]))
+    return [
+        *good_ledger()[:4],
+        *sales[:sales_first],
+        merged,
+        *sales[sales_first:],
+        rec("saveStockMaster", stock_master_body(ITEM, 4)),
+    ]
+
+
+def test_a_merged_stock_out_after_every_sale_it_releases_verifies() -> None:
+    report = verify_records(merged_stock_out_ledger(sales_first=3))
+    assert report.ok, report.violations
+    assert report.balances[f"{TIN}/00"] == {ITEM: 4}
+
+
+def test_a_merged_stock_out_before_one_of_its_sales_is_reported() -> None:
+    violations = verify_records(merged_stock_out_ledger(sales_first=2)).violations
+    assert len(violations) == 1, violations
+    assert "stock-out 11 sarNo 2 releases 6" in violations[0]

@@ -287,3 +287,166 @@ UPDATE jobs
    AND NOT maybe_recorded
    AND NOT EXISTS (SELECT 1 FROM job_dependencies WHERE depends_on_id = :job_id)
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: sale_past_deferred_stock
+-- What lets a later sale go before the never-sent stock-out at the branch's head (job :job_id
+-- at :seq; worker/defer.py), in one read: the branch's counters and the first active sale or
+-- credit note after the head, one row per dependency, as read_head gives the head; how many
+-- active stock movements it would pass (the head included); how many other active jobs lie
+-- between, which nothing may pass (an item, a stock-in, a job already started); and when the
+-- head's last dependency was accepted (it has been waiting since then at most). A job between
+-- the two that a sale may pass is a never-sent stock-out or a pending stock master: the sale
+-- changes no balance, so a stock master sent after it still reports KRA's running balance.
+SELECT b.next_seq AS branch_next_seq,
+       b.next_invc_no AS branch_next_invc_no,
+       b.next_sar_no AS branch_next_sar_no,
+       w.*,
+       dep.id AS dep_id,
+       CASE WHEN dep.state = 'superseded'
+                 AND NOT EXISTS (SELECT 1
+                                   FROM jobs AS carrier
+                                  WHERE carrier.branch_id = dep.branch_id
+                                    AND carrier.stock_item_cd = dep.stock_item_cd
+                                    AND carrier.seq > dep.seq
+                                    AND carrier.state = 'accepted')
+            THEN 'pending'
+            ELSE dep.state END AS dep_state,
+       EXISTS (SELECT 1
+                 FROM job_dependencies AS wd
+                 JOIN jobs AS wj ON wj.id = wd.job_id
+                WHERE wd.depends_on_id = w.id
+                  AND (wj.branch_id <> :branch_id OR wj.state = 'blocked')) AS wakes_dependents,
+       (SELECT count(*)
+          FROM jobs AS x
+         WHERE x.branch_id = :branch_id
+           AND x.seq >= :seq
+           AND x.seq < w.seq
+           AND x.state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
+           AND x.kind = 'stock_io') AS deferred_jobs,
+       (SELECT count(*)
+          FROM jobs AS x
+         WHERE x.branch_id = :branch_id
+           AND x.seq > :seq
+           AND x.seq < w.seq
+           AND x.state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
+           AND NOT (x.kind = 'stock_master' AND x.state = 'pending')
+           AND NOT (x.kind = 'stock_io' AND x.state = 'pending' AND x.body IS NULL
+                    AND NOT x.maybe_recorded AND x.sar_ty_cd LIKE '1%')) AS barriers,
+       (SELECT max(r.accepted_at)
+          FROM job_dependencies AS rd
+          JOIN jobs AS r ON r.id = rd.depends_on_id
+         WHERE rd.job_id = :job_id) AS head_ready_since
+  FROM branches AS b
+  LEFT JOIN (SELECT id, tin, bhf_id, seq, kind, idempotency_key, payload, original_job_id,
+                    state, attempts, next_attempt_at, maybe_recorded, invc_no, sar_no, body,
+                    created_at
+               FROM jobs
+              WHERE branch_id = :branch_id
+                AND state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
+                AND seq > :seq
+                AND kind IN ('sale', 'credit_note')
+              ORDER BY seq
+              LIMIT 1) AS w ON 1 = 1
+  LEFT JOIN job_dependencies AS d ON d.job_id = w.id
+  LEFT JOIN jobs AS dep ON dep.id = d.depends_on_id
+ WHERE b.id = :branch_id
+ ORDER BY w.seq
+
+-- name: merged_members
+-- The stock-outs whose lines went inside carrier :job_id's frozen body, in seq order
+-- (ix_jobs_merged_into): read when it is resent.
+SELECT id, seq, payload
+  FROM jobs
+ WHERE merged_into = :job_id AND state = 'merged'
+ ORDER BY seq
+
+-- name: merge_candidates
+-- Stock-outs of :sar_ty_cd after carrier :seq that may go inside its send: never sent, not
+-- merged yet, every dependency accepted (the sales they release are at KRA), and before the
+-- first active job that is neither a sale, a credit note, a stock master nor a stock-out (an
+-- item or a stock-in keeps its place before them). At most :max_jobs, in seq order.
+SELECT j.id, j.seq, j.payload
+  FROM jobs AS j
+ WHERE j.branch_id = :branch_id
+   AND j.seq > :seq
+   AND j.state = 'pending'
+   AND j.kind = 'stock_io'
+   AND j.sar_ty_cd = :sar_ty_cd
+   AND j.body IS NULL
+   AND NOT j.maybe_recorded
+   AND j.merged_into IS NULL
+   AND j.seq < COALESCE((SELECT min(x.seq)
+                           FROM jobs AS x
+                          WHERE x.branch_id = :branch_id
+                            AND x.seq > :seq
+                            AND x.state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
+                            AND x.kind NOT IN ('sale', 'credit_note', 'stock_master')
+                            AND NOT (x.kind = 'stock_io' AND x.sar_ty_cd LIKE '1%')),
+                        j.seq + 1)
+   AND NOT EXISTS (SELECT 1
+                     FROM job_dependencies AS md
+                     JOIN jobs AS mdep ON mdep.id = md.depends_on_id
+                    WHERE md.job_id = j.id
+                      AND mdep.state <> 'accepted')
+ ORDER BY j.seq
+ LIMIT :max_jobs
+
+-- name: merge_into_carrier
+-- Part of a carrier's start (same transaction): a stock-out goes inside its merged send.
+-- Compare-and-set on the job as merge_candidates read it.
+UPDATE jobs
+   SET state = 'merged', merged_into = :carrier_id, updated_at = :now
+ WHERE id = :job_id
+   AND branch_id = :branch_id
+   AND state = 'pending'
+   AND body IS NULL
+   AND NOT maybe_recorded
+   AND merged_into IS NULL
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: members_in_state
+-- The stock-outs merged into carrier :job_id that are in :state (for their result events),
+-- with the carrier's sarNo.
+SELECT m.id, m.idempotency_key, m.kind, m.tin, c.sar_no AS carrier_sar_no
+  FROM jobs AS m
+  JOIN jobs AS c ON c.id = m.merged_into
+ WHERE m.merged_into = :job_id AND m.state = :state
+ ORDER BY m.seq
+
+-- name: accept_members
+-- The carrier was accepted: so is every stock-out it carried, under the carrier's sarNo
+-- (same transaction).
+UPDATE jobs
+   SET state = 'accepted',
+       sar_no = (SELECT c.sar_no FROM jobs AS c WHERE c.id = :job_id),
+       result_code = :result_code,
+       result_message = :result_message,
+       next_attempt_at = NULL,
+       accepted_at = :now,
+       updated_at = :now
+ WHERE merged_into = :job_id
+   AND state = 'merged'
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: kill_members
+-- The carrier is dead: so is every stock-out it carried (a replay of the carrier brings them
+-- back with it; same transaction).
+UPDATE jobs
+   SET state = 'dead',
+       result_code = :result_code,
+       result_message = :result_message,
+       next_attempt_at = NULL,
+       updated_at = :now
+ WHERE merged_into = :job_id
+   AND state = 'merged'
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: dissolve_members
+-- The carrier parked and its body goes (rebuilt when the park is over): the stock-outs it
+-- carried are pending again in their places behind it, to be merged again, or not, when it
+-- next starts (same transaction).
+UPDATE jobs
+   SET state = 'pending', merged_into = NULL, updated_at = :now
+ WHERE merged_into = :job_id
+   AND state = 'merged'
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
