@@ -198,9 +198,12 @@ def record_call(outcome: CallOutcome) -> None:
 
 # --------------------------------------------------------------------------- database gauges
 
-#: States reported by ``etims_jobs``: the ones an operator must watch. Accepted and skipped
-#: grow without bound; their rate is ``etims_job_outcomes_total``.
-GAUGE_STATES = tuple(s.value for s in (*ACTIVE_STATES, JobState.BLOCKED, JobState.DEAD))
+#: States reported by ``etims_jobs``: the ones an operator must watch (``merged``: stock-outs
+#: waiting inside a merged send that is on its way, e.g. retrying through a KRA outage).
+#: Accepted and skipped grow without bound; their rate is ``etims_job_outcomes_total``.
+GAUGE_STATES = tuple(
+    s.value for s in (*ACTIVE_STATES, JobState.MERGED, JobState.BLOCKED, JobState.DEAD)
+)
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 #: Events of inbound notifications that flag a device (worker/notifications.py).
 FLAG_EVENTS = (

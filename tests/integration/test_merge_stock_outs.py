@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
@@ -31,6 +32,7 @@ from tests.integration.test_pipeline_workers import init_devices
 from tests.workload import TIN, item_code
 from worker import metrics
 from worker.drain import drain
+from worker.metrics import DbCollector
 from worker.outbox import ops_queries as oq
 from worker.outbox.db import make_engine
 from worker.outbox.models import jobs, result_events
@@ -316,6 +318,16 @@ def test_stock_outs_wait_merged_while_their_carrier_is_unknown(pipeline: Pipelin
     assert {o.state for o in outs[1:]} == {"merged"}
     with pipeline.runtime.engine.connect() as conn:
         assert oq.job_counts(conn)["merged"] == SALES - 1
+    # ... which the backlog gauge shows (not only the carrier)
+    gauges = CollectorRegistry()
+    gauges.register(DbCollector(pipeline.runtime.engine))
+    page = generate_latest(gauges).decode()
+    assert {
+        s.labels["kind"]: s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+        if s.name == "etims_jobs" and s.labels["state"] == "merged" and s.value
+    } == {"stock_io": SALES - 1}
 
     # When it is resent (KRA recorded the first: it answers 921 to the resend)
     branch_id = int(pipeline.branch().id)
