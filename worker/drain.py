@@ -220,6 +220,8 @@ def _send_jobs(lease: Lease, ctx: DrainContext, claimed_at: float) -> _Run:
         except LeaseLost:
             return _Run("lease_lost", sent, woken, seen)
         ctx.observer.job_decided(verdict.job, verdict.decision, verdict.outcome, now)
+        if recorded.members:  # a merged send ended: so did the stock-outs it carried
+            ctx.observer.members_ended(verdict.job, recorded.members, verdict.decision, now)
         sent, woken = sent + 1, woken | recorded.woken
         # a refused start: read the head again (the operator's change is in it)
         rode = None if then is None else then.rode(recorded)

@@ -48,11 +48,14 @@ def record_of(verdict: Verdict, now: float, recorder: Recorder) -> JobRecord:
     """The writes of ``verdict``."""
     job, decision = verdict.job, verdict.decision
     attempt = _attempt_row(verdict.called, verdict.outcome, recorder.worker)
+    # a carrier's send carried its members only if it was made (no call: never marked)
+    merged = job.merged if verdict.called is not None else ()
     match decision:
         case decide.Accept():
             write = _accepted(verdict, recorder)
             extra = {"receipt": verdict.receipt, "qr_url": write.qr_url}
-            event = event_json(job, JobState.ACCEPTED, now, result_code=write.result_code,
+            event = event_json(job, JobState.ACCEPTED, now, merged=merged,
+                               result_code=write.result_code,
                                result_message=write.result_message, **extra)  # fmt: skip
             return JobRecord(job, now, write, attempt, event)
         case decide.Retry():
@@ -64,7 +67,8 @@ def record_of(verdict: Verdict, now: float, recorder: Recorder) -> JobRecord:
         case decide.Dead():
             fate, gives_back = _fate(verdict, decision.release_number)
             kill = Kill(decision.code, decision.message, fate, gives_back)
-            event = event_json(job, JobState.DEAD, now, result_code=decision.code,
+            event = event_json(job, JobState.DEAD, now, merged=merged,
+                               result_code=decision.code,
                                result_message=decision.message)  # fmt: skip
             return JobRecord(job, now, kill, attempt, event)
         case decide.Park():

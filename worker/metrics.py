@@ -87,8 +87,23 @@ OSCU_LATENCY = Histogram(
 JOB_OUTCOMES = Counter(
     "etims_job_outcomes_total",
     "What each send decided for its job: accepted, retry, dead or parked; superseded for a "
-    "stock master ended without a call because a later one carries its balance.",
+    "stock master ended without a call because a later one carries its balance. A stock-out "
+    "carried by a merged send counts with that send's outcome.",
     ["kind", "outcome"],
+    registry=REGISTRY,
+)
+STOCK_OUTS_MERGED = Counter(
+    "etims_stock_outs_merged_total",
+    "Stock-outs that went inside an earlier stock-out's merged insertStockIO, counted when "
+    "that send ended (accepted or dead); each also counts in etims_job_outcomes_total.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+MERGED_SENDS = Counter(
+    "etims_merged_sends_total",
+    "Merged insertStockIO sends (carriers with at least one stock-out inside) that ended "
+    "accepted or dead.",
+    ["outcome"],
     registry=REGISTRY,
 )
 ENQUEUE_TO_ACCEPTED = Histogram(
@@ -183,9 +198,12 @@ def record_call(outcome: CallOutcome) -> None:
 
 # --------------------------------------------------------------------------- database gauges
 
-#: States reported by ``etims_jobs``: the ones an operator must watch. Accepted and skipped
-#: grow without bound; their rate is ``etims_job_outcomes_total``.
-GAUGE_STATES = tuple(s.value for s in (*ACTIVE_STATES, JobState.BLOCKED, JobState.DEAD))
+#: States reported by ``etims_jobs``: the ones an operator must watch (``merged``: stock-outs
+#: waiting inside a merged send that is on its way, e.g. retrying through a KRA outage).
+#: Accepted and skipped grow without bound; their rate is ``etims_job_outcomes_total``.
+GAUGE_STATES = tuple(
+    s.value for s in (*ACTIVE_STATES, JobState.MERGED, JobState.BLOCKED, JobState.DEAD)
+)
 ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 #: Events of inbound notifications that flag a device (worker/notifications.py).
 FLAG_EVENTS = (

@@ -13,12 +13,14 @@ identities, outcomes, KRA's code, latency and attempt.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from schemas.jobs import JobKind
 from worker import metrics
 from worker.decide import Accept, Dead, Decision, Park, Retry
 from worker.oscu.outcome import CallOutcome
+from worker.outbox.writes import EndedMember
 
 log = logging.getLogger("etims_relay.jobs")
 call_log = logging.getLogger("etims_relay.calls")
@@ -86,6 +88,37 @@ class DrainObserver:
             extra=fields,
         )
 
+    def members_ended(
+        self, carrier: Any, members: Sequence[EndedMember], decision: Decision, now: float
+    ) -> None:
+        """Stock-outs carried by ``carrier``'s merged send ended as it did (accepted or dead
+        with it, :mod:`worker.stock_merge`); one line each, as for a job sent on its own."""
+        state = _state_of(decision)
+        level = logging.WARNING if isinstance(decision, Dead) else logging.INFO
+        branch = f"{carrier.tin}/{carrier.bhf_id}"
+        for member in members:
+            fields = {
+                "job_id": member.id,
+                "idempotency_key": member.idempotency_key,
+                "branch": branch,
+                "kind": str(carrier.kind),
+                "event": "job_state",
+                "from_state": "merged",
+                "state": state,
+                "merged_into": carrier.id,
+            }
+            log.log(
+                level,
+                "job=%s key=%s branch=%s kind=%s -> %s with job %s (merged send)",
+                member.id,
+                member.idempotency_key,
+                branch,
+                carrier.kind,
+                state,
+                carrier.id,
+                extra=fields,
+            )
+
     def job_decided(self, job: Any, decision: Decision, outcome: CallOutcome, now: float) -> None:
         """A job changed state after a call; one log line per transition."""
         state = _state_of(decision)
@@ -141,6 +174,30 @@ class MetricsObserver(DrainObserver):
     def job_superseded(self, job: Any, superseded_by: int, now: float) -> None:
         super().job_superseded(job, superseded_by, now)
         metrics.JOB_OUTCOMES.labels(str(job.kind), "superseded").inc()
+
+    def members_ended(
+        self, carrier: Any, members: Sequence[EndedMember], decision: Decision, now: float
+    ) -> None:
+        """Each stock-out a merged send carried counts as a job with the carrier's outcome
+        (a sum of accepted stock_io jobs is every stock-out KRA holds); how many rode in
+        merged sends, and in how many sends, is counted apart."""
+        super().members_ended(carrier, members, decision, now)
+        kind = str(carrier.kind)
+        match decision:
+            case Accept():
+                outcome = "accepted"
+                for member in members:
+                    metrics.ENQUEUE_TO_ACCEPTED.labels(kind).observe(
+                        max(0.0, now - member.created_at)
+                    )
+            case Dead(code=code):
+                outcome = "dead"
+                metrics.DEAD_LETTERS.labels(kind, metrics.code_label(code)).inc(len(members))
+            case _:  # a retry or a park leaves them waiting inside the send
+                return
+        metrics.JOB_OUTCOMES.labels(kind, outcome).inc(len(members))
+        metrics.STOCK_OUTS_MERGED.labels(outcome).inc(len(members))
+        metrics.MERGED_SENDS.labels(outcome).inc()
 
     def job_decided(self, job: Any, decision: Decision, outcome: CallOutcome, now: float) -> None:
         super().job_decided(job, decision, outcome, now)

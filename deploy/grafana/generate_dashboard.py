@@ -157,17 +157,10 @@ PANELS = [
         kind="stat",
     ),
     panel(
-        "Lease takeovers and webhooks",
-        "Drains that lost their branch to another worker; webhook deliveries by outcome.",
-        [
-            ("sum(increase(etims_lease_takeovers_total[15m]))", "lease takeovers"),
-            ("sum by (outcome) (rate(etims_webhook_deliveries_total[5m]))", "webhook {{outcome}}"),
-        ],
-    ),
-    panel(
         "Stock masters coalesced",
         "Stock masters superseded per second (not sent: a later one of the item carries "
-        "the balance), and jobs accepted per accepted sale (the OSCU writes a sale costs).",
+        "the balance), and jobs accepted per accepted sale, less stock-outs merged into "
+        "another's send (the OSCU writes a sale costs).",
         [
             (
                 'sum(rate(etims_job_outcomes_total{kind="stock_master", '
@@ -175,10 +168,37 @@ PANELS = [
                 "superseded/s",
             ),
             (
-                'sum(rate(etims_job_outcomes_total{outcome="accepted"}[5m])) / '
+                # a stock-out merged into another's send is an accepted job but no write
+                '(sum(rate(etims_job_outcomes_total{outcome="accepted"}[5m])) - '
+                'sum(rate(etims_stock_outs_merged_total{outcome="accepted"}[5m]) or vector(0))) / '
                 'sum(rate(etims_job_outcomes_total{kind="sale", outcome="accepted"}[5m]))',
                 "writes per sale",
             ),
+        ],
+    ),
+    panel(
+        "Stock-outs merged per second and stock-outs per merged send",
+        "Stock-outs accepted inside an earlier stock-out's insertStockIO per second (each a "
+        "write saved; ETIMS_COALESCE__STOCK_IO), and how many stock-outs one merged send "
+        "carries, the carrier included.",
+        [
+            (
+                'sum(rate(etims_stock_outs_merged_total{outcome="accepted"}[5m]))',
+                "merged/s",
+            ),
+            (
+                '1 + sum(rate(etims_stock_outs_merged_total{outcome="accepted"}[5m])) / '
+                'sum(rate(etims_merged_sends_total{outcome="accepted"}[5m]))',
+                "stock-outs per merged send",
+            ),
+        ],
+    ),
+    panel(
+        "Lease takeovers and webhooks",
+        "Drains that lost their branch to another worker; webhook deliveries by outcome.",
+        [
+            ("sum(increase(etims_lease_takeovers_total[15m]))", "lease takeovers"),
+            ("sum by (outcome) (rate(etims_webhook_deliveries_total[5m]))", "webhook {{outcome}}"),
         ],
     ),
     panel(

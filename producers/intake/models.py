@@ -144,6 +144,12 @@ class JobView(BaseModel):
         description="A superseded stock master: the send that carries its balance, following "
         "superseded_by through any later superseding. The job is done once this is accepted.",
     )
+    merged: list[int] = Field(
+        default_factory=list,
+        description="A stock-out whose insertStockIO carried later stock-outs (ETIMS_COALESCE__"
+        "STOCK_IO): their ids, in order. Each names this job in merged_into and ends as this "
+        "send does. Empty for any other job.",
+    )
 
 
 class RequestView(BaseModel):

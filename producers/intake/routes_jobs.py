@@ -35,7 +35,7 @@ from producers.intake.models import (
     RequestView,
 )
 from producers.intake.views import job_view
-from schemas.jobs import JobState
+from schemas.jobs import JobKind, JobState
 from schemas.types import TIN_RE
 from worker.outbox import coalesce_queries as cq
 from worker.outbox import intake_queries as iq
@@ -237,8 +237,12 @@ def get_request(
 
 
 def _job_view(conn: Connection, row: Any) -> JobView:
-    """The view of ``row``; a superseded stock master shows the send that carries it."""
-    carrier = None
+    """The view of ``row``; a superseded stock master shows the send that carries it, a
+    merged send's carrier the stock-outs it carries."""
+    carrier, merged = None, None
     if row.state == JobState.SUPERSEDED.value:
         carrier = cq.superseding_job(conn, int(row.id))
-    return job_view(row, iq.dependency_keys(conn, int(row.id)), carrier=carrier)
+    elif row.kind == JobKind.STOCK_IO.value and row.merged_into is None:
+        merged = iq.merged_member_ids(conn, int(row.id))
+    deps = iq.dependency_keys(conn, int(row.id))
+    return job_view(row, deps, carrier=carrier, merged=merged)

@@ -11,8 +11,15 @@ from schemas.jobs import ACTIVE_STATES, JobKind, JobState
 _SIGNED = (JobKind.SALE.value, JobKind.CREDIT_NOTE.value)
 
 
-def job_view(row: Any, depends_on: list[str], *, carrier: tuple[int, str] | None = None) -> JobView:
-    """``carrier``: for a superseded job, (id, state) of the send that carries its balance."""
+def job_view(
+    row: Any,
+    depends_on: list[str],
+    *,
+    carrier: tuple[int, str] | None = None,
+    merged: list[int] | None = None,
+) -> JobView:
+    """``carrier``: for a superseded job, (id, state) of the send that carries its balance.
+    ``merged``: for a merged send's carrier, the stock-outs it carries."""
     signature = None
     if row.kind in _SIGNED and row.receipt:
         try:
@@ -44,6 +51,7 @@ def job_view(row: Any, depends_on: list[str], *, carrier: tuple[int, str] | None
         superseded_by=None if row.superseded_by is None else int(row.superseded_by),
         merged_into=None if row.merged_into is None else int(row.merged_into),
         carried_by=None if carrier is None else Carrier(job_id=carrier[0], state=carrier[1]),
+        merged=merged or [],
     )
 
 

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from producers import builders as b
@@ -28,7 +30,9 @@ from tests.integration.test_coalesce_stock_masters import (
 )
 from tests.integration.test_pipeline_workers import init_devices
 from tests.workload import TIN, item_code
+from worker import metrics
 from worker.drain import drain
+from worker.metrics import DbCollector
 from worker.outbox import ops_queries as oq
 from worker.outbox.db import make_engine
 from worker.outbox.models import jobs, result_events
@@ -314,6 +318,16 @@ def test_stock_outs_wait_merged_while_their_carrier_is_unknown(pipeline: Pipelin
     assert {o.state for o in outs[1:]} == {"merged"}
     with pipeline.runtime.engine.connect() as conn:
         assert oq.job_counts(conn)["merged"] == SALES - 1
+    # ... which the backlog gauge shows (not only the carrier)
+    gauges = CollectorRegistry()
+    gauges.register(DbCollector(pipeline.runtime.engine))
+    page = generate_latest(gauges).decode()
+    assert {
+        s.labels["kind"]: s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+        if s.name == "etims_jobs" and s.labels["state"] == "merged" and s.value
+    } == {"stock_io": SALES - 1}
 
     # When it is resent (KRA recorded the first: it answers 921 to the resend)
     branch_id = int(pipeline.branch().id)
@@ -446,13 +460,97 @@ def test_the_api_and_result_events_show_the_merged_send(pipeline: Pipeline) -> N
     assert view["merged_into"] == carrier.id
     assert view["sar_no"] == carrier_view["sar_no"] == carrier.sar_no
     assert carrier_view["merged_into"] is None
-    with pipeline.runtime.engine.connect() as conn:
-        events = conn.execute(
-            select(result_events.c.body).where(result_events.c.job_id == member.id)
-        ).all()
-    body = json.loads(events[-1].body)
+    # ... and from the merged send to the originals: the carrier lists what it carried
+    assert carrier_view["merged"] == [o.id for o in outs[1:]]
+    assert view["merged"] == []
+    body = last_event(pipeline, member.id)
     assert body["state"] == "accepted"
     assert body["merged_into"] == carrier.id and body["sar_no"] == carrier.sar_no
+    carrier_event = last_event(pipeline, carrier.id)
+    assert carrier_event["state"] == "accepted"
+    assert carrier_event["merged"] == [o.id for o in outs[1:]]
+
+
+def last_event(p: Pipeline, job_id: int) -> dict[str, Any]:
+    """The body of the job's last result event (what its webhook carries as ``data``)."""
+    with p.runtime.engine.connect() as conn:
+        events = conn.execute(
+            select(result_events.c.body)
+            .where(result_events.c.job_id == job_id)
+            .order_by(result_events.c.id)
+        ).all()
+    return dict(json.loads(events[-1].body))
+
+
+def scraped() -> Counter[tuple[str, tuple[tuple[str, str], ...]]]:
+    """This process's /metrics page (the drain's counters): {(sample, labels): value}."""
+    page, _ = metrics.render()
+    samples: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+    for family in text_string_to_metric_families(page.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def counted(
+    before: Counter[tuple[str, tuple[tuple[str, str], ...]]], name: str, **labels: str
+) -> float:
+    """How much the samples called ``name`` with ``labels`` grew since ``before``."""
+    now = scraped()
+    return sum(
+        value - before[key]
+        for key, value in now.items()
+        if key[0] == name and set(labels.items()) <= set(key[1])
+    )
+
+
+def test_the_metrics_count_every_stock_out_a_merged_send_carried(pipeline: Pipeline) -> None:
+    # Given a backlog drained with merging on: 12 stock-outs in one merged send
+    merging(pipeline)
+    before = scraped()
+    pipeline.enqueue(backlog())
+    pipeline.drain()
+    outs = stock_outs(pipeline)
+    assert len({o.sar_no for o in outs}) == 1
+
+    # Then the scrape counts every stock-out accepted (the carrier and the 11 it carried,
+    # besides the opening stock-in), as the outbox does, and each one's enqueue-to-accepted
+    with pipeline.runtime.engine.connect() as conn:
+        accepted = conn.execute(
+            select(jobs.c.kind, jobs.c.id).where(jobs.c.state == "accepted")
+        ).all()
+    stock_io = sum(1 for r in accepted if r.kind == "stock_io")
+    assert stock_io == 1 + SALES
+    assert counted(before, "etims_job_outcomes_total", outcome="accepted") == len(accepted)
+    assert (
+        counted(before, "etims_job_outcomes_total", kind="stock_io", outcome="accepted") == stock_io
+    )
+    assert (
+        counted(before, "etims_job_enqueue_to_accepted_seconds_count", kind="stock_io") == stock_io
+    )
+    # ... and how many rode in merged sends, and in how many sends
+    assert counted(before, "etims_stock_outs_merged_total", outcome="accepted") == SALES - 1
+    assert counted(before, "etims_merged_sends_total", outcome="accepted") == 1
+    # ... so the writes KRA received are the accepted jobs less the stock-outs merged
+    assert len(accepted) - (SALES - 1) == len(ledger_writes(pipeline.sim.ledger_path)) - 1
+
+
+def test_the_metrics_count_every_stock_out_of_a_dead_merged_send_dead(pipeline: Pipeline) -> None:
+    # Given the merged send is refused for good (910)
+    merging(pipeline)
+    sales = opening_at_kra(pipeline)
+    pipeline.sim.add_fault(endpoint="insertStockIO", kind="result_code", code="910", times=1)
+    before = scraped()
+    pipeline.enqueue(sales)
+    pipeline.drain()
+    assert {o.state for o in stock_outs(pipeline)} == {"dead"}
+
+    # Then every stock-out is a dead letter with KRA's code, the carried ones too
+    assert counted(before, "etims_job_outcomes_total", kind="stock_io", outcome="dead") == SALES
+    assert counted(before, "etims_job_dead_letters_total", kind="stock_io", code="910") == SALES
+    assert counted(before, "etims_stock_outs_merged_total", outcome="dead") == SALES - 1
+    assert counted(before, "etims_merged_sends_total", outcome="dead") == 1
+    assert counted(before, "etims_stock_outs_merged_total", outcome="accepted") == 0
 
 
 def test_sigkill_during_a_merged_send_loses_and_doubles_nothing(

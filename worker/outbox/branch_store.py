@@ -53,6 +53,7 @@ from worker.outbox.rows import (
 from worker.outbox.writes import (
     Accept,
     AttemptRow,
+    EndedMember,
     EventJob,
     JobRecord,
     Kill,
@@ -312,9 +313,9 @@ class SqlBranchStore:
         """What follows from a job's new state, in the same transaction."""
         job, now, write = record.job, record.now, record.write
         if job.merged:
-            woken = _end_members(conn, lease, record)
+            woken, ended = _end_members(conn, lease, record)
             done = self._after(conn, lease, replace(record, job=_single(job)))
-            return replace(done, woken=done.woken | woken)
+            return replace(done, woken=done.woken | woken, members=ended)
         match write:
             case Accept():
                 for item_cd, qty in write.stock:
@@ -643,16 +644,19 @@ def _single(job: HeadJob) -> HeadJob:
     return replace(job, merged=())
 
 
-def _end_members(conn: Connection, lease: Lease, record: JobRecord) -> frozenset[int]:
+def _end_members(
+    conn: Connection, lease: Lease, record: JobRecord
+) -> tuple[frozenset[int], tuple[EndedMember, ...]]:
     """A carrier's result, for the stock-outs it carries (same transaction): accepted with
     its sarNo (their dependents wake) or dead with its words (their dependents are blocked).
     A retry, an unknown outcome or a park that keeps the body leaves them waiting on it; a
-    park that drops the body lets them go (``dissolve_members``)."""
+    park that drops the body lets them go (``dissolve_members``). Returns the branches to
+    wake and the stock-outs that ended (what the drain's observer counts)."""
     job, now, write = record.job, record.now, record.write
     if isinstance(write, Park) and write.body != "keep":
         params = {**_fence(lease), "job_id": job.id, "now": now}
         conn.execute(_DRAIN["dissolve_members"], params)
-        return frozenset()
+        return frozenset(), ()
     if isinstance(write, Accept):
         state, statement = JobState.ACCEPTED, "accept_members"
         values = {"result_code": write.result_code, "result_message": write.result_message}
@@ -660,7 +664,7 @@ def _end_members(conn: Connection, lease: Lease, record: JobRecord) -> frozenset
         state, statement = JobState.DEAD, "kill_members"
         values = {"result_code": write.result_code, "result_message": write.result_message}
     else:
-        return frozenset()
+        return frozenset(), ()
     members = conn.execute(
         _DRAIN["members_in_state"], {"job_id": job.id, "state": JobState.MERGED.value}
     ).all()
@@ -668,7 +672,8 @@ def _end_members(conn: Connection, lease: Lease, record: JobRecord) -> frozenset
     woken: set[int] = set()
     for member in members:
         event = EventJob(int(member.id), str(member.idempotency_key), str(member.kind), job.tin)
-        body = json.loads(event_json(event, state, now, **values))
+        code, message = values["result_code"], values["result_message"]
+        body = json.loads(event_json(event, state, now, result_code=code, result_message=message))
         # what a webhook consumer follows: the send that carried it, and its number
         body.update(merged_into=job.id, sar_no=member.carrier_sar_no)
         _insert_event(conn, event, state, now, json.dumps(body, default=str))
@@ -676,7 +681,10 @@ def _end_members(conn: Connection, lease: Lease, record: JobRecord) -> frozenset
             woken |= wake_dependents(conn, event.id, lease.branch_id, now)
     if state is JobState.DEAD:
         woken |= block_dependents(conn, [int(m.id) for m in members], now)
-    return frozenset(woken)
+    ended = tuple(
+        EndedMember(int(m.id), str(m.idempotency_key), float(m.created_at)) for m in members
+    )
+    return frozenset(woken), ended
 
 
 def _give_back(conn: Connection, lease: Lease, number: Number | None) -> None:

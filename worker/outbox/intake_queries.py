@@ -96,6 +96,16 @@ def jobs_of_request(conn: Connection, request_id: str, limit: int) -> list[Row[A
     )
 
 
+def merged_member_ids(conn: Connection, carrier_id: int) -> list[int]:
+    """Ids of the stock-outs carrier ``carrier_id``'s merged send carries or carried, in
+    their order (ix_jobs_merged_into). A park that dropped its body or a replay lets them
+    go (``merged_into`` cleared): they are listed again only once a send carries them."""
+    rows = conn.execute(
+        select(jobs.c.id).where(jobs.c.merged_into == carrier_id).order_by(jobs.c.seq)
+    )
+    return [int(r[0]) for r in rows]
+
+
 def dependency_keys(conn: Connection, job_id: int) -> list[str]:
     """Idempotency keys of the jobs ``job_id`` waits for."""
     dep = jobs.alias("dep")

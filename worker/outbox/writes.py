@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
@@ -134,6 +135,17 @@ class JobRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class EndedMember:
+    """A stock-out that ended as its carrier's merged send did (accepted or dead with it):
+    what the drain's observer counts and logs for it, as for a job sent on its own."""
+
+    id: int
+    idempotency_key: str
+    #: its enqueue time (``jobs.created_at``): enqueue-to-accepted counts it too
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """What recording a job's result did."""
 
@@ -145,6 +157,9 @@ class Recorded:
     head: BranchHead | None = None
     #: the record's ``then`` took: the next job is in_flight, ready for its call
     started: bool = False
+    #: a carrier's acceptance or death: the stock-outs its send carried that ended with it
+    #: (in seq order), in :attr:`state` too
+    members: tuple[EndedMember, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +172,18 @@ class EventJob:
     tin: str
 
 
-def event_json(job: EventJob | HeadJob, state: JobState, now: float, **result: object) -> str:
+def event_json(
+    job: EventJob | HeadJob,
+    state: JobState,
+    now: float,
+    *,
+    merged: Sequence[int] = (),
+    **result: object,
+) -> str:
     """The ``result_events`` body of a transition (what webhooks and consumers read);
-    ``result``: result_code, result_message, receipt, qr_url, when there are any."""
+    ``result``: result_code, result_message, receipt, qr_url, when there are any.
+    ``merged``: a carrier's, the stock-outs its send carried (each names it in its own
+    event's ``merged_into``): a consumer goes from the merged send to the originals."""
     body = {
         "job_id": job.id,
         "idempotency_key": job.idempotency_key,
@@ -172,4 +196,6 @@ def event_json(job: EventJob | HeadJob, state: JobState, now: float, **result: o
         "qr_url": result.get("qr_url"),
         "at": now,
     }
+    if merged:
+        body["merged"] = list(merged)
     return json.dumps(body, default=str)

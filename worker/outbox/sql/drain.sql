@@ -407,7 +407,7 @@ UPDATE jobs
 -- name: members_in_state
 -- The stock-outs merged into carrier :job_id that are in :state (for their result events),
 -- with the carrier's sarNo.
-SELECT m.id, m.idempotency_key, m.kind, m.tin, c.sar_no AS carrier_sar_no
+SELECT m.id, m.idempotency_key, m.kind, m.tin, m.created_at, c.sar_no AS carrier_sar_no
   FROM jobs AS m
   JOIN jobs AS c ON c.id = m.merged_into
  WHERE m.merged_into = :job_id AND m.state = :state
