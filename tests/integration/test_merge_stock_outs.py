@@ -29,10 +29,11 @@ from tests.integration.test_coalesce_stock_masters import (
 from tests.integration.test_pipeline_workers import init_devices
 from tests.workload import TIN, item_code
 from worker.drain import drain
+from worker.oscu.outcome import CallOutcome, OutcomeKind
 from worker.outbox import ops_queries as oq
 from worker.outbox.db import make_engine
 from worker.outbox.models import jobs, result_events
-from worker.replay import Actor, OperatorError, replay, replay_branch, skip, unpark
+from worker.replay import Actor, OperatorError, replay, replay_branch, set_next, skip, unpark
 
 SALES = 12
 OPS = Actor("ops")
@@ -523,3 +524,74 @@ def _merged_in_flight(engine: Any) -> bool:
             )
         )
     return states["merged"] > 0 and states["in_flight"] == 1
+
+
+def test_set_next_that_drops_a_merged_sends_number_lets_its_stock_outs_go(
+    pipeline: Pipeline,
+) -> None:
+    # Given the merged send never reached KRA (the connection was refused), so it waits in
+    # retry_wait with its sarNo and body, the others merged into it
+    merging(pipeline)
+    sales = opening_at_kra(pipeline)
+    pipeline.runtime.settings.retry.base_s = 30
+    pipeline.runtime.settings.retry.cap_s = 30
+    pipeline.enqueue(sales)
+    ctx = pipeline.runtime.drain_context()
+    refused = dataclasses.replace(ctx, client=RefusedOnce(ctx.client, "insertStockIO"))
+    for _ in range(5):
+        if drain(int(pipeline.branch().id), refused).status in ("idle", "waiting"):
+            break
+    outs = stock_outs(pipeline)
+    assert outs[0].state == "retry_wait" and outs[0].sar_no == 2
+    assert {o.state for o in outs[1:]} == {"merged"}
+
+    # When the operator sets the branch's next sarNo (the carrier's number never reached KRA,
+    # so it takes a fresh one and its body is built again)
+    set_next(pipeline.runtime.engine, TIN, "00", OPS, invc_no=None, sar_no=2, force=True,
+             reason="KRA support says 2")  # fmt: skip
+    drain_later(pipeline, 60)
+
+    # Then every stock-out reached KRA once, after its sale, and ended accepted: none is
+    # left merged into a send that no longer carries it, none accepted without being sent
+    outs = stock_outs(pipeline)
+    assert {o.state for o in outs} == {"accepted"}, [(o.id, o.state) for o in outs]
+    released = [
+        line
+        for m in writes(pipeline, "insertStockIO")
+        if m["body"]["sarTyCd"] == "11"
+        for line in m["body"]["itemList"]
+    ]
+    assert sum(Decimal(str(line["qty"])) for line in released) == sum(
+        sold_per_sale(backlog()).values()
+    )
+    assert set(pipeline.states().values()) <= {"accepted", "superseded"}
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def drain_later(p: Pipeline, seconds: float) -> None:
+    """Drain branch 00 as if ``seconds`` had passed (a retry's wait is over)."""
+    branch_id = int(p.branch().id)
+    later = dataclasses.replace(
+        p.runtime.drain_context(), clock=lambda: time.time() + seconds, sleep=lambda s: None
+    )
+    for _ in range(10):
+        if drain(branch_id, later).status in ("idle", "parked"):
+            break
+
+
+class RefusedOnce:
+    """The OSCU client, but the first call to ``endpoint`` fails to connect (provably never
+    reached KRA)."""
+
+    def __init__(self, client: Any, endpoint: str) -> None:
+        self.client, self.endpoint, self.fired = client, endpoint, False
+
+    def call(self, endpoint: str, body: Any, **kwargs: Any) -> CallOutcome:
+        if endpoint == self.endpoint and not self.fired:
+            self.fired = True
+            return CallOutcome(OutcomeKind.TRANSIENT, endpoint, None, "connection refused",
+                               may_have_reached_kra=False, error="ConnectError")  # fmt: skip
+        return self.client.call(endpoint, body, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)

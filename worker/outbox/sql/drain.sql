@@ -413,9 +413,10 @@ SELECT m.id, m.idempotency_key, m.kind, m.tin, c.sar_no AS carrier_sar_no
  WHERE m.merged_into = :job_id AND m.state = :state
  ORDER BY m.seq
 
--- name: accept_members
--- The carrier was accepted: so is every stock-out it carried, under the carrier's sarNo
--- (same transaction).
+-- name: accept_member
+-- The carrier was accepted: so is stock-out :member_id, one its send carried (the drain's
+-- job.merged, read with the body it sent), under the carrier's sarNo (same transaction). A
+-- row merged into it that this send did not carry is never accepted by it.
 UPDATE jobs
    SET state = 'accepted',
        sar_no = (SELECT c.sar_no FROM jobs AS c WHERE c.id = :job_id),
@@ -424,20 +425,22 @@ UPDATE jobs
        next_attempt_at = NULL,
        accepted_at = :now,
        updated_at = :now
- WHERE merged_into = :job_id
+ WHERE id = :member_id
+   AND merged_into = :job_id
    AND state = 'merged'
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
 
--- name: kill_members
--- The carrier is dead: so is every stock-out it carried (a replay of the carrier brings them
--- back with it; same transaction).
+-- name: kill_member
+-- The carrier is dead: so is stock-out :member_id, one its send carried (a replay of the
+-- carrier brings it back with it; same transaction).
 UPDATE jobs
    SET state = 'dead',
        result_code = :result_code,
        result_message = :result_message,
        next_attempt_at = NULL,
        updated_at = :now
- WHERE merged_into = :job_id
+ WHERE id = :member_id
+   AND merged_into = :job_id
    AND state = 'merged'
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
 
@@ -449,4 +452,16 @@ UPDATE jobs
    SET state = 'pending', merged_into = NULL, updated_at = :now
  WHERE merged_into = :job_id
    AND state = 'merged'
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: release_leftover_members
+-- Part of a first start (a body frozen now, :body not NULL): no stock-out still merged into
+-- the job can be inside that body (its members are chosen among jobs merged into nothing),
+-- so any left over from a send whose body was dropped goes back to pending in its place
+-- (every path that drops a carrier's body releases its members; this is the backstop).
+UPDATE jobs
+   SET state = 'pending', merged_into = NULL, updated_at = :now
+ WHERE merged_into = :job_id
+   AND state = 'merged'
+   AND CAST(:body AS text) IS NOT NULL
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
