@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from producers import builders as b
 from simulator.verify import verify_ledger
@@ -565,6 +565,67 @@ def test_set_next_that_drops_a_merged_sends_number_lets_its_stock_outs_go(
         sold_per_sale(backlog()).values()
     )
     assert set(pipeline.states().values()) <= {"accepted", "superseded"}
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_stock_out_without_its_dependency_is_not_merged_ahead_of_an_unsent_sale(
+    pipeline_factory: Any,
+) -> None:
+    # Given a backlog whose sale 5 waits for a job of branch 01, and whose stock-out for
+    # sale 5 came without its declared dependency (a raw envelope, a CSV row)
+    p = merging(pipeline_factory(branches=("00", "01")))
+    p.enqueue([b.item(TIN, "01", "elsewhere", item_cd=item_code(1), item_nm="Item",
+                      price=Decimal("116"))])  # fmt: skip
+    records = backlog()
+    for record in records:
+        if record["idempotency_key"] == "00:sale:5":
+            record["depends_on"] = [*record.get("depends_on", ()), "elsewhere"]
+        if record["idempotency_key"] == "00:sale:5:stock-out":
+            record.pop("depends_on", None)
+    p.enqueue(records)
+
+    # When branch 00 drains while sale 5 cannot go yet
+    p.drain()
+
+    # Then sale 5's stock-out was not sent inside the merged stock-out of sales 1-4: it waits
+    # behind its sale
+    assert p.job("00:sale:5").state == "pending"
+    assert p.job("00:sale:5:stock-out").state == "pending"
+    assert p.job("00:sale:4:stock-out").state == "accepted"
+
+    # ... and once branch 01 delivers, it reaches KRA after its sale
+    p.drain("01")
+    p.drain()
+    order = kra_order(p)
+    assert order.index(f"IO{p.job('00:sale:5:stock-out').sar_no}") > order.index("S00-T5")
+    assert set(p.states().values()) <= {"accepted", "superseded"}
+    assert_kra_agrees_with_the_outbox(p)
+
+
+def test_a_stock_movement_enqueued_before_0010_is_passed_by_nothing(pipeline: Pipeline) -> None:
+    # Given a restock enqueued mid-backlog by an intake process from before migration 0010
+    # (a rolling deploy): its row has no sar_ty_cd
+    merging(pipeline)
+    records = backlog()
+    after_six = next(i for i, r in enumerate(records) if r["idempotency_key"] == "00:sale:7")
+    restock = b.stock_io(
+        TIN, "00", "restock", [b.SaleLine(item_code(1), "Item", Decimal(9), Decimal("116"))],
+        sar_ty_cd="06", at=NOW,
+    )  # fmt: skip
+    records.insert(after_six, restock)
+    pipeline.enqueue(records)
+    with pipeline.runtime.engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.idempotency_key == "restock").values(sar_ty_cd=None))
+
+    pipeline.drain()
+
+    # Then it kept its place, as a stock-in does: no later sale went before it, no later
+    # stock-out was merged past it
+    order = kra_order(pipeline)
+    restock_at = order.index(f"IO{pipeline.job('restock').sar_no}")
+    assert order.index("S00-T6") < restock_at < order.index("S00-T7")
+    outs = stock_outs(pipeline)
+    assert all(o.sar_no > pipeline.job("restock").sar_no for o in outs[6:])
     assert_kra_agrees_with_the_outbox(pipeline)
 
 

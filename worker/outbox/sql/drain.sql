@@ -297,6 +297,8 @@ UPDATE jobs
 -- head's last dependency was accepted (it has been waiting since then at most). A job between
 -- the two that a sale may pass is a never-sent stock-out or a pending stock master: the sale
 -- changes no balance, so a stock master sent after it still reports KRA's running balance.
+-- A stock movement with no sar_ty_cd (enqueued by an intake from before migration 0010) is a
+-- barrier: it may be a stock-in.
 SELECT b.next_seq AS branch_next_seq,
        b.next_invc_no AS branch_next_invc_no,
        b.next_sar_no AS branch_next_sar_no,
@@ -331,7 +333,8 @@ SELECT b.next_seq AS branch_next_seq,
            AND x.state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
            AND NOT (x.kind = 'stock_master' AND x.state = 'pending')
            AND NOT (x.kind = 'stock_io' AND x.state = 'pending' AND x.body IS NULL
-                    AND NOT x.maybe_recorded AND x.sar_ty_cd LIKE '1%')) AS barriers,
+                    AND NOT x.maybe_recorded
+                    AND COALESCE(x.sar_ty_cd, '') LIKE '1%')) AS barriers,
        (SELECT max(r.accepted_at)
           FROM job_dependencies AS rd
           JOIN jobs AS r ON r.id = rd.depends_on_id
@@ -363,8 +366,14 @@ SELECT id, seq, payload
 -- name: merge_candidates
 -- Stock-outs of :sar_ty_cd after carrier :seq that may go inside its send: never sent, not
 -- merged yet, every dependency accepted (the sales they release are at KRA), and before the
--- first active job that is neither a sale, a credit note, a stock master nor a stock-out (an
--- item or a stock-in keeps its place before them). At most :max_jobs, in seq order.
+-- first active job they might depend on. Merging moves a stock-out EARLIER, to the carrier's
+-- place: it may pass only jobs whose order against it cannot matter, never-sent stock-outs
+-- (a sale whose stock-out came without its declared dependency is still a barrier) and
+-- pending stock masters whose rsdQty the relay computes (stock_item_cd set: sent later, they
+-- report the balance with the merged lines in it). Everything else keeps its place before
+-- them: a sale or credit note not yet accepted, an item, a stock-in, a producer's own stock
+-- count, a job already started, a stock movement with no sar_ty_cd (an intake from before
+-- 0010). At most :max_jobs, in seq order.
 SELECT j.id, j.seq, j.payload
   FROM jobs AS j
  WHERE j.branch_id = :branch_id
@@ -380,8 +389,11 @@ SELECT j.id, j.seq, j.payload
                           WHERE x.branch_id = :branch_id
                             AND x.seq > :seq
                             AND x.state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
-                            AND x.kind NOT IN ('sale', 'credit_note', 'stock_master')
-                            AND NOT (x.kind = 'stock_io' AND x.sar_ty_cd LIKE '1%')),
+                            AND NOT (x.kind = 'stock_master' AND x.state = 'pending'
+                                     AND x.stock_item_cd IS NOT NULL)
+                            AND NOT (x.kind = 'stock_io' AND x.state = 'pending'
+                                     AND x.body IS NULL AND NOT x.maybe_recorded
+                                     AND COALESCE(x.sar_ty_cd, '') LIKE '1%')),
                         j.seq + 1)
    AND NOT EXISTS (SELECT 1
                      FROM job_dependencies AS md
