@@ -629,6 +629,37 @@ def test_a_stock_movement_enqueued_before_0010_is_passed_by_nothing(pipeline: Pi
     assert_kra_agrees_with_the_outbox(pipeline)
 
 
+def test_a_stock_out_left_merged_into_a_send_that_does_not_carry_it_still_goes(
+    pipeline: Pipeline,
+) -> None:
+    # Given stock-outs left merged into stock-outs whose bodies were dropped (by a version
+    # before this fix), and merging now off
+    records = backlog()
+    pipeline.enqueue(records)
+    carriers = {m: pipeline.job(f"00:sale:{c}:stock-out").id for c, m in ((1, 2), (6, 7))}
+    with pipeline.runtime.engine.begin() as conn:
+        for member, carrier_id in carriers.items():
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.idempotency_key == f"00:sale:{member}:stock-out")
+                .values(state="merged", merged_into=carrier_id)
+            )
+
+    # When the branch drains (sale 1's stock-out riding on its sale's acceptance; sale 6's
+    # prepared after a drain that stopped at its sale)
+    pipeline.runtime.settings.drain.max_jobs = ITEMS + 1 + 6 * 3 - 2
+    pipeline.drain(rounds=0)
+    pipeline.runtime.settings.drain.max_jobs = 500
+    pipeline.drain()
+
+    # Then every stock-out went, in enqueue order, each once
+    assert set(pipeline.states().values()) <= {"accepted", "superseded"}
+    assert all(o.merged_into is None for o in stock_outs(pipeline))
+    assert kra_order(pipeline) == seq_order(pipeline)
+    assert len(writes(pipeline, "insertStockIO")) == 1 + SALES
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
 def drain_later(p: Pipeline, seconds: float) -> None:
     """Drain branch 00 as if ``seconds`` had passed (a retry's wait is over)."""
     branch_id = int(p.branch().id)
