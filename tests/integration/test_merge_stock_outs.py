@@ -225,7 +225,10 @@ def test_no_sale_passes_a_stock_in_and_no_stock_out_is_merged_past_one(
     assert_kra_agrees_with_the_outbox(pipeline)
 
 
-def test_skipping_a_dead_merged_send_skips_the_stock_outs_it_carried(pipeline: Pipeline) -> None:
+def test_skipping_a_merged_send_that_never_reached_kra_lets_its_stock_outs_go(
+    pipeline: Pipeline,
+) -> None:
+    # Given the merged send was refused (910: KRA recorded nothing, its sarNo was released)
     merging(pipeline)
     sales = opening_at_kra(pipeline)
     pipeline.sim.add_fault(endpoint="insertStockIO", kind="result_code", code="910", times=1)
@@ -234,13 +237,48 @@ def test_skipping_a_dead_merged_send_skips_the_stock_outs_it_carried(pipeline: P
     outs = stock_outs(pipeline)
     assert {o.state for o in outs} == {"dead"}
 
-    skip(pipeline.runtime.engine, outs[0].id, OPS, reason="counted on paper")
+    # When the operator skips the carrier
+    done = skip(pipeline.runtime.engine, outs[0].id, OPS, reason="counted on paper")
 
+    # Then only the carrier is given up: the stock-outs it was to carry wait in their places
+    # again (the skip names them), go in their turn, and their stock masters follow
+    assert done.members_pending == tuple(o.id for o in outs[1:])
+    assert str(outs[1].id) in done.describe()
+    pipeline.drain()
+    outs = stock_outs(pipeline)
+    assert outs[0].state == "skipped"
+    assert {o.state for o in outs[1:]} == {"accepted"}
+    assert all(o.merged_into in (None, outs[1].id) for o in outs[1:])
+    with pipeline.runtime.engine.connect() as conn:
+        audit = oq.audit_entries(conn, action="skip", limit=1)[0]
+    assert json.loads(audit.details)["members_pending"] == [o.id for o in outs[1:]]
+
+
+def test_skipping_a_merged_send_that_may_be_at_kra_skips_the_stock_outs_it_carried(
+    pipeline: Pipeline,
+) -> None:
+    # Given the merged send's answer was lost (KRA may hold it) and its resend is due later
+    merging(pipeline)
+    sales = opening_at_kra(pipeline)
+    pipeline.runtime.settings.retry.base_s = 30
+    pipeline.runtime.settings.retry.cap_s = 30
+    pipeline.sim.add_fault(endpoint="insertStockIO", kind="lost_answer", times=1)
+    pipeline.enqueue(sales)
+    pipeline.drain()
+    outs = stock_outs(pipeline)
+    assert outs[0].state == "unknown"
+
+    # When the operator skips the carrier
+    done = skip(pipeline.runtime.engine, outs[0].id, OPS, reason="counted on paper")
+
+    # Then the stock-outs inside its send are skipped with it, and the skip names them
     outs = stock_outs(pipeline)
     assert {o.state for o in outs} == {"skipped"}
     assert f"job {outs[0].id}" in outs[3].skip_reason
+    assert done.members_skipped == tuple(o.id for o in outs[1:])
+    assert str(outs[3].id) in done.describe()
     masters = {s for k, s in pipeline.states().items() if ":stock-master:" in k}
-    assert masters <= {"blocked", "superseded"}
+    assert masters <= {"blocked", "superseded", "pending"}
 
 
 def test_a_stock_out_ready_longer_than_max_defer_s_goes_before_later_sales(
