@@ -438,6 +438,12 @@ class _Carrier:
     job: HeadJob
     #: members that join it with this start (a first start that merged)
     joining: tuple[int, ...] = ()
+    #: the job as it would go alone (a first start that merged)
+    alone: HeadJob | None = None
+
+    def without_members(self) -> _Carrier | None:
+        """The carrier going alone, when this start merged others into it."""
+        return None if self.alone is None else _Carrier(self.alone)
 
 
 def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
@@ -464,11 +470,17 @@ def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
     if not joining:
         return _Carrier(job)
     ids = tuple(m.id for m in joining)
-    payload = stock_merge.merged_payload(job.payload, joining)
+    try:
+        payload = stock_merge.merged_payload(job.payload, joining)
+    except (ArithmeticError, LookupError, TypeError, ValueError):
+        # a member's data cannot be added up: the carrier goes alone, the member in its turn
+        log.warning("branch %s: stock-outs behind job %s cannot be merged; it goes alone",
+                    lease.branch_id, job.id, exc_info=True)  # fmt: skip
+        return _Carrier(job)
     log.info("branch %s: stock-out job %s carries %d more in one insertStockIO",
              lease.branch_id, job.id, len(ids),
              extra={"event": "stock_outs_merged", "branch_id": lease.branch_id})  # fmt: skip
-    return _Carrier(dataclasses.replace(job, merged=ids, payload=payload), ids)
+    return _Carrier(dataclasses.replace(job, merged=ids, payload=payload), ids, job)
 
 
 def _superseding(lease: Lease, job: HeadJob, ctx: DrainContext) -> int | None:
@@ -536,6 +548,13 @@ def _start(
     write (all of them, or nothing).
     """
     planned = _plan_start(lease, carrier, head, ctx)
+    alone = carrier.without_members()
+    if isinstance(planned, LocalFailure) and not planned.park and alone is not None:
+        # the merged body cannot be built (a member's bad data, or the carrier's own): the
+        # carrier goes alone; a member with bad data dies alone in its turn, not the group
+        log.warning("branch %s: merged stock movement of job %s cannot be built (%s); it "
+                    "goes alone", lease.branch_id, carrier.job.id, planned.message)  # fmt: skip
+        planned = _plan_start(lease, alone, head, ctx)
     if isinstance(planned, LocalFailure):
         return planned
     # The clock read after the body's reads (each may have waited for a pooled connection):

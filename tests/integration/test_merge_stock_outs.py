@@ -698,6 +698,30 @@ def test_a_stock_out_left_merged_into_a_send_that_does_not_carry_it_still_goes(
     assert_kra_agrees_with_the_outbox(pipeline)
 
 
+def test_a_stock_out_whose_data_breaks_the_merged_body_does_not_take_the_others_down(
+    pipeline: Pipeline,
+) -> None:
+    # Given a backlog in which one stock-out's line cannot make a body (its data went bad
+    # after enqueue: a tax type the branch has no rate for)
+    merging(pipeline)
+    sales = opening_at_kra(pipeline)
+    pipeline.enqueue(sales)
+    bad = pipeline.job("00:sale:3:stock-out")
+    payload = json.loads(bad.payload)
+    payload["itemList"][0]["taxTyCd"] = "Z"
+    with pipeline.runtime.engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == bad.id).values(payload=json.dumps(payload)))
+
+    pipeline.drain()
+
+    # Then only that stock-out is dead, with the reason; every other one reached KRA
+    states = {o.idempotency_key: o.state for o in stock_outs(pipeline)}
+    assert states.pop("00:sale:3:stock-out") == "dead"
+    assert set(states.values()) == {"accepted"}
+    assert pipeline.job("00:sale:3:stock-out").result_code == "LOCAL"
+    assert len(writes(pipeline, "insertStockIO")) < 1 + SALES  # the others still merged
+
+
 def drain_later(p: Pipeline, seconds: float) -> None:
     """Drain branch 00 as if ``seconds`` had passed (a retry's wait is over)."""
     branch_id = int(p.branch().id)
