@@ -48,7 +48,6 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
@@ -211,7 +210,9 @@ def _send_jobs(lease: Lease, ctx: DrainContext, claimed_at: float) -> _Run:
             renewal = renewal.after(step)
         verdict = _branch_named(_send(step, ctx))
         # a start rides on this record only if the budget leaves room for its call
-        plan = _plan_next(lease, prepared, verdict, ctx) if within_budget(sent + 1) else None
+        plan = (
+            _plan_next(lease, prepared, verdict, ctx, renewal) if within_budget(sent + 1) else None
+        )
         now = ctx.clock()
         then = None if plan is None else _NextStart(plan, now, renewal.lease_until(now))
         record = effects.record_of(verdict, now, ctx.recorder)
@@ -462,7 +463,7 @@ def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
         members = tuple(m.id for m in ctx.store.merged_members(lease, job))
         return _Carrier(dataclasses.replace(job, merged=members) if members else job)
     settings = ctx.settings.coalesce
-    if not (settings.stock_io and defer.is_stock_out(job) and coalesce.never_sent(job)):
+    if not defer.merging_applies(job, settings):
         return _Carrier(job)
     sar_ty_cd = str(loads_payload(job.payload)["sarTyCd"])
     found = ctx.store.merge_candidates(lease, job, sar_ty_cd, settings.max_defer_jobs)
@@ -625,7 +626,7 @@ def _plan_start(
 
 
 def _plan_next(
-    lease: Lease, prepared: _Prepared, verdict: Verdict, ctx: DrainContext
+    lease: Lease, prepared: _Prepared, verdict: Verdict, ctx: DrainContext, renewal: _Renewal
 ) -> _Planned | None:
     """The start of the job after an accepted one, to ride on its acceptance, if it is safe
     to plan without that acceptance's effects; None: the next loop prepares it.
@@ -634,21 +635,31 @@ def _plan_next(
     :func:`choose` decides (a dependency on the accepted job counts as met), the body is
     built as ``_start`` builds it, with the number the counter gives after the accepted job.
     A body read (a credit note's original invcNo) reads nothing the acceptance changes.
+
+    Nothing but the record may stand between KRA's answer and its record: any error while
+    planning is logged and the record goes alone (the next prepare reads again and meets the
+    error there, if it lasts); and nothing is planned once the lease is within one OSCU round
+    trip of running out (the record must land while it holds).
     """
     send, head = prepared.step, prepared.head
     if not isinstance(verdict.decision, Accept) or not isinstance(send, Send) or head is None:
         return None
-    after = _head_after(head, send)
-    match choose(after, ctx.clock()):
-        case _Ready(job) if _may_ride(job, ctx.settings.coalesce):
-            try:
+    if ctx.clock() >= renewal.expires_at - _round_trip_s(ctx.settings):
+        return None
+    try:
+        after = _head_after(head, send)
+        match choose(after, ctx.clock()):
+            case _Ready(job) if _may_ride(job, ctx.settings.coalesce):
                 planned = _plan_start(lease, _Carrier(job), after, ctx)
-            except SQLAlchemyError:
-                # KRA has answered: its record goes first. The next prepare reads again and
-                # meets the error there, if it lasts.
-                return None
-            return planned if isinstance(planned, _Planned) else None
+                return planned if isinstance(planned, _Planned) else None
+    except Exception:
+        log.exception("branch %s: could not plan the job after job %s; recording it alone",
+                      lease.branch_id, send.job.id)  # fmt: skip
     return None
+
+
+def _round_trip_s(settings: Settings) -> float:
+    return settings.oscu.connect_timeout_s + settings.oscu.read_timeout_s
 
 
 def _head_after(head: BranchHead, accepted: Send) -> BranchHead:
@@ -681,12 +692,12 @@ def _may_ride(job: HeadJob, settings: CoalesceSettings) -> bool:
 
     - a stock master whose ``rsdQty`` the relay computes reads a balance the acceptance may
       change, and is the one kind coalescing may supersede;
-    - with stock-out merging on, a stock-out may wait behind later sales or carry others
-      (:mod:`worker.defer`, :func:`_carrier`); a stock movement's resend may carry merged
-      stock-outs whatever the setting says now.
+    - a stock-out that merging applies to (:func:`worker.defer.merging_applies`, the test
+      :func:`_carrier` makes too) may wait behind later sales or carry others; a stock
+      movement's resend may carry merged stock-outs whatever the setting says now.
     """
     if job.kind is JobKind.STOCK_IO:
-        return job.body is None and not settings.stock_io
+        return job.body is None and not defer.merging_applies(job, settings)
     if job.kind is not JobKind.STOCK_MASTER:
         return True
     return loads_payload(job.payload).get("rsdQty") is not None
