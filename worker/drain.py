@@ -585,9 +585,17 @@ class _Planned:
         """The in_flight mark, compare-and-set on the job as the head read showed it."""
         job = self.job
         return Start(
-            job.id, self.attempt, self.maybe_recorded, self.new_body, self.takes, lease_until,
-            job.state, job.invc_no, job.sar_no, self.joining,
-        )  # fmt: skip
+            job_id=job.id,
+            attempt=self.attempt,
+            maybe_recorded=self.maybe_recorded,
+            body=self.new_body,
+            takes=self.takes,
+            lease_until=lease_until,
+            read_state=job.state,
+            read_invc_no=job.invc_no,
+            read_sar_no=job.sar_no,
+            merges=self.joining,
+        )
 
     def send(self, lease_extended_at: float | None) -> Send:
         """The call, once the mark is written."""

@@ -66,6 +66,9 @@ UPDATE branches
 -- Mark the job in_flight, committed before the call: the body (NULL: keep the frozen one)
 -- and the number it was built with are stored with it. Compare-and-set on the job as the
 -- head read showed it (:read_*): an operator's skip or set-next in between writes nothing.
+-- The same guards (with claim_branch_for_start's) are written out twice more, on
+-- PostgreSQL: drain_postgresql.sql start_job and accept_job_starting_next (the fused
+-- step). A guard changed here is changed there too.
 UPDATE jobs
    SET state = 'in_flight',
        attempts = :attempts,
