@@ -3,10 +3,11 @@
 When the oldest deferred stock-out goes (:mod:`worker.defer`), the ready stock-outs of the
 branch behind it with the same movement header (``sarTyCd``, ``regTyCd``, customer, remark:
 everything but the date and the lines) go inside its send, in seq order, up to the first
-with another header, while the merged lines stay within ``max_merged_lines``. Lines of one item (same code, name, class, units,
-price, tax type) are summed: ``qty``, ``pkg`` and ``totDcAmt`` add up, the amounts are left
-out and computed again for the merged line exactly as for any stock movement. The date is
-the latest of the group's (the movement is complete then).
+with another header, while the merged lines stay within ``max_merged_lines``. Lines of one
+item (same code, name, class, units, price, tax type) are summed: ``qty``, ``pkg`` and
+``totDcAmt`` add up, the amounts are left out and computed again for the merged line
+exactly as for any stock movement. The date is the latest of the group's (the movement is
+complete then).
 
 The oldest is the carrier: its frozen body is the merged one and it takes the one ``sarNo``;
 the others name it (``merged_into``) and end as its send does. Members exist only while the
