@@ -452,8 +452,10 @@ def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
 
     Stock-outs are merged into a carrier only while it holds a frozen body: a resend (an
     unknown outcome, a crash) names exactly those, and its bytes are resent as they were. A
-    carrier whose body is dropped (a park that rebuilds it, a replay) lets them go first
-    (``dissolve_members``, ``worker.replay``), so a first start finds none: with merging on
+    carrier whose body is dropped (a park that rebuilds it, a ``set-next`` that takes its
+    number back, a skip or replay) lets them go first (``dissolve_members``,
+    ``queries.release_members``, ``worker.replay``; a first start releases any left over), so
+    a first start finds none: with merging on
     it takes the ready stock-outs behind it (the same ones, when nothing else changed); with
     merging off it goes alone, and no merged stock-out is left behind. Every other job goes
     alone."""
