@@ -39,11 +39,17 @@ def is_stock_out(job: HeadJob) -> bool:
     return job.kind is JobKind.STOCK_IO and str(_sar_ty_cd(job)).startswith("1")
 
 
+def merging_applies(job: HeadJob, settings: CoalesceSettings) -> bool:
+    """Whether ``job``'s start is one merging acts on: a never-sent stock-out with merging on.
+    It may wait behind later sales (:func:`may_defer`) and carry the ready stock-outs behind
+    it (the drain's ``_carrier``), so its start is never planned ahead (the drain's
+    ``_may_ride``). One test for all three, so that they cannot disagree."""
+    return settings.stock_io and is_stock_out(job) and never_sent(job)
+
+
 def may_defer(job: HeadJob, settings: CoalesceSettings) -> bool:
     """Whether the ready head is worth asking the branch about (no query yet)."""
-    return (
-        settings.stock_io and settings.max_defer_jobs > 0 and is_stock_out(job) and never_sent(job)
-    )
+    return settings.max_defer_jobs > 0 and merging_applies(job, settings)
 
 
 def passer(

@@ -48,7 +48,6 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
@@ -211,7 +210,9 @@ def _send_jobs(lease: Lease, ctx: DrainContext, claimed_at: float) -> _Run:
             renewal = renewal.after(step)
         verdict = _branch_named(_send(step, ctx))
         # a start rides on this record only if the budget leaves room for its call
-        plan = _plan_next(lease, prepared, verdict, ctx) if within_budget(sent + 1) else None
+        plan = (
+            _plan_next(lease, prepared, verdict, ctx, renewal) if within_budget(sent + 1) else None
+        )
         now = ctx.clock()
         then = None if plan is None else _NextStart(plan, now, renewal.lease_until(now))
         record = effects.record_of(verdict, now, ctx.recorder)
@@ -440,6 +441,12 @@ class _Carrier:
     job: HeadJob
     #: members that join it with this start (a first start that merged)
     joining: tuple[int, ...] = ()
+    #: the job as it would go alone (a first start that merged)
+    alone: HeadJob | None = None
+
+    def without_members(self) -> _Carrier | None:
+        """The carrier going alone, when this start merged others into it."""
+        return None if self.alone is None else _Carrier(self.alone)
 
 
 def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
@@ -447,8 +454,10 @@ def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
 
     Stock-outs are merged into a carrier only while it holds a frozen body: a resend (an
     unknown outcome, a crash) names exactly those, and its bytes are resent as they were. A
-    carrier whose body is dropped (a park that rebuilds it, a replay) lets them go first
-    (``dissolve_members``, ``worker.replay``), so a first start finds none: with merging on
+    carrier whose body is dropped (a park that rebuilds it, a ``set-next`` that takes its
+    number back, a skip or replay) lets them go first (``dissolve_members``,
+    ``queries.release_members``, ``worker.replay``; a first start releases any left over), so
+    a first start finds none: with merging on
     it takes the ready stock-outs behind it (the same ones, when nothing else changed); with
     merging off it goes alone, and no merged stock-out is left behind. Every other job goes
     alone."""
@@ -458,7 +467,7 @@ def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
         members = tuple(m.id for m in ctx.store.merged_members(lease, job))
         return _Carrier(dataclasses.replace(job, merged=members) if members else job)
     settings = ctx.settings.coalesce
-    if not (settings.stock_io and defer.is_stock_out(job) and coalesce.never_sent(job)):
+    if not defer.merging_applies(job, settings):
         return _Carrier(job)
     sar_ty_cd = str(loads_payload(job.payload)["sarTyCd"])
     found = ctx.store.merge_candidates(lease, job, sar_ty_cd, settings.max_defer_jobs)
@@ -466,11 +475,17 @@ def _carrier(lease: Lease, job: HeadJob, ctx: DrainContext) -> _Carrier:
     if not joining:
         return _Carrier(job)
     ids = tuple(m.id for m in joining)
-    payload = stock_merge.merged_payload(job.payload, joining)
+    try:
+        payload = stock_merge.merged_payload(job.payload, joining)
+    except (ArithmeticError, LookupError, TypeError, ValueError):
+        # a member's data cannot be added up: the carrier goes alone, the member in its turn
+        log.warning("branch %s: stock-outs behind job %s cannot be merged; it goes alone",
+                    lease.branch_id, job.id, exc_info=True)  # fmt: skip
+        return _Carrier(job)
     log.info("branch %s: stock-out job %s carries %d more in one insertStockIO",
              lease.branch_id, job.id, len(ids),
              extra={"event": "stock_outs_merged", "branch_id": lease.branch_id})  # fmt: skip
-    return _Carrier(dataclasses.replace(job, merged=ids, payload=payload), ids)
+    return _Carrier(dataclasses.replace(job, merged=ids, payload=payload), ids, job)
 
 
 def _superseding(lease: Lease, job: HeadJob, ctx: DrainContext) -> int | None:
@@ -538,6 +553,13 @@ def _start(
     write (all of them, or nothing).
     """
     planned = _plan_start(lease, carrier, head, ctx)
+    alone = carrier.without_members()
+    if isinstance(planned, LocalFailure) and not planned.park and alone is not None:
+        # the merged body cannot be built (a member's bad data, or the carrier's own): the
+        # carrier goes alone; a member with bad data dies alone in its turn, not the group
+        log.warning("branch %s: merged stock movement of job %s cannot be built (%s); it "
+                    "goes alone", lease.branch_id, carrier.job.id, planned.message)  # fmt: skip
+        planned = _plan_start(lease, alone, head, ctx)
     if isinstance(planned, LocalFailure):
         return planned
     # The clock read after the body's reads (each may have waited for a pooled connection):
@@ -567,9 +589,17 @@ class _Planned:
         """The in_flight mark, compare-and-set on the job as the head read showed it."""
         job = self.job
         return Start(
-            job.id, self.attempt, self.maybe_recorded, self.new_body, self.takes, lease_until,
-            job.state, job.invc_no, job.sar_no, self.joining,
-        )  # fmt: skip
+            job_id=job.id,
+            attempt=self.attempt,
+            maybe_recorded=self.maybe_recorded,
+            body=self.new_body,
+            takes=self.takes,
+            lease_until=lease_until,
+            read_state=job.state,
+            read_invc_no=job.invc_no,
+            read_sar_no=job.sar_no,
+            merges=self.joining,
+        )
 
     def send(self, lease_extended_at: float | None) -> Send:
         """The call, once the mark is written."""
@@ -608,7 +638,7 @@ def _plan_start(
 
 
 def _plan_next(
-    lease: Lease, prepared: _Prepared, verdict: Verdict, ctx: DrainContext
+    lease: Lease, prepared: _Prepared, verdict: Verdict, ctx: DrainContext, renewal: _Renewal
 ) -> _Planned | None:
     """The start of the job after an accepted one, to ride on its acceptance, if it is safe
     to plan without that acceptance's effects; None: the next loop prepares it.
@@ -617,21 +647,31 @@ def _plan_next(
     :func:`choose` decides (a dependency on the accepted job counts as met), the body is
     built as ``_start`` builds it, with the number the counter gives after the accepted job.
     A body read (a credit note's original invcNo) reads nothing the acceptance changes.
+
+    Nothing but the record may stand between KRA's answer and its record: any error while
+    planning is logged and the record goes alone (the next prepare reads again and meets the
+    error there, if it lasts); and nothing is planned once the lease is within one OSCU round
+    trip of running out (the record must land while it holds).
     """
     send, head = prepared.step, prepared.head
     if not isinstance(verdict.decision, Accept) or not isinstance(send, Send) or head is None:
         return None
-    after = _head_after(head, send)
-    match choose(after, ctx.clock()):
-        case _Ready(job) if _may_ride(job, ctx.settings.coalesce):
-            try:
+    if ctx.clock() >= renewal.expires_at - _round_trip_s(ctx.settings):
+        return None
+    try:
+        after = _head_after(head, send)
+        match choose(after, ctx.clock()):
+            case _Ready(job) if _may_ride(job, ctx.settings.coalesce):
                 planned = _plan_start(lease, _Carrier(job), after, ctx)
-            except SQLAlchemyError:
-                # KRA has answered: its record goes first. The next prepare reads again and
-                # meets the error there, if it lasts.
-                return None
-            return planned if isinstance(planned, _Planned) else None
+                return planned if isinstance(planned, _Planned) else None
+    except Exception:
+        log.exception("branch %s: could not plan the job after job %s; recording it alone",
+                      lease.branch_id, send.job.id)  # fmt: skip
     return None
+
+
+def _round_trip_s(settings: Settings) -> float:
+    return settings.oscu.connect_timeout_s + settings.oscu.read_timeout_s
 
 
 def _head_after(head: BranchHead, accepted: Send) -> BranchHead:
@@ -664,12 +704,12 @@ def _may_ride(job: HeadJob, settings: CoalesceSettings) -> bool:
 
     - a stock master whose ``rsdQty`` the relay computes reads a balance the acceptance may
       change, and is the one kind coalescing may supersede;
-    - with stock-out merging on, a stock-out may wait behind later sales or carry others
-      (:mod:`worker.defer`, :func:`_carrier`); a stock movement's resend may carry merged
-      stock-outs whatever the setting says now.
+    - a stock-out that merging applies to (:func:`worker.defer.merging_applies`, the test
+      :func:`_carrier` makes too) may wait behind later sales or carry others; a stock
+      movement's resend may carry merged stock-outs whatever the setting says now.
     """
     if job.kind is JobKind.STOCK_IO:
-        return job.body is None and not settings.stock_io
+        return job.body is None and not defer.merging_applies(job, settings)
     if job.kind is not JobKind.STOCK_MASTER:
         return True
     return loads_payload(job.payload).get("rsdQty") is not None

@@ -23,6 +23,7 @@ producer's own retry of its original record is still recognised as the same job.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -198,8 +199,15 @@ class Skipped:
     #: True: handed to the next job; False: kept, because an attempt may have reached KRA.
     released: bool
     unparked: bool
+    #: a merged send's carrier: the stock-outs it carried, skipped with it (the send may be
+    #: at KRA) or back to pending in their places (it provably never reached KRA)
+    members_skipped: tuple[int, ...] = ()
+    members_pending: tuple[int, ...] = ()
 
     def describe(self) -> str:
+        return self._number() + self._members()
+
+    def _number(self) -> str:
         if self.number is None:
             return "it held no KRA number"
         if self.released:
@@ -209,6 +217,19 @@ class Skipped:
             f"nothing under it, run etims-relay branch set-next --{_flag(self.counter)} "
             f"{self.number}"
         )
+
+    def _members(self) -> str:
+        said = ""
+        if self.members_skipped:
+            said += "; skipped with it, as its merged send carried them: jobs " + ", ".join(
+                map(str, self.members_skipped)
+            )
+        if self.members_pending:
+            said += (
+                "; its merged send never reached KRA, so the stock-outs it carried wait in "
+                "their places again: jobs " + ", ".join(map(str, self.members_pending))
+            )
+        return said
 
 
 def _reclaim_trader_invoice(conn: Connection, job: Any, number: Any, scope: TrdInvcNoScope) -> None:
@@ -262,17 +283,35 @@ def skip(engine: Engine, job_id: int, actor: Actor, *, reason: str) -> Skipped:
         if not oq.mark_skipped(conn, job_id, reason, now, states=SKIPPABLE):
             raise OperatorError(f"job {job_id} changed meanwhile; look at it again")
         done = _skipped_number(conn, job, active, parked, now)
-        members = oq.skip_members(conn, job_id, reason, now)
-        block_dependents(conn, [job_id, *members], now)
+        done = _with_members(conn, job, reason, done, now)
+        block_dependents(conn, [job_id, *done.members_skipped], now)
         details = {
             "previous_state": job.state,
             "number": done.number,
             "counter": done.counter,
             "number_released": done.released,
             "unparked": done.unparked,
+            "members_skipped": list(done.members_skipped),
+            "members_pending": list(done.members_pending),
         }
         _audit(conn, actor, "skip", job, reason, details)
     return done
+
+
+def _with_members(conn: Connection, job: Any, reason: str, done: Skipped, now: float) -> Skipped:
+    """A skipped carrier's members: given up with it while its merged send may be at KRA
+    (their lines would be there under its number); back to pending in their places when it
+    provably never reached KRA, so that no stock-out is given up for a send that never
+    happened."""
+    if _may_be_at_kra(job):
+        skipped = oq.skip_members(conn, int(job.id), reason, now)
+        return dataclasses.replace(done, members_skipped=tuple(skipped))
+    pending = oq.release_dead_or_merged_members(conn, int(job.id), now)
+    return dataclasses.replace(done, members_pending=tuple(pending))
+
+
+def _may_be_at_kra(job: Any) -> bool:
+    return bool(job.maybe_recorded) or job.state == JobState.UNKNOWN.value
 
 
 def _skipped_number(conn: Connection, job: Any, active: bool, parked: bool, now: float) -> Skipped:
@@ -281,8 +320,9 @@ def _skipped_number(conn: Connection, job: Any, active: bool, parked: bool, now:
     number = job.invc_no if counter == "invcNo" else job.sar_no
     released = False
     if counter is not None and number is not None:
-        at_kra = job.maybe_recorded or job.state == JobState.UNKNOWN.value
-        released = not at_kra and q.give_back_number(conn, int(job.branch_id), counter, int(number))
+        released = not _may_be_at_kra(job) and q.give_back_number(
+            conn, int(job.branch_id), counter, int(number)
+        )
         if released:
             q.forget_released_number(conn, int(job.id))
     unparked = active and parked

@@ -1,12 +1,13 @@
 """Stock-outs merged into one ``insertStockIO``: which go together, and the payload they make.
 
-When the oldest deferred stock-out goes (:mod:`worker.defer`), every ready stock-out of the
+When the oldest deferred stock-out goes (:mod:`worker.defer`), the ready stock-outs of the
 branch behind it with the same movement header (``sarTyCd``, ``regTyCd``, customer, remark:
-everything but the date and the lines) goes inside its send, in seq order, while the merged
-lines stay within ``max_merged_lines``. Lines of one item (same code, name, class, units,
-price, tax type) are summed: ``qty``, ``pkg`` and ``totDcAmt`` add up, the amounts are left
-out and computed again for the merged line exactly as for any stock movement. The date is
-the latest of the group's (the movement is complete then).
+everything but the date and the lines) go inside its send, in seq order, up to the first
+with another header, while the merged lines stay within ``max_merged_lines``. Lines of one
+item (same code, name, class, units, price, tax type) are summed: ``qty``, ``pkg`` and
+``totDcAmt`` add up, the amounts are left out and computed again for the merged line
+exactly as for any stock movement. The date is the latest of the group's (the movement is
+complete then).
 
 The oldest is the carrier: its frozen body is the merged one and it takes the one ``sarNo``;
 the others name it (``merged_into``) and end as its send does. Members exist only while the
@@ -36,15 +37,17 @@ _HEADER_FREE = ("ocrnDt", "itemList", *_HEADER_AMOUNTS)
 
 
 def group(carrier: str, candidates: Sequence[StockOut], max_lines: int) -> tuple[StockOut, ...]:
-    """The candidates (in seq order) that go inside ``carrier``'s send: those with its header,
-    up to the first that would take the merged lines past ``max_lines``."""
+    """The candidates (in seq order) that go inside ``carrier``'s send: the run of those
+    with its header, up to the first with another header (a stock-out never overtakes an
+    earlier one: it would reach KRA first) or the first that would take the merged lines past
+    ``max_lines``."""
     first = loads_payload(carrier)
     header = _header(first)
     payloads, chosen = [first], []
     for candidate in candidates:
         payload = loads_payload(candidate.payload)
         if _header(payload) != header:
-            continue
+            break
         if len(_merged_lines([*payloads, payload])) > max_lines:
             break
         payloads.append(payload)

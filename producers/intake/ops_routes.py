@@ -398,6 +398,8 @@ def admin_skip(
         "state": "skipped",
         "number_released": done.released,
         "branch_unparked": done.unparked,
+        "members_skipped": list(done.members_skipped),
+        "members_pending": list(done.members_pending),
         "note": done.describe(),
     }
 

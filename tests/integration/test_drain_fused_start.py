@@ -5,7 +5,9 @@ that was written but never sent is resent byte for byte."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -317,3 +319,60 @@ def test_a_record_that_waited_for_a_connection_still_sends_every_sale_once_in_or
     assert tries == [True, False]
     assert sales(pipeline) == [(1, "S1"), (2, "S2"), (3, "S3")]
     assert set(pipeline.states().values()) == {"accepted"}
+
+
+def test_an_error_while_planning_the_next_start_does_not_cost_the_acceptance(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three sales, and planning the job after an accepted one fails (a bug, a device
+    # directory error: anything but the record itself)
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.enqueue([sale("s1"), sale("s2"), sale("s3")])
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("planning broke")
+
+    monkeypatch.setattr("worker.drain._head_after", broken)
+
+    # When the branch drains, it does not fail
+    assert pipeline.drain().status == "idle"
+
+    # Then every acceptance was recorded: KRA got each sale once, in order (no resend of a
+    # sale whose answer was thrown away), and each is accepted
+    assert sales(pipeline) == [(1, "S1"), (2, "S2"), (3, "S3")]
+    assert set(pipeline.states().values()) == {"accepted"}
+
+
+def test_no_next_start_is_planned_when_the_lease_is_about_to_run_out(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two sales, and s1's call returning when the lease has less than one OSCU round
+    # trip left (the clock jumps while KRA answers)
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.enqueue([sale("s1"), sale("s2")])
+    settings = pipeline.runtime.settings
+    round_trip = settings.oscu.connect_timeout_s + settings.oscu.read_timeout_s
+    jump = [0.0]
+    ctx = pipeline.runtime.drain_context()
+    ctx = dataclasses.replace(ctx, clock=lambda: time.time() + jump[0])
+    real_call = ctx.client.call
+
+    def slow_call(endpoint: str, body: Any, **kwargs: Any) -> Any:
+        outcome = real_call(endpoint, body, **kwargs)
+        if body.get("trdInvcNo") == "S1":
+            jump[0] = settings.drain.lease_ttl_s - round_trip / 2
+        return outcome
+
+    monkeypatch.setattr(ctx.client, "call", slow_call)
+    fused = watch_fused_records(pipeline, monkeypatch)
+
+    # When the branch drains
+    drain(int(pipeline.branch().id), ctx)
+
+    # Then s1's acceptance was recorded alone (no start riding on it), and s2 went later
+    assert pipeline.job("s1").state == "accepted"
+    assert fused.planned == []
+    pipeline.drain()
+    assert sales(pipeline) == [(1, "S1"), (2, "S2")]

@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from producers import builders as b
 from simulator.verify import verify_ledger
@@ -33,10 +33,11 @@ from tests.workload import TIN, item_code
 from worker import metrics
 from worker.drain import drain
 from worker.metrics import DbCollector
+from worker.oscu.outcome import CallOutcome, OutcomeKind
 from worker.outbox import ops_queries as oq
 from worker.outbox.db import make_engine
 from worker.outbox.models import jobs, result_events
-from worker.replay import Actor, OperatorError, replay, replay_branch, skip, unpark
+from worker.replay import Actor, OperatorError, replay, replay_branch, set_next, skip, unpark
 
 SALES = 12
 OPS = Actor("ops")
@@ -228,7 +229,10 @@ def test_no_sale_passes_a_stock_in_and_no_stock_out_is_merged_past_one(
     assert_kra_agrees_with_the_outbox(pipeline)
 
 
-def test_skipping_a_dead_merged_send_skips_the_stock_outs_it_carried(pipeline: Pipeline) -> None:
+def test_skipping_a_merged_send_that_never_reached_kra_lets_its_stock_outs_go(
+    pipeline: Pipeline,
+) -> None:
+    # Given the merged send was refused (910: KRA recorded nothing, its sarNo was released)
     merging(pipeline)
     sales = opening_at_kra(pipeline)
     pipeline.sim.add_fault(endpoint="insertStockIO", kind="result_code", code="910", times=1)
@@ -237,13 +241,48 @@ def test_skipping_a_dead_merged_send_skips_the_stock_outs_it_carried(pipeline: P
     outs = stock_outs(pipeline)
     assert {o.state for o in outs} == {"dead"}
 
-    skip(pipeline.runtime.engine, outs[0].id, OPS, reason="counted on paper")
+    # When the operator skips the carrier
+    done = skip(pipeline.runtime.engine, outs[0].id, OPS, reason="counted on paper")
 
+    # Then only the carrier is given up: the stock-outs it was to carry wait in their places
+    # again (the skip names them), go in their turn, and their stock masters follow
+    assert done.members_pending == tuple(o.id for o in outs[1:])
+    assert str(outs[1].id) in done.describe()
+    pipeline.drain()
+    outs = stock_outs(pipeline)
+    assert outs[0].state == "skipped"
+    assert {o.state for o in outs[1:]} == {"accepted"}
+    assert all(o.merged_into in (None, outs[1].id) for o in outs[1:])
+    with pipeline.runtime.engine.connect() as conn:
+        audit = oq.audit_entries(conn, action="skip", limit=1)[0]
+    assert json.loads(audit.details)["members_pending"] == [o.id for o in outs[1:]]
+
+
+def test_skipping_a_merged_send_that_may_be_at_kra_skips_the_stock_outs_it_carried(
+    pipeline: Pipeline,
+) -> None:
+    # Given the merged send's answer was lost (KRA may hold it) and its resend is due later
+    merging(pipeline)
+    sales = opening_at_kra(pipeline)
+    pipeline.runtime.settings.retry.base_s = 30
+    pipeline.runtime.settings.retry.cap_s = 30
+    pipeline.sim.add_fault(endpoint="insertStockIO", kind="lost_answer", times=1)
+    pipeline.enqueue(sales)
+    pipeline.drain()
+    outs = stock_outs(pipeline)
+    assert outs[0].state == "unknown"
+
+    # When the operator skips the carrier
+    done = skip(pipeline.runtime.engine, outs[0].id, OPS, reason="counted on paper")
+
+    # Then the stock-outs inside its send are skipped with it, and the skip names them
     outs = stock_outs(pipeline)
     assert {o.state for o in outs} == {"skipped"}
     assert f"job {outs[0].id}" in outs[3].skip_reason
+    assert done.members_skipped == tuple(o.id for o in outs[1:])
+    assert str(outs[3].id) in done.describe()
     masters = {s for k, s in pipeline.states().items() if ":stock-master:" in k}
-    assert masters <= {"blocked", "superseded"}
+    assert masters <= {"blocked", "superseded", "pending"}
 
 
 def test_a_stock_out_ready_longer_than_max_defer_s_goes_before_later_sales(
@@ -621,3 +660,190 @@ def _merged_in_flight(engine: Any) -> bool:
             )
         )
     return states["merged"] > 0 and states["in_flight"] == 1
+
+
+def test_set_next_that_drops_a_merged_sends_number_lets_its_stock_outs_go(
+    pipeline: Pipeline,
+) -> None:
+    # Given the merged send never reached KRA (the connection was refused), so it waits in
+    # retry_wait with its sarNo and body, the others merged into it
+    merging(pipeline)
+    sales = opening_at_kra(pipeline)
+    pipeline.runtime.settings.retry.base_s = 30
+    pipeline.runtime.settings.retry.cap_s = 30
+    pipeline.enqueue(sales)
+    ctx = pipeline.runtime.drain_context()
+    refused = dataclasses.replace(ctx, client=RefusedOnce(ctx.client, "insertStockIO"))
+    for _ in range(5):
+        if drain(int(pipeline.branch().id), refused).status in ("idle", "waiting"):
+            break
+    outs = stock_outs(pipeline)
+    assert outs[0].state == "retry_wait" and outs[0].sar_no == 2
+    assert {o.state for o in outs[1:]} == {"merged"}
+
+    # When the operator sets the branch's next sarNo (the carrier's number never reached KRA,
+    # so it takes a fresh one and its body is built again)
+    set_next(pipeline.runtime.engine, TIN, "00", OPS, invc_no=None, sar_no=2, force=True,
+             reason="KRA support says 2")  # fmt: skip
+    drain_later(pipeline, 60)
+
+    # Then every stock-out reached KRA once, after its sale, and ended accepted: none is
+    # left merged into a send that no longer carries it, none accepted without being sent
+    outs = stock_outs(pipeline)
+    assert {o.state for o in outs} == {"accepted"}, [(o.id, o.state) for o in outs]
+    released = [
+        line
+        for m in writes(pipeline, "insertStockIO")
+        if m["body"]["sarTyCd"] == "11"
+        for line in m["body"]["itemList"]
+    ]
+    assert sum(Decimal(str(line["qty"])) for line in released) == sum(
+        sold_per_sale(backlog()).values()
+    )
+    assert set(pipeline.states().values()) <= {"accepted", "superseded"}
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_stock_out_without_its_dependency_is_not_merged_ahead_of_an_unsent_sale(
+    pipeline_factory: Any,
+) -> None:
+    # Given a backlog whose sale 5 waits for a job of branch 01, and whose stock-out for
+    # sale 5 came without its declared dependency (a raw envelope, a CSV row)
+    p = merging(pipeline_factory(branches=("00", "01")))
+    p.enqueue([b.item(TIN, "01", "elsewhere", item_cd=item_code(1), item_nm="Item",
+                      price=Decimal("116"))])  # fmt: skip
+    records = backlog()
+    for record in records:
+        if record["idempotency_key"] == "00:sale:5":
+            record["depends_on"] = [*record.get("depends_on", ()), "elsewhere"]
+        if record["idempotency_key"] == "00:sale:5:stock-out":
+            record.pop("depends_on", None)
+    p.enqueue(records)
+
+    # When branch 00 drains while sale 5 cannot go yet
+    p.drain()
+
+    # Then sale 5's stock-out was not sent inside the merged stock-out of sales 1-4: it waits
+    # behind its sale
+    assert p.job("00:sale:5").state == "pending"
+    assert p.job("00:sale:5:stock-out").state == "pending"
+    assert p.job("00:sale:4:stock-out").state == "accepted"
+
+    # ... and once branch 01 delivers, it reaches KRA after its sale
+    p.drain("01")
+    p.drain()
+    order = kra_order(p)
+    assert order.index(f"IO{p.job('00:sale:5:stock-out').sar_no}") > order.index("S00-T5")
+    assert set(p.states().values()) <= {"accepted", "superseded"}
+    assert_kra_agrees_with_the_outbox(p)
+
+
+def test_a_stock_movement_enqueued_before_0010_is_passed_by_nothing(pipeline: Pipeline) -> None:
+    # Given a restock enqueued mid-backlog by an intake process from before migration 0010
+    # (a rolling deploy): its row has no sar_ty_cd
+    merging(pipeline)
+    records = backlog()
+    after_six = next(i for i, r in enumerate(records) if r["idempotency_key"] == "00:sale:7")
+    restock = b.stock_io(
+        TIN, "00", "restock", [b.SaleLine(item_code(1), "Item", Decimal(9), Decimal("116"))],
+        sar_ty_cd="06", at=NOW,
+    )  # fmt: skip
+    records.insert(after_six, restock)
+    pipeline.enqueue(records)
+    with pipeline.runtime.engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.idempotency_key == "restock").values(sar_ty_cd=None))
+
+    pipeline.drain()
+
+    # Then it kept its place, as a stock-in does: no later sale went before it, no later
+    # stock-out was merged past it
+    order = kra_order(pipeline)
+    restock_at = order.index(f"IO{pipeline.job('restock').sar_no}")
+    assert order.index("S00-T6") < restock_at < order.index("S00-T7")
+    outs = stock_outs(pipeline)
+    assert all(o.sar_no > pipeline.job("restock").sar_no for o in outs[6:])
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_stock_out_left_merged_into_a_send_that_does_not_carry_it_still_goes(
+    pipeline: Pipeline,
+) -> None:
+    # Given stock-outs left merged into stock-outs whose bodies were dropped (by a version
+    # before this fix), and merging now off
+    records = backlog()
+    pipeline.enqueue(records)
+    carriers = {m: pipeline.job(f"00:sale:{c}:stock-out").id for c, m in ((1, 2), (6, 7))}
+    with pipeline.runtime.engine.begin() as conn:
+        for member, carrier_id in carriers.items():
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.idempotency_key == f"00:sale:{member}:stock-out")
+                .values(state="merged", merged_into=carrier_id)
+            )
+
+    # When the branch drains (sale 1's stock-out riding on its sale's acceptance; sale 6's
+    # prepared after a drain that stopped at its sale)
+    pipeline.runtime.settings.drain.max_jobs = ITEMS + 1 + 6 * 3 - 2
+    pipeline.drain(rounds=0)
+    pipeline.runtime.settings.drain.max_jobs = 500
+    pipeline.drain()
+
+    # Then every stock-out went, in enqueue order, each once
+    assert set(pipeline.states().values()) <= {"accepted", "superseded"}
+    assert all(o.merged_into is None for o in stock_outs(pipeline))
+    assert kra_order(pipeline) == seq_order(pipeline)
+    assert len(writes(pipeline, "insertStockIO")) == 1 + SALES
+    assert_kra_agrees_with_the_outbox(pipeline)
+
+
+def test_a_stock_out_whose_data_breaks_the_merged_body_does_not_take_the_others_down(
+    pipeline: Pipeline,
+) -> None:
+    # Given a backlog in which one stock-out's line cannot make a body (its data went bad
+    # after enqueue: a tax type the branch has no rate for)
+    merging(pipeline)
+    sales = opening_at_kra(pipeline)
+    pipeline.enqueue(sales)
+    bad = pipeline.job("00:sale:3:stock-out")
+    payload = json.loads(bad.payload)
+    payload["itemList"][0]["taxTyCd"] = "Z"
+    with pipeline.runtime.engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == bad.id).values(payload=json.dumps(payload)))
+
+    pipeline.drain()
+
+    # Then only that stock-out is dead, with the reason; every other one reached KRA
+    states = {o.idempotency_key: o.state for o in stock_outs(pipeline)}
+    assert states.pop("00:sale:3:stock-out") == "dead"
+    assert set(states.values()) == {"accepted"}
+    assert pipeline.job("00:sale:3:stock-out").result_code == "LOCAL"
+    assert len(writes(pipeline, "insertStockIO")) < 1 + SALES  # the others still merged
+
+
+def drain_later(p: Pipeline, seconds: float) -> None:
+    """Drain branch 00 as if ``seconds`` had passed (a retry's wait is over)."""
+    branch_id = int(p.branch().id)
+    later = dataclasses.replace(
+        p.runtime.drain_context(), clock=lambda: time.time() + seconds, sleep=lambda s: None
+    )
+    for _ in range(10):
+        if drain(branch_id, later).status in ("idle", "parked"):
+            break
+
+
+class RefusedOnce:
+    """The OSCU client, but the first call to ``endpoint`` fails to connect (provably never
+    reached KRA)."""
+
+    def __init__(self, client: Any, endpoint: str) -> None:
+        self.client, self.endpoint, self.fired = client, endpoint, False
+
+    def call(self, endpoint: str, body: Any, **kwargs: Any) -> CallOutcome:
+        if endpoint == self.endpoint and not self.fired:
+            self.fired = True
+            return CallOutcome(OutcomeKind.TRANSIENT, endpoint, None, "connection refused",
+                               may_have_reached_kra=False, error="ConnectError")  # fmt: skip
+        return self.client.call(endpoint, body, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)

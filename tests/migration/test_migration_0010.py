@@ -1,12 +1,13 @@
 """0010 on an outbox that already holds stock movements: each gets its sarTyCd from its
 payload, so a backlog enqueued before the upgrade is deferred and merged like one enqueued
-after it; a downgrade leaves no job in a state the older code does not know."""
+after it; a downgrade is refused while a job waits merged (the older code knows no such state)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection, text
 
 from tests.migration.test_migrations import empty_db  # noqa: F401  (fixture: SQLite and PG)
@@ -61,10 +62,11 @@ def test_upgrade_backfills_the_type_of_each_stock_movement(empty_db: str) -> Non
     assert [tuple(r) for r in rows] == [("06", None), ("11", None), (None, None)]
 
 
-def test_downgrade_leaves_merged_jobs_skipped_naming_their_carrier(
+def test_downgrade_is_refused_while_a_stock_out_waits_merged_into_a_send(
     empty_db: str,  # noqa: F811
 ) -> None:
-    # Given an outbox at 0010 with a carrier in flight and a stock-out merged into it
+    # Given an outbox at 0010 with a carrier in flight and a stock-out merged into it (its
+    # lines may be at KRA inside the carrier's send)
     migrate.upgrade(empty_db)
     engine = make_engine(empty_db)
     with engine.begin() as conn:
@@ -78,13 +80,24 @@ def test_downgrade_leaves_merged_jobs_skipped_naming_their_carrier(
         conn.execute(text("UPDATE jobs SET state = 'merged', merged_into = 1 WHERE id = 2"))
     engine.dispose()
 
-    # When it is downgraded to 0009 (whose code knows no "merged" state)
-    migrate.downgrade(empty_db, "0009")
-
-    # Then the merged job is skipped, its reason naming the job whose send carries it
+    # When it is downgraded to 0009 (whose code knows no "merged" state), it is refused,
+    # telling the operator what to do, and nothing changes
+    with pytest.raises(RuntimeError, match="ETIMS_COALESCE__STOCK_IO=false"):
+        migrate.downgrade(empty_db, "0009")
     engine = make_engine(empty_db)
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT state, skip_reason FROM jobs ORDER BY seq")).all()
+        rows = conn.execute(text("SELECT state, merged_into FROM jobs ORDER BY seq")).all()
     engine.dispose()
-    assert rows[0].state == "in_flight"
-    assert rows[1].state == "skipped" and "merged into job 1" in rows[1].skip_reason
+    assert [tuple(r) for r in rows] == [("in_flight", None), ("merged", 1)]
+
+    # ... and once the carrier's send ended (its member with it), the downgrade goes through
+    engine = make_engine(empty_db)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET state = 'accepted'"))
+    engine.dispose()
+    migrate.downgrade(empty_db, "0009")
+    engine = make_engine(empty_db)
+    with engine.connect() as conn:
+        states = conn.execute(text("SELECT state FROM jobs ORDER BY seq")).scalars().all()
+    engine.dispose()
+    assert states == ["accepted", "accepted"]

@@ -534,7 +534,11 @@ def _started(conn: Connection, lease: Lease, start: Start, now: float) -> bool:
 
 
 def _merged(conn: Connection, start: Start, params: Mapping[str, Any]) -> bool:
-    """A carrier's first start: every stock-out joining its send is marked, or none is."""
+    """A first start: stock-outs left merged into the job by a send whose body is gone go
+    back to pending (``release_leftover_members``); then, for a carrier, every stock-out
+    joining its send is marked, or none is."""
+    if start.body is not None:
+        conn.execute(_DRAIN["release_leftover_members"], params)
     for member in start.merges:
         merge = {**params, "job_id": member, "carrier_id": start.job_id}
         if not conn.execute(_DRAIN["merge_into_carrier"], merge).rowcount:
@@ -649,28 +653,38 @@ def _end_members(
 ) -> tuple[frozenset[int], tuple[EndedMember, ...]]:
     """A carrier's result, for the stock-outs it carries (same transaction): accepted with
     its sarNo (their dependents wake) or dead with its words (their dependents are blocked).
-    A retry, an unknown outcome or a park that keeps the body leaves them waiting on it; a
-    park that drops the body lets them go (``dissolve_members``). Returns the branches to
-    wake and the stock-outs that ended (what the drain's observer counts)."""
+    Only the ones this send carried (``job.merged``); a row merged into the job that it did
+    not carry goes back to pending. A retry, an unknown outcome or a park that keeps the body
+    leaves them waiting on it; a park that drops the body lets them go
+    (``dissolve_members``). Returns the branches to wake and the stock-outs that ended (what
+    the drain's observer counts)."""
     job, now, write = record.job, record.now, record.write
     if isinstance(write, Park) and write.body != "keep":
         params = {**_fence(lease), "job_id": job.id, "now": now}
         conn.execute(_DRAIN["dissolve_members"], params)
         return frozenset(), ()
     if isinstance(write, Accept):
-        state, statement = JobState.ACCEPTED, "accept_members"
+        state, statement = JobState.ACCEPTED, "accept_member"
         values = {"result_code": write.result_code, "result_message": write.result_message}
     elif isinstance(write, Kill):
-        state, statement = JobState.DEAD, "kill_members"
+        state, statement = JobState.DEAD, "kill_member"
         values = {"result_code": write.result_code, "result_message": write.result_message}
     else:
         return frozenset(), ()
-    members = conn.execute(
-        _DRAIN["members_in_state"], {"job_id": job.id, "state": JobState.MERGED.value}
-    ).all()
-    conn.execute(_DRAIN[statement], {**_fence(lease), "job_id": job.id, "now": now, **values})
+    # only the stock-outs this very send carried (job.merged, read with the body it sent):
+    # a row merged into the job that its body does not carry never ends with it
+    carried = set(job.merged)
+    members = [
+        m
+        for m in conn.execute(
+            _DRAIN["members_in_state"], {"job_id": job.id, "state": JobState.MERGED.value}
+        )
+        if int(m.id) in carried
+    ]
+    params = {**_fence(lease), "job_id": job.id, "now": now, **values}
     woken: set[int] = set()
     for member in members:
+        conn.execute(_DRAIN[statement], {**params, "member_id": int(member.id)})
         event = EventJob(int(member.id), str(member.idempotency_key), str(member.kind), job.tin)
         code, message = values["result_code"], values["result_message"]
         body = json.loads(event_json(event, state, now, result_code=code, result_message=message))
@@ -679,6 +693,8 @@ def _end_members(
         _insert_event(conn, event, state, now, json.dumps(body, default=str))
         if state is JobState.ACCEPTED:
             woken |= wake_dependents(conn, event.id, lease.branch_id, now)
+    # any other left merged into it (a body dropped before this fix) goes back to pending
+    conn.execute(_DRAIN["dissolve_members"], params)
     if state is JobState.DEAD:
         woken |= block_dependents(conn, [int(m.id) for m in members], now)
     ended = tuple(

@@ -185,6 +185,25 @@ def unmerge(conn: Connection, job_id: int) -> None:
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(merged_into=None))
 
 
+def release_dead_or_merged_members(conn: Connection, carrier_id: int, now: float) -> list[int]:
+    """Skip of a carrier whose merged send provably never reached KRA: the stock-outs it was
+    to carry (merged, or dead with it) are pending again in their places, merged into
+    nothing, to go in their turn."""
+    waiting = (JobState.DEAD.value, JobState.MERGED.value)
+    return [
+        int(r[0])
+        for r in conn.execute(
+            update(jobs)
+            .where(jobs.c.merged_into == carrier_id, jobs.c.state.in_(waiting))
+            .values(
+                state=JobState.PENDING.value, merged_into=None, next_attempt_at=None,
+                updated_at=now,
+            )
+            .returning(jobs.c.id)
+        )
+    ]  # fmt: skip
+
+
 def skip_members(conn: Connection, carrier_id: int, reason: str, now: float) -> list[int]:
     """Skip of a carrier: the stock-outs that were to go inside its send are given up with it."""
     waiting = (JobState.DEAD.value, JobState.MERGED.value)

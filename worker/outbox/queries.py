@@ -202,14 +202,39 @@ def drop_unsent_numbers(conn: Connection, job_ids: Sequence[int], counter: str) 
     and body whatever the caller read."""
     if job_ids:
         field = "invc_no" if counter == "invcNo" else "sar_no"
-        conn.execute(
+        dropped = [
+            int(r[0])
+            for r in conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id.in_(list(job_ids)),
+                    and_(jobs.c.state.in_(UNSENT), not_(possibly_at_kra())),
+                )
+                .values({field: None, "body": None})
+                .returning(jobs.c.id)
+            )
+        ]
+        release_members(conn, dropped)
+
+
+def release_members(conn: Connection, carrier_ids: Sequence[int]) -> list[int]:
+    """Carriers whose body is gone, never having reached KRA with it: the stock-outs merged
+    into them are pending again in their places (their next start merges afresh, or not).
+    Left merged, they would wait for a send that no longer carries them. Returns their ids."""
+    if not carrier_ids:
+        return []
+    return [
+        int(r[0])
+        for r in conn.execute(
             update(jobs)
             .where(
-                jobs.c.id.in_(list(job_ids)),
-                and_(jobs.c.state.in_(UNSENT), not_(possibly_at_kra())),
+                jobs.c.merged_into.in_(list(carrier_ids)),
+                jobs.c.state == JobState.MERGED.value,
             )
-            .values({field: None, "body": None})
+            .values(state=JobState.PENDING.value, merged_into=None)
+            .returning(jobs.c.id)
         )
+    ]
 
 
 # --------------------------------------------------------------------------- dependencies

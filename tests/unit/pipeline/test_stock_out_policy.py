@@ -108,15 +108,16 @@ def test_lines_of_one_item_are_summed_and_amounts_computed_again() -> None:
     assert merged["sarTyCd"] == "11"
 
 
-def test_a_different_header_stays_out_and_the_line_bound_stops_the_group() -> None:
+def test_a_different_header_ends_the_group_and_so_does_the_line_bound() -> None:
+    # a later stock-out never goes inside a send ahead of an earlier one left out of it
     candidates = [
         member(2, stock_out("11", ("B", 1))),
-        member(3, stock_out("11", ("A", 1), custTin="P000000001Z")),  # another customer
-        member(4, stock_out("11", ("C", 1))),
-        member(5, stock_out("11", ("A", 1))),
+        member(3, stock_out("11", ("A", 1))),
+        member(4, stock_out("11", ("A", 1), custTin="P000000001Z")),  # another customer
+        member(5, stock_out("11", ("C", 1))),
     ]
-    assert [m.id for m in group(stock_out("11", ("A", 1)), candidates, 3)] == [2, 4, 5]
-    assert [m.id for m in group(stock_out("11", ("A", 1)), candidates, 2)] == [2]
+    assert [m.id for m in group(stock_out("11", ("A", 1)), candidates, 3)] == [2, 3]
+    assert [m.id for m in group(stock_out("11", ("A", 1)), candidates, 1)] == []
 
 
 def test_the_merged_date_is_the_latest() -> None:

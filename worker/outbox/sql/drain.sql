@@ -66,6 +66,9 @@ UPDATE branches
 -- Mark the job in_flight, committed before the call: the body (NULL: keep the frozen one)
 -- and the number it was built with are stored with it. Compare-and-set on the job as the
 -- head read showed it (:read_*): an operator's skip or set-next in between writes nothing.
+-- The same guards (with claim_branch_for_start's) are written out twice more, on
+-- PostgreSQL: drain_postgresql.sql start_job and accept_job_starting_next (the fused
+-- step). A guard changed here is changed there too.
 UPDATE jobs
    SET state = 'in_flight',
        attempts = :attempts,
@@ -297,6 +300,8 @@ UPDATE jobs
 -- head's last dependency was accepted (it has been waiting since then at most). A job between
 -- the two that a sale may pass is a never-sent stock-out or a pending stock master: the sale
 -- changes no balance, so a stock master sent after it still reports KRA's running balance.
+-- A stock movement with no sar_ty_cd (enqueued by an intake from before migration 0010) is a
+-- barrier: it may be a stock-in.
 SELECT b.next_seq AS branch_next_seq,
        b.next_invc_no AS branch_next_invc_no,
        b.next_sar_no AS branch_next_sar_no,
@@ -331,7 +336,8 @@ SELECT b.next_seq AS branch_next_seq,
            AND x.state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
            AND NOT (x.kind = 'stock_master' AND x.state = 'pending')
            AND NOT (x.kind = 'stock_io' AND x.state = 'pending' AND x.body IS NULL
-                    AND NOT x.maybe_recorded AND x.sar_ty_cd LIKE '1%')) AS barriers,
+                    AND NOT x.maybe_recorded
+                    AND COALESCE(x.sar_ty_cd, '') LIKE '1%')) AS barriers,
        (SELECT max(r.accepted_at)
           FROM job_dependencies AS rd
           JOIN jobs AS r ON r.id = rd.depends_on_id
@@ -363,8 +369,14 @@ SELECT id, seq, payload
 -- name: merge_candidates
 -- Stock-outs of :sar_ty_cd after carrier :seq that may go inside its send: never sent, not
 -- merged yet, every dependency accepted (the sales they release are at KRA), and before the
--- first active job that is neither a sale, a credit note, a stock master nor a stock-out (an
--- item or a stock-in keeps its place before them). At most :max_jobs, in seq order.
+-- first active job they might depend on. Merging moves a stock-out EARLIER, to the carrier's
+-- place: it may pass only jobs whose order against it cannot matter, never-sent stock-outs
+-- (a sale whose stock-out came without its declared dependency is still a barrier) and
+-- pending stock masters whose rsdQty the relay computes (stock_item_cd set: sent later, they
+-- report the balance with the merged lines in it). Everything else keeps its place before
+-- them: a sale or credit note not yet accepted, an item, a stock-in, a producer's own stock
+-- count, a job already started, a stock movement with no sar_ty_cd (an intake from before
+-- 0010). At most :max_jobs, in seq order.
 SELECT j.id, j.seq, j.payload
   FROM jobs AS j
  WHERE j.branch_id = :branch_id
@@ -380,8 +392,11 @@ SELECT j.id, j.seq, j.payload
                           WHERE x.branch_id = :branch_id
                             AND x.seq > :seq
                             AND x.state IN ('pending', 'in_flight', 'retry_wait', 'unknown')
-                            AND x.kind NOT IN ('sale', 'credit_note', 'stock_master')
-                            AND NOT (x.kind = 'stock_io' AND x.sar_ty_cd LIKE '1%')),
+                            AND NOT (x.kind = 'stock_master' AND x.state = 'pending'
+                                     AND x.stock_item_cd IS NOT NULL)
+                            AND NOT (x.kind = 'stock_io' AND x.state = 'pending'
+                                     AND x.body IS NULL AND NOT x.maybe_recorded
+                                     AND COALESCE(x.sar_ty_cd, '') LIKE '1%')),
                         j.seq + 1)
    AND NOT EXISTS (SELECT 1
                      FROM job_dependencies AS md
@@ -413,9 +428,10 @@ SELECT m.id, m.idempotency_key, m.kind, m.tin, m.created_at, c.sar_no AS carrier
  WHERE m.merged_into = :job_id AND m.state = :state
  ORDER BY m.seq
 
--- name: accept_members
--- The carrier was accepted: so is every stock-out it carried, under the carrier's sarNo
--- (same transaction).
+-- name: accept_member
+-- The carrier was accepted: so is stock-out :member_id, one its send carried (the drain's
+-- job.merged, read with the body it sent), under the carrier's sarNo (same transaction). A
+-- row merged into it that this send did not carry is never accepted by it.
 UPDATE jobs
    SET state = 'accepted',
        sar_no = (SELECT c.sar_no FROM jobs AS c WHERE c.id = :job_id),
@@ -424,20 +440,22 @@ UPDATE jobs
        next_attempt_at = NULL,
        accepted_at = :now,
        updated_at = :now
- WHERE merged_into = :job_id
+ WHERE id = :member_id
+   AND merged_into = :job_id
    AND state = 'merged'
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
 
--- name: kill_members
--- The carrier is dead: so is every stock-out it carried (a replay of the carrier brings them
--- back with it; same transaction).
+-- name: kill_member
+-- The carrier is dead: so is stock-out :member_id, one its send carried (a replay of the
+-- carrier brings it back with it; same transaction).
 UPDATE jobs
    SET state = 'dead',
        result_code = :result_code,
        result_message = :result_message,
        next_attempt_at = NULL,
        updated_at = :now
- WHERE merged_into = :job_id
+ WHERE id = :member_id
+   AND merged_into = :job_id
    AND state = 'merged'
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
 
@@ -449,4 +467,16 @@ UPDATE jobs
    SET state = 'pending', merged_into = NULL, updated_at = :now
  WHERE merged_into = :job_id
    AND state = 'merged'
+   AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)
+
+-- name: release_leftover_members
+-- Part of a first start (a body frozen now, :body not NULL): no stock-out still merged into
+-- the job can be inside that body (its members are chosen among jobs merged into nothing),
+-- so any left over from a send whose body was dropped goes back to pending in its place
+-- (every path that drops a carrier's body releases its members; this is the backstop).
+UPDATE jobs
+   SET state = 'pending', merged_into = NULL, updated_at = :now
+ WHERE merged_into = :job_id
+   AND state = 'merged'
+   AND CAST(:body AS text) IS NOT NULL
    AND EXISTS (SELECT 1 FROM branches WHERE id = :branch_id AND fencing_token = :token)

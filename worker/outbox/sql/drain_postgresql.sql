@@ -5,7 +5,7 @@
 -- Parameters inside a SELECT list have no type to infer: hence the CASTs.
 
 -- name: start_job
--- claim_branch_for_start + start_job of drain.sql. Both rows are locked before either is
+-- claim_branch_for_start + start_job (+ release_leftover_members) of drain.sql. Both rows are locked before either is
 -- written, the branch first (as the operator tools do), each re-checked on its latest
 -- version: under READ COMMITTED a plain UPDATE's subquery would read the statement's
 -- snapshot, so a skip or set-next committed meanwhile could let the counter move while the
@@ -38,6 +38,15 @@ fence AS (
            next_sar_no = CASE WHEN :counter = 'sarNo' THEN next_sar_no + 1 ELSE next_sar_no END
      WHERE id IN (SELECT id FROM branch) AND EXISTS (SELECT 1 FROM job)
     RETURNING 1 AS ok
+),
+-- release_leftover_members of drain.sql: a body frozen now carries no earlier member
+released AS (
+    UPDATE jobs
+       SET state = 'pending', merged_into = NULL, updated_at = :now
+     WHERE merged_into IN (SELECT id FROM job)
+       AND state = 'merged'
+       AND CAST(:body AS text) IS NOT NULL
+       AND EXISTS (SELECT 1 FROM fence)
 )
 UPDATE jobs
    SET state = 'in_flight',
@@ -192,6 +201,15 @@ started AS (
            updated_at = :now
      WHERE id IN (SELECT id FROM next_job) AND EXISTS (SELECT 1 FROM next_branch)
     RETURNING 1 AS ok
+),
+-- release_leftover_members of drain.sql, for the next job's first start
+released AS (
+    UPDATE jobs
+       SET state = 'pending', merged_into = NULL, updated_at = :now
+     WHERE merged_into IN (SELECT id FROM next_job)
+       AND state = 'merged'
+       AND CAST(:n_body AS text) IS NOT NULL
+       AND EXISTS (SELECT 1 FROM next_branch)
 ),
 attempt AS (
     INSERT INTO attempts (job_id, number, kra_number, started_at, latency_s, outcome,

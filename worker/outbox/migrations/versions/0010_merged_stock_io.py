@@ -81,14 +81,20 @@ def _backfill() -> None:
 
 def downgrade() -> None:
     """Code before 0010 knows no ``merged`` state and no merged send. A stock-out merged into
-    an accepted carrier is accepted (its lines are at KRA under the carrier's sarNo); one
-    whose carrier has not ended yet becomes ``skipped``, its reason naming the carrier (its
-    lines go, or went, with that send); the carrier's frozen body stays the merged one."""
-    op.execute(
-        "UPDATE jobs SET state = 'skipped', skip_reason = 'merged into job ' || "
-        "CAST(merged_into AS VARCHAR(20)) || ' (its lines go in that send; marked skipped by "
-        "the 0010 downgrade)' WHERE state = 'merged'"
-    )
+    a carrier whose send has not ended may already be at KRA inside it: no state of the older
+    code says that (``skipped`` would give up lines KRA may hold, ``pending`` would send them
+    twice), so the downgrade refuses while any job is ``merged``. Turn merging off
+    (``ETIMS_COALESCE__STOCK_IO=false``) and let the branches drain: every carrier's send
+    ends, and its members with it. Members that ended (``accepted`` or ``dead``) lose
+    ``merged_into``; the carrier's frozen body stays the merged one."""
+    merged = op.get_bind().execute(sa.text("SELECT count(*) FROM jobs WHERE state = 'merged'"))
+    waiting = int(merged.scalar_one())
+    if waiting:
+        raise RuntimeError(
+            f"{waiting} stock-out job(s) are 'merged' into a send that has not ended; code "
+            "before 0010 cannot finish them. Set ETIMS_COALESCE__STOCK_IO=false, let the "
+            "branches drain until `etims-relay status` shows no merged job, then downgrade"
+        )
     op.drop_index("ix_jobs_merged_into", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("merged_into")
