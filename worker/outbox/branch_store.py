@@ -314,7 +314,7 @@ class SqlBranchStore:
         job, now, write = record.job, record.now, record.write
         if job.merged:
             woken, ended = _end_members(conn, lease, record)
-            done = self._after(conn, lease, replace(record, job=_single(job)))
+            done = self._after(conn, lease, replace(record, job=_carrier_alone(job)))
             return replace(done, woken=done.woken | woken, members=ended)
         match write:
             case Accept():
@@ -643,8 +643,9 @@ def _insert_event(
     conn.execute(_DRAIN["insert_event"], params)
 
 
-def _single(job: HeadJob) -> HeadJob:
-    """The carrier as one job, once its members' part is written."""
+def _carrier_alone(job: HeadJob) -> HeadJob:
+    """The carrier as one job, once its members' part is written (its own result then
+    follows the path of any job)."""
     return replace(job, merged=())
 
 
@@ -693,7 +694,8 @@ def _end_members(
         _insert_event(conn, event, state, now, json.dumps(body, default=str))
         if state is JobState.ACCEPTED:
             woken |= wake_dependents(conn, event.id, lease.branch_id, now)
-    # any other left merged into it (a body dropped before this fix) goes back to pending
+    # a stock-out merged into the job that this send did not carry goes back to pending: the
+    # backstop for a path that dropped the carrier's body without releasing its members
     conn.execute(_DRAIN["dissolve_members"], params)
     if state is JobState.DEAD:
         woken |= block_dependents(conn, [int(m.id) for m in members], now)

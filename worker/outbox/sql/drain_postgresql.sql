@@ -5,11 +5,11 @@
 -- Parameters inside a SELECT list have no type to infer: hence the CASTs.
 
 -- name: start_job
--- claim_branch_for_start + start_job (+ release_leftover_members) of drain.sql. Both rows are locked before either is
--- written, the branch first (as the operator tools do), each re-checked on its latest
--- version: under READ COMMITTED a plain UPDATE's subquery would read the statement's
--- snapshot, so a skip or set-next committed meanwhile could let the counter move while the
--- job's write is refused. Here either both are written or neither.
+-- claim_branch_for_start + start_job (+ release_leftover_members) of drain.sql. Both rows
+-- are locked before either is written, the branch first (as the operator tools do), each
+-- re-checked on its latest version: under READ COMMITTED a plain UPDATE's subquery would
+-- read the statement's snapshot, so a skip or set-next committed meanwhile could let the
+-- counter move while the job's write is refused. Here either both are written or neither.
 WITH branch AS (
     SELECT id
       FROM branches
