@@ -31,7 +31,8 @@ item.
 With ``--steady-rates``, the question is instead the highest steady sales rate per branch that
 does not grow the backlog. Per mode, one stack: the branches are opened as in step 1 and the
 worker keeps running; then, for each rate (a multiple of the formula's capacity
-``1 / (r x w)``, with ``w = 2 + lines`` off and ``--coalesced-writes`` on), ``--start-backlog``
+``1 / (r x w)``, with ``w = 2 + lines`` off, ``--coalesced-writes`` on and ``--merged-writes``
+merged), ``--start-backlog``
 sales per branch are enqueued at once and new sales arrive at that rate for ``--window``
 seconds. The backlog (sales still waiting, per branch, and the age of the oldest waiting job)
 is sampled every second; it *grows* when its mean over the window's last quarter exceeds its
@@ -221,11 +222,11 @@ def open_branches(stack: Stack, args: argparse.Namespace, keys: list[tuple[str, 
     return jobs
 
 
-def steady_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
+def steady_mode(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     """For each rate in ``--steady-rates``: does the backlog grow while sales arrive at it?"""
     r = args.latency / 1000
-    w = args.coalesced_writes if coalesce else 2 + args.lines
-    env = {"ETIMS_COALESCE__STOCK_MASTER": "true" if coalesce else "false"}
+    w = {"off": 2 + args.lines, "on": args.coalesced_writes, "merged": args.merged_writes}[mode]
+    env = MODES[mode]
     keys = branch_keys(args.branches)
     cells = []
     with Stack(latency_ms=args.latency, loglevel=args.loglevel, env=env) as stack:
@@ -265,7 +266,7 @@ def steady_mode(args: argparse.Namespace, coalesce: bool) -> dict[str, Any]:
         stack.workers.stop_all()
         report = stack.verify()
     return {
-        "coalesce": coalesce,
+        "mode": mode,
         "formula_w": w,
         "cells": cells,
         "ledger_ok": report.ok,
@@ -364,6 +365,9 @@ def main() -> int:
     parser.add_argument(
         "--coalesced-writes", type=float, default=2.2, help="w of the formula, coalescing on"
     )
+    parser.add_argument(
+        "--merged-writes", type=float, default=1.3, help="w of the formula, stock-outs merged"
+    )
     parser.add_argument("--start-backlog", type=int, default=10, help="sales per branch")
     parser.add_argument("--window", type=float, default=60, help="seconds of arrivals per rate")
     parser.add_argument("--concurrency", type=int, default=0, help="default: branches")
@@ -374,7 +378,7 @@ def main() -> int:
         "--modes",
         type=lambda v: v.split(","),
         default=list(MODES),
-        help="catch-up modes, the first is the baseline: off,on,merged",
+        help="modes, the first is the baseline: off,on,merged (catch-up and steady rates)",
     )
     args = parser.parse_args()
     args.concurrency = args.concurrency or args.branches
@@ -407,15 +411,15 @@ def main() -> int:
 
 
 def steady_main(args: argparse.Namespace) -> int:
-    results = [steady_mode(args, coalesce) for coalesce in (False, True)]
+    results = [steady_mode(args, mode) for mode in args.modes]
     print(
-        f"\nsteady sales rate per branch, coalescing off vs on: simulator {args.latency:g} ms, "
+        f"\nsteady sales rate per branch, coalescing {' vs '.join(args.modes)}: simulator "
+        f"{args.latency:g} ms, "
         f"{args.branches} branches, {args.lines}-line sales over {args.items} items, "
         f"{args.start_backlog} sales per branch waiting at the start, {args.window:g} s windows"
     )
     for res in results:
-        mode = "on " if res["coalesce"] else "off"
-        print(f"  {mode} (formula w = {res['formula_w']:g}):")
+        print(f"  {res['mode']} (formula w = {res['formula_w']:g}):")
         for c in res["cells"]:
             print(
                 f"    {c['share']:.2f} x 3600 / (r x w) = {c['sales_per_h']:.0f} sales/h "

@@ -16,7 +16,8 @@ At a round trip of L seconds a branch sends at most 1/L jobs/s, so the ideal rat
   ``etims-relay-worker``: the engine names each process), total and per process;
 * error lines in the workers' logs (``ERROR``, ``CRITICAL``, ``Traceback``), with the first
   distinct ones;
-* the workers' peak RSS, open file descriptors and threads.
+* the workers' peak RSS, open file descriptors and threads;
+* CPU milliseconds per accepted job of the workers, the simulator and PostgreSQL.
 
 A cell holds ``ideal x --seconds`` jobs, so it runs about ``--seconds`` at the ideal rate; it
 stops at ``--timeout`` whatever is left (the rate is then over what was accepted).
@@ -114,7 +115,11 @@ def cell(args: argparse.Namespace) -> dict[str, Any]:
         "ETIMS_DATABASE__MAX_OVERFLOW": str(args.max_overflow),
         "ETIMS_DATABASE__POOL_TIMEOUT_S": str(args.pool_timeout),
     }
-    with Stack(latency_ms=args.latency, loglevel=args.loglevel, env=env) as stack:
+    with Stack(latency_ms=args.latency, loglevel=args.loglevel, env=env, keep=args.keep) as stack:
+        if args.keep:
+            print(
+                f"  kept: {stack.workdir} (worker log), database {stack.database_url}", flush=True
+            )
         t0 = time.time()
         stack.init_devices(args.branches, threads=min(128, args.branches))
         init_s = time.time() - t0
@@ -127,6 +132,7 @@ def cell(args: argparse.Namespace) -> dict[str, Any]:
         dbname = stack.database_url.rsplit("/", 1)[1]
         sampler = Sampler(dbname, stack.workers.pids(), args.poll)
         sampler.start()
+        cpu_before = stack.cpu_seconds()
         deadline = started + args.timeout
         while time.time() < deadline:
             if stack.active() == 0:
@@ -134,6 +140,7 @@ def cell(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(1.0)
         sampler.stop_event.set()
         sampler.join()
+        cpu_used = {k: v - cpu_before[k] for k, v in stack.cpu_seconds().items()}
         times = stack.accepted_times()
         counts = stack.counts()
         stack.workers.stop_all()
@@ -165,6 +172,11 @@ def cell(args: argparse.Namespace) -> dict[str, Any]:
         "enqueue_s": enqueue_s,
         "run_s": time.time() - started,
         "load": load,
+        # CPU ms per accepted job over the run, by part; PostgreSQL counts the backends
+        # alive at both ends (an overflow connection closed meanwhile takes its CPU along)
+        "cpu_ms_per_job": {
+            k: 1000 * v / max(1, counts.get("accepted", 0)) for k, v in cpu_used.items()
+        },
     }
 
 
@@ -183,6 +195,9 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=10)
     parser.add_argument("--max-overflow", type=int, default=10)
     parser.add_argument("--pool-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the database and the workdir (logs)"
+    )
     parser.add_argument("--poll", type=float, default=0.25, help="pg_stat_activity poll, s")
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -207,10 +222,15 @@ def main() -> None:
         f"  peak RSS MB {fmt(result['peak_rss_mb'])}, fds {fmt(result['peak_fds'])}, "
         f"threads {fmt(result['peak_threads'])}, Redis clients {result['peak_redis_clients']}"
     )
+    print(f"  CPU ms per accepted job: {fmt_ms(result['cpu_ms_per_job'])}")
     print(f"  error lines in worker logs: {result['error_lines']}")
     for line in result["first_errors"]:
         print(f"    {line}")
     print(f"  {result['load']}")
+
+
+def fmt_ms(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in values.items())
 
 
 def fmt(values: dict[str, Any]) -> str:

@@ -124,6 +124,8 @@ class DrainSettings(BaseModel):
     """Bounds of one drain task: short tasks, re-woken while work remains."""
 
     max_jobs: int = 200
+    #: The most a drain runs; each drain's own budget is drawn between half and all of it,
+    #: so that drains started together do not all end (and re-queue) together.
     max_seconds: float = 20.0
     #: A wait shorter than this is slept through inside the drain instead of handing over.
     inline_wait_s: float = 1.0

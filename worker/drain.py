@@ -10,7 +10,9 @@
       recover   only when decide() asks to verify: what KRA holds under the number
       record    attempt row + job state + what follows (stock, event, dependents, a park),
                 atomic and fenced by the lease
-    release   give the branch back, leaving ``wake_after`` = when it is next due
+    release   give the branch back, leaving ``wake_after`` = when the sweeper is to wake
+              it: when it is next due, or (out of budget, its task wakes it at once) only
+              once a lost wake would show
 
 The fused step: when a job is accepted and the head read that started it also showed the
 job after it, ready once this one is accepted, the drain plans that job's start from what it
@@ -40,10 +42,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -74,6 +77,7 @@ from worker.outbox.rows import (
 )
 from worker.outbox.writes import JobRecord, Number, Recorded, Start
 from worker.steps import Called, LocalFailure, Send, Verdict
+from worker.sweep import RESWEEP_AFTER_S
 from worker.systemic import BRANCH
 
 log = logging.getLogger("etims_relay.drain")
@@ -104,10 +108,15 @@ class DrainContext:
     worker_name: str = "worker"
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    #: draws each drain's time budget (:func:`_time_budget`); tests seed it
+    rng: random.Random = field(default_factory=random.Random)
+    #: the store to use: a runtime passes the one it built for its process, since the
+    #: PostgreSQL store compiles every statement when built (None: build one here)
+    given_store: InitVar[BranchStore | None] = None
     store: BranchStore = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.store = branch_store(self.engine)
+    def __post_init__(self, given_store: BranchStore | None) -> None:
+        self.store = given_store or branch_store(self.engine)
 
     @property
     def registrant(self) -> Registrant:
@@ -162,6 +171,8 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
     if not store.release(lease, wake_after, run.seen_next_seq) and status in ("idle", "waiting"):
         status, wake_after = "more", ctx.clock()
     due_in = None if wake_after is None else max(0.0, wake_after - ctx.clock())
+    if status == "more":
+        due_in = 0.0  # due now: its task wakes it (wake_after is the sweeper's backup)
     return DrainReport(branch_id, status, run.sent, due_in, run.woken)
 
 
@@ -182,13 +193,14 @@ def _send_jobs(lease: Lease, ctx: DrainContext, claimed_at: float) -> _Run:
     """The loop: prepare -> send -> (recover) -> record, one job at a time."""
     limits = ctx.settings.drain
     started = ctx.clock()
+    seconds = _time_budget(limits.max_seconds, ctx.rng)
     renewal = _Renewal.for_lease(ctx.settings, claimed_at)
     sent, woken = 0, frozenset[int]()
     head: BranchHead | None = None  # as the last record step read it along, if it did
     rode: _Prepared | None = None  # the next job's start, when it rode on the last record
 
     def within_budget(jobs: int) -> bool:
-        return jobs < limits.max_jobs and ctx.clock() - started < limits.max_seconds
+        return jobs < limits.max_jobs and ctx.clock() - started < seconds
 
     while True:
         prepared = rode or _prepare(lease, ctx, renewal, head)
@@ -201,7 +213,7 @@ def _send_jobs(lease: Lease, ctx: DrainContext, claimed_at: float) -> _Run:
             return _Run("idle", sent, woken, seen)
         if isinstance(step, _Wait):
             pause = step.until - ctx.clock()
-            budget_left = started + limits.max_seconds - ctx.clock()
+            budget_left = started + seconds - ctx.clock()
             if step.inline and pause <= limits.inline_wait_s and pause < budget_left:
                 ctx.sleep(max(pause, 0.0))
                 continue
@@ -232,7 +244,27 @@ def _send_jobs(lease: Lease, ctx: DrainContext, claimed_at: float) -> _Run:
         if isinstance(verdict.decision, Park):
             return _Run("parked", sent, woken, seen)
         if rode is None and not within_budget(sent):
-            return _Run("more", sent, woken, seen, ctx.clock())
+            # The task wakes the branch at once (a broker message). The sweeper is that
+            # message's backup, not a second wake beside it: due to the sweeper only once a
+            # lost message would have been noticed. (Duplicates, each a task that finds the
+            # branch busy, queued ahead of the real wakes: bench/README.md, 2026-12-05 in flight.)
+            return _Run("more", sent, woken, seen, ctx.clock() + RESWEEP_AFTER_S)
+
+
+def _time_budget(max_seconds: float, rng: random.Random) -> float:
+    """This drain's time budget: between half and all of ``max_seconds``, drawn per drain.
+
+    Drains that start together (a worker restart, KRA back after an outage: every branch has
+    a backlog) would otherwise end together, every ``max_seconds``, and hundreds of re-wakes,
+    lease claims and head reads would queue at once for the broker, the pool and the
+    interpreter lock while no call is in flight (at 1 s round trips, 256 branches on one
+    process, all of them ending at once every 20 s held the rate near 0.75 of the ideal;
+    bench/README.md). A drawn budget spreads the ends out and keeps them spread, at the cost
+    of a few more drain ends.
+    Only time is drawn: at short round trips, where ``max_jobs`` binds first, the call
+    times themselves spread the drains out.
+    """
+    return max_seconds * rng.uniform(0.5, 1.0)
 
 
 def _branch_named(verdict: Verdict) -> Verdict:
@@ -399,9 +431,8 @@ def _prepare(
                 case _Ready(job, read):
                     try:
                         if (later := _superseding(lease, job, ctx)) is not None:
-                            ctx.store.supersede(lease, job, later, now)
+                            head = ctx.store.supersede(lease, job, later, now)
                             ctx.observer.job_superseded(job, later, now)
-                            head = None
                             continue
                         carrier = _carrier(lease, job, ctx)
                         if read is None:  # the head goes: the next job may ride on it

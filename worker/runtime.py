@@ -21,6 +21,7 @@ from worker.drain import DrainContext
 from worker.embedded_broker import resolve_broker_url
 from worker.observe import DrainObserver, MetricsObserver
 from worker.oscu.client import OscuClient
+from worker.outbox.branch_store import BranchStore, branch_store
 from worker.outbox.db import is_sqlite, make_engine
 from worker.wake import CeleryWaker, NullWaker, Waker
 
@@ -33,12 +34,20 @@ class Runtime:
     devices: DeviceDirectory
     waker: Waker
     _client: OscuClient | None = None
+    _store: BranchStore | None = None
 
     @property
     def client(self) -> OscuClient:
         if self._client is None:
             self._client = OscuClient.from_settings(self.settings.oscu_url, self.settings.oscu)
         return self._client
+
+    @property
+    def store(self) -> BranchStore:
+        """One per process: built once, not per drain task (it compiles its statements)."""
+        if self._store is None:
+            self._store = branch_store(self.engine)
+        return self._store
 
     def drain_context(self, observer: DrainObserver | None = None) -> DrainContext:
         return DrainContext(
@@ -48,6 +57,7 @@ class Runtime:
             settings=self.settings,
             observer=observer or MetricsObserver(),
             worker_name=socket.gethostname(),
+            given_store=self.store,
         )
 
     def close(self) -> None:

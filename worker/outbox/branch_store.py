@@ -139,10 +139,12 @@ class BranchStore(Protocol):
         """Stock-outs that may go inside never-sent carrier ``job``'s send
         (``worker.stock_merge`` picks among them)."""
 
-    def supersede(self, lease: Lease, job: HeadJob, superseded_by: int, now: float) -> None:
+    def supersede(self, lease: Lease, job: HeadJob, superseded_by: int, now: float) -> BranchHead:
         """End a never-sent stock master without a call, naming the job that carries its
-        balance. Raises :class:`HeadMoved` if the job is no longer as the head read showed
-        it (an operator skipped it), :class:`LeaseLost` if the lease is gone."""
+        balance; return the branch's head as it is then (read in the same transaction, as
+        an acceptance reads it along). Raises :class:`HeadMoved` if the job is no longer as
+        the head read showed it (an operator skipped it), :class:`LeaseLost` if the lease
+        is gone."""
 
 
 def branch_store(engine: Engine) -> BranchStore:
@@ -258,7 +260,7 @@ class SqlBranchStore:
 
     # ------------------------------------------------------------------ writes
 
-    def supersede(self, lease: Lease, job: HeadJob, superseded_by: int, now: float) -> None:
+    def supersede(self, lease: Lease, job: HeadJob, superseded_by: int, now: float) -> BranchHead:
         params = {**_fence(lease), "job_id": job.id, "superseded_by": superseded_by, "now": now}
         body = json.loads(event_json(job, JobState.SUPERSEDED, now))
         body["superseded_by"] = superseded_by  # what a webhook consumer follows
@@ -266,6 +268,10 @@ class SqlBranchStore:
             if not conn.execute(_DRAIN["supersede_job"], params).rowcount:
                 _refused(conn, lease, now)
             _insert_event(conn, job, JobState.SUPERSEDED, now, json.dumps(body, default=str))
+            # the next step's head, without another pool checkout (under hundreds of
+            # threads each checkout is a wait: bench/README.md, 2026-12-05 in flight)
+            rows = conn.execute(_DRAIN["read_head"], _head_params(lease)).all()
+        return BranchHead.from_rows(rows, lease.branch_id)
 
     def block(self, lease: Lease, job: HeadJob, blocked_by: int, now: float) -> frozenset[int]:
         params = {
