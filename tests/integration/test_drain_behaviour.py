@@ -764,6 +764,33 @@ def test_both_stores_see_the_same_next_head_after_an_acceptance(pipeline: Pipeli
     assert after_opening.next_sar_no == 2
 
 
+def test_a_supersede_returns_the_head_a_fresh_read_shows_after_it(pipeline: Pipeline) -> None:
+    # Given two stock masters of one item whose balance the relay computes, then a sale: the
+    # first is moot once the second is enqueued
+    pipeline.enqueue(registered_stock())
+    pipeline.drain()
+    pipeline.enqueue(
+        [
+            b.stock_master(TIN, "00", "sm1", item_cd=item_code(1)),
+            b.stock_master(TIN, "00", "sm2", item_cd=item_code(1)),
+            b.sale(TIN, "00", "s1", [WATER], trd_invc_no="T1", at=NOW),
+        ]
+    )
+    store = pipeline.runtime.drain_context().store
+    lease = store.claim(pipeline.branch().id, "test", 0.0, 10.0**11)
+    assert lease is not None
+    first = store.read_head(lease).jobs[0]
+    assert first.idempotency_key == "sm1"
+
+    # When it is superseded by the second (the head read in the supersede's transaction)
+    after = store.supersede(lease, first, pipeline.job("sm2").id, 1.0)
+
+    # Then that head is what a read of its own shows: the second stock master, then the sale
+    assert after == store.read_head(lease)
+    assert [j.idempotency_key for j in after.jobs] == ["sm2", "s1"]
+    assert pipeline.job("sm1").state == "superseded"
+
+
 def test_a_job_waiting_on_another_branch_goes_as_soon_as_that_branch_delivers(
     pipeline_factory: Any,
 ) -> None:
