@@ -182,15 +182,22 @@ def test_a_stock_master_with_an_unknown_outcome_is_resent_not_superseded(
     pipeline.runtime.settings.retry.cap_s = 30
     pipeline.sim.add_fault(endpoint="saveStockMaster", kind="lost_answer", times=1)
     pipeline.enqueue(records[9:12])  # sale 3 (item 2), its stock-out and stock master
-    pipeline.drain()
+    with pipeline.runtime.engine.connect() as conn:
+        branch_id = int(q.get_branch(conn, TIN, "00").id)
+    # one drain, its clock standing still and no inline wait: the resend (backoff drawn
+    # between 0 and 30 s) is never due within it, however short the draw
+    frozen = time.time()
+    now_only = dataclasses.replace(
+        pipeline.runtime.drain_context(), clock=lambda: frozen, sleep=lambda s: None
+    )
+    pipeline.runtime.settings.drain.inline_wait_s = 0.0
+    assert drain(branch_id, now_only).status == "waiting"
     in_doubt = pipeline.job(f"00:sale:3:stock-master:{item_code(2)}")
     assert in_doubt.state == "unknown" and in_doubt.maybe_recorded
 
     # When later stock masters of the same item are enqueued behind it, and the branch drains
     # once the resend is due
     pipeline.enqueue(records[12:])  # sales 4..8
-    with pipeline.runtime.engine.connect() as conn:
-        branch_id = int(q.get_branch(conn, TIN, "00").id)
     later = dataclasses.replace(
         pipeline.runtime.drain_context(), clock=lambda: time.time() + 60, sleep=lambda s: None
     )
