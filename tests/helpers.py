@@ -190,3 +190,13 @@ def ledger_writes(path: Path, endpoints: Sequence[str] | None = None) -> list[di
         if endpoints is None or record["endpoint"] in endpoints:
             records.append(record)
     return records
+
+
+class RecordingWaker:
+    """A waker that keeps each wake it was asked for: (sorted branch ids, countdown)."""
+
+    def __init__(self) -> None:
+        self.wakes: list[tuple[list[int], float | None]] = []
+
+    def wake(self, branch_ids: Iterable[int], countdown_s: float | None = None) -> None:
+        self.wakes.append((sorted(branch_ids), countdown_s))

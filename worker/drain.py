@@ -46,11 +46,10 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Engine
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from schemas.completion import Registrant, complete_body, dumps_body, loads_payload
@@ -63,7 +62,7 @@ from worker.devices import DeviceDirectory, DeviceNotInitialised, NoTaxRates
 from worker.observe import DrainObserver
 from worker.oscu.client import OscuClient
 from worker.oscu.outcome import CallOutcome, OutcomeKind
-from worker.outbox.branch_store import BranchStore, branch_store
+from worker.outbox.branch_store import BranchStore
 from worker.outbox.rows import (
     HOPELESS,
     SATISFIED,
@@ -100,7 +99,9 @@ Status = Literal["busy", "idle", "waiting", "more", "parked", "lease_lost"]
 class DrainContext:
     """What a drain needs; built once per worker process and shared by its threads."""
 
-    engine: Engine
+    #: the outbox's steps (:func:`worker.outbox.branch_store.branch_store`): one per process,
+    #: since the PostgreSQL store compiles every statement when it is built
+    store: BranchStore
     client: OscuClient
     devices: DeviceDirectory
     settings: Settings
@@ -110,13 +111,6 @@ class DrainContext:
     sleep: Callable[[float], None] = time.sleep
     #: draws each drain's time budget (:func:`_time_budget`); tests seed it
     rng: random.Random = field(default_factory=random.Random)
-    #: the store to use: a runtime passes the one it built for its process, since the
-    #: PostgreSQL store compiles every statement when built (None: build one here)
-    given_store: InitVar[BranchStore | None] = None
-    store: BranchStore = field(init=False)
-
-    def __post_init__(self, given_store: BranchStore | None) -> None:
-        self.store = given_store or branch_store(self.engine)
 
     @property
     def registrant(self) -> Registrant:
@@ -167,12 +161,18 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
         # branches it unblocked before that still count (the task wakes those).
         ctx.observer.lease_lost(branch_id)
         return DrainReport(branch_id, "lease_lost", run.sent, 0.0, run.woken)
-    status, wake_after = run.status, run.wake_after
-    if not store.release(lease, wake_after, run.seen_next_seq) and status in ("idle", "waiting"):
-        status, wake_after = "more", ctx.clock()
-    due_in = None if wake_after is None else max(0.0, wake_after - ctx.clock())
+    status = run.status
+    # Out of budget with work left, the task wakes the branch at once (a broker message). The
+    # sweeper is that message's backup, not a second wake beside it: the branch is due to it
+    # only once a lost message would show. (Duplicates, each a task that finds the branch
+    # busy, queued ahead of the real wakes: bench/README.md, 2026-12-05, 12:00-12:52.)
+    sweeper_due = ctx.clock() + RESWEEP_AFTER_S if status == "more" else run.wake_after
+    if not store.release(lease, sweeper_due, run.seen_next_seq) and status in ("idle", "waiting"):
+        status = "more"  # a job was enqueued since the head read: due now, as enqueue left it
     if status == "more":
-        due_in = 0.0  # due now: its task wakes it (wake_after is the sweeper's backup)
+        due_in: float | None = 0.0
+    else:
+        due_in = None if run.wake_after is None else max(0.0, run.wake_after - ctx.clock())
     return DrainReport(branch_id, status, run.sent, due_in, run.woken)
 
 
@@ -244,11 +244,7 @@ def _send_jobs(lease: Lease, ctx: DrainContext, claimed_at: float) -> _Run:
         if isinstance(verdict.decision, Park):
             return _Run("parked", sent, woken, seen)
         if rode is None and not within_budget(sent):
-            # The task wakes the branch at once (a broker message). The sweeper is that
-            # message's backup, not a second wake beside it: due to the sweeper only once a
-            # lost message would have been noticed. (Duplicates, each a task that finds the
-            # branch busy, queued ahead of the real wakes: bench/README.md, 2026-12-05 in flight.)
-            return _Run("more", sent, woken, seen, ctx.clock() + RESWEEP_AFTER_S)
+            return _Run("more", sent, woken, seen)
 
 
 def _time_budget(max_seconds: float, rng: random.Random) -> float:

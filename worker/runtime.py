@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.fernet import MultiFernet
@@ -34,7 +35,6 @@ class Runtime:
     devices: DeviceDirectory
     waker: Waker
     _client: OscuClient | None = None
-    _store: BranchStore | None = None
 
     @property
     def client(self) -> OscuClient:
@@ -42,22 +42,21 @@ class Runtime:
             self._client = OscuClient.from_settings(self.settings.oscu_url, self.settings.oscu)
         return self._client
 
-    @property
+    @cached_property
     def store(self) -> BranchStore:
-        """One per process: built once, not per drain task (it compiles its statements)."""
-        if self._store is None:
-            self._store = branch_store(self.engine)
-        return self._store
+        """The outbox's drain steps, built once per process: the PostgreSQL store compiles
+        every statement when built (once per drain task, that was about 6% of a worker's
+        interpreter time at 256 threads)."""
+        return branch_store(self.engine)
 
     def drain_context(self, observer: DrainObserver | None = None) -> DrainContext:
         return DrainContext(
-            engine=self.engine,
+            store=self.store,
             client=self.client,
             devices=self.devices,
             settings=self.settings,
             observer=observer or MetricsObserver(),
             worker_name=socket.gethostname(),
-            given_store=self.store,
         )
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -702,6 +703,7 @@ def lease_seen_by_each_call(p: Pipeline, claim_takes_s: float) -> list[float]:
         return real_call(endpoint, body, **kw)
 
     ctx.client = SimpleNamespace(call=call_then_pass_time)  # type: ignore[assignment]
+    ctx.store = copy.copy(ctx.store)  # the runtime's own store stays as it is
     ctx.store.claim = claim_taking_time  # type: ignore[method-assign]
     assert drain(p.branch().id, ctx).sent == 2
     return leases

@@ -22,6 +22,7 @@ from worker.drain import DrainContext, drain
 from worker.oscu.client import OscuClient
 from worker.oscu.outcome import CallOutcome
 from worker.outbox import queries as q
+from worker.outbox.branch_store import branch_store
 from worker.outbox.db import make_engine
 
 NOW = datetime.now(UTC)
@@ -64,7 +65,7 @@ def test_no_connection_is_checked_out_while_kra_answers(pipeline: Pipeline) -> N
     # Given a branch with a few sales
     pipeline.enqueue(sales("00", 5))
     ctx = pipeline.runtime.drain_context()
-    kra = SlowKra(ctx.client, ctx.engine, 0.0)
+    kra = SlowKra(ctx.client, pipeline.runtime.engine, 0.0)
 
     # When it drains
     pipeline_drain = drain(pipeline.branch().id, replace_client(ctx, kra))
@@ -86,7 +87,9 @@ def test_four_branches_in_flight_share_one_connection(pipeline_factory: Any) -> 
     engine = create_engine(pipeline.runtime.engine.url, pool_size=1, max_overflow=0, pool_timeout=2)
     ctx = pipeline.runtime.drain_context()
     kra = SlowKra(ctx.client, engine, 0.2)
-    context = replace_client(DrainContext(engine, ctx.client, ctx.devices, ctx.settings), kra)
+    context = replace_client(
+        DrainContext(branch_store(engine), ctx.client, ctx.devices, ctx.settings), kra
+    )
     with engine.connect() as conn:
         ids = [int(q.get_branch(conn, TIN, bhf).id) for bhf in branches]
 
@@ -167,7 +170,9 @@ def test_a_result_that_finds_the_pool_empty_is_recorded_once_a_connection_frees(
     engine = pool_of_one(str(pipeline.runtime.engine.url), timeout_s=0.3)
     ctx = pipeline.runtime.drain_context()
     kra = PoolTakenWhileKraAnswers(ctx.client, engine, hold_s=0.4)
-    context = replace_client(DrainContext(engine, ctx.client, ctx.devices, ctx.settings), kra)
+    context = replace_client(
+        DrainContext(branch_store(engine), ctx.client, ctx.devices, ctx.settings), kra
+    )
 
     # When the branch drains
     try:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from producers import builders as b
-from tests.helpers import ledger_writes
+from tests.helpers import RecordingWaker
 from tests.integration.pipeline_fixtures import Pipeline
-from tests.workload import TIN, item_code
+from tests.integration.test_drain_behaviour import NOW, WATER, registered_stock, sales_of
+from tests.workload import TIN
 from worker.drain import DrainContext, drain
 from worker.outbox import queries as q
 from worker.runtime import install_runtime, reset_runtime
@@ -27,18 +26,6 @@ from worker.tasks import drain_task
 
 ROUND_TRIP_S = 1.0
 MAX_SECONDS = 10.0
-
-
-class Recorder:
-    """A waker that keeps what it was asked to wake."""
-
-    def __init__(self) -> None:
-        self.woken: list[int] = []
-        self.countdowns: list[float | None] = []
-
-    def wake(self, branch_ids: Any, countdown_s: float | None = None) -> None:
-        self.woken.extend(branch_ids)
-        self.countdowns.append(countdown_s)
 
 
 class KraAtOneSecond:
@@ -55,23 +42,9 @@ class KraAtOneSecond:
         return self._client.call(*args, **kwargs)
 
 
-NOW = datetime.now(UTC)
-WATER = b.SaleLine(item_code(1), "Water", Decimal("1"), Decimal("116"))
-
-
 def stocked(pipeline: Pipeline) -> None:
-    """The item registered, with stock for every sale below, at KRA before the test."""
-    opening = b.SaleLine(item_code(1), "Water", Decimal("500"), Decimal("116"))
-    pipeline.enqueue(
-        [
-            b.item(
-                TIN, "00", "item-1", item_cd=item_code(1), item_nm="Water", price=Decimal("116")
-            ),
-            b.stock_io(
-                TIN, "00", "opening", [opening], sar_ty_cd="06", at=NOW, depends_on=["item-1"]
-            ),
-        ]
-    )
+    """The item registered, with its opening stock, at KRA before the test."""
+    pipeline.enqueue(registered_stock())
     assert pipeline.drain().status == "idle"
 
 
@@ -80,9 +53,7 @@ def sales(count: int) -> list[dict[str, Any]]:
 
 
 def invoices_at_kra(pipeline: Pipeline) -> list[int]:
-    return [
-        w["body"]["invcNo"] for w in ledger_writes(pipeline.sim.ledger_path, ["saveTrnsSalesOsdc"])
-    ]
+    return [invc_no for invc_no, _ in sales_of(pipeline)]
 
 
 def branch_id(pipeline: Pipeline) -> int:
@@ -102,7 +73,6 @@ def test_drains_that_start_together_do_not_all_end_together(pipeline: Pipeline) 
         client=KraAtOneSecond(base.client, clock),  # type: ignore[arg-type]
         clock=lambda: clock[0],
         rng=random.Random(2026),  # the same draws on every run
-        given_store=base.store,
     )
 
     # When twelve drains run, one after the other (as twelve branches started together)
@@ -123,7 +93,7 @@ def test_a_drain_out_of_budget_is_woken_by_its_task_not_also_by_the_sweeper(
     stocked(pipeline)
     pipeline.enqueue(sales(5))
     pipeline.runtime.settings.drain.max_jobs = 2
-    task_waker = Recorder()
+    task_waker = RecordingWaker()
     pipeline.runtime.waker = task_waker
     install_runtime(pipeline.runtime)
     try:
@@ -134,17 +104,16 @@ def test_a_drain_out_of_budget_is_woken_by_its_task_not_also_by_the_sweeper(
 
     # Then its task woke the branch again at once, once
     assert result["status"] == "more"
-    assert task_waker.woken == [branch_id(pipeline)]
-    assert task_waker.countdowns == [None]
+    assert task_waker.wakes == [([branch_id(pipeline)], None)]
 
     # And the sweeper right after it does not send a second wake for that branch
-    sweeper = Recorder()
+    sweeper = RecordingWaker()
     sweep(pipeline.runtime.engine, sweeper, now=now + 1)
-    assert sweeper.woken == []
+    assert sweeper.wakes == [([], None)]
 
     # But if the task's message was lost, the sweeper wakes the branch once that would show
     sweep(pipeline.runtime.engine, sweeper, now=now + RESWEEP_AFTER_S + 1)
-    assert sweeper.woken == [branch_id(pipeline)]
+    assert sweeper.wakes[-1] == ([branch_id(pipeline)], None)
     # and the branch then drains to the end
     pipeline.runtime.settings.drain.max_jobs = 500
     assert pipeline.drain().status == "idle"

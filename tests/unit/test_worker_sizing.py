@@ -7,7 +7,7 @@ import logging
 import resource
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from schemas.settings import DatabaseSettings, OscuSettings, Settings
+from tests.helpers import RecordingWaker
 from worker.devices import DeviceDirectory
 from worker.oscu.client import OscuClient
 from worker.outbox import migrate
@@ -170,16 +171,8 @@ def test_worker_start_raises_the_open_files_soft_limit_to_the_hard_limit() -> No
 # --------------------------------------------------------------------------- pool exhausted
 
 
-class _RecordingWaker:
-    def __init__(self) -> None:
-        self.wakes: list[tuple[list[int], float | None]] = []
-
-    def wake(self, branch_ids: Iterable[int], countdown_s: float | None = None) -> None:
-        self.wakes.append((sorted(branch_ids), countdown_s))
-
-
 @pytest.fixture
-def exhausted_runtime(tmp_path: Path) -> Iterator[tuple[Runtime, _RecordingWaker]]:
+def exhausted_runtime(tmp_path: Path) -> Iterator[tuple[Runtime, RecordingWaker]]:
     """A worker runtime whose one pooled connection another thread holds."""
     url = f"sqlite:///{tmp_path / 'outbox.db'}"
     migrate.upgrade(url)
@@ -189,7 +182,7 @@ def exhausted_runtime(tmp_path: Path) -> Iterator[tuple[Runtime, _RecordingWaker
         database=DatabaseSettings(pool_size=1, max_overflow=0, pool_timeout_s=0.2),
     )
     engine = create_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.2)
-    waker = _RecordingWaker()
+    waker = RecordingWaker()
     rt = Runtime(settings, engine, "", DeviceDirectory(engine, secrets_fernet(settings)), waker)
     held = engine.connect()
     install_runtime(rt)
@@ -202,7 +195,7 @@ def exhausted_runtime(tmp_path: Path) -> Iterator[tuple[Runtime, _RecordingWaker
 
 
 def test_a_drain_that_finds_the_pool_busy_hands_its_branch_back_with_one_warning(
-    exhausted_runtime: tuple[Runtime, _RecordingWaker], caplog: pytest.LogCaptureFixture
+    exhausted_runtime: tuple[Runtime, RecordingWaker], caplog: pytest.LogCaptureFixture
 ) -> None:
     _, waker = exhausted_runtime
     with caplog.at_level(logging.WARNING):
@@ -219,7 +212,7 @@ def test_a_drain_that_finds_the_pool_busy_hands_its_branch_back_with_one_warning
 
 
 def test_a_sweep_that_finds_the_pool_busy_skips_this_beat_without_a_traceback(
-    exhausted_runtime: tuple[Runtime, _RecordingWaker], caplog: pytest.LogCaptureFixture
+    exhausted_runtime: tuple[Runtime, RecordingWaker], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
         assert sweep_task.run() == 0

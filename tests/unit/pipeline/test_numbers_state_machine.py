@@ -35,6 +35,7 @@ from worker.drain import DrainContext, drain
 from worker.oscu.outcome import CallOutcome, OutcomeKind
 from worker.outbox import migrate
 from worker.outbox import queries as q
+from worker.outbox.branch_store import branch_store
 from worker.outbox.db import make_engine
 from worker.outbox.models import attempts, jobs
 from worker.replay import Actor, OperatorError, replay, set_next, skip, unpark
@@ -157,7 +158,7 @@ class NumbersAtKra(RuleBasedStateMachine):
         self.kra = FakeKra()
         self.now = time.time()
         self.context = DrainContext(
-            engine=self.engine, client=self.kra, devices=_Devices(),  # type: ignore[arg-type]
+            store=branch_store(self.engine), client=self.kra, devices=_Devices(),  # type: ignore[arg-type]
             settings=self.settings, clock=lambda: self.now, sleep=lambda s: None,
         )  # fmt: skip
         self.sales = 0
