@@ -24,7 +24,8 @@ stops at ``--timeout`` whatever is left (the rate is then over what was accepted
 
     python bench/inflight.py                                  # 256 branches, 1 x 256 threads
     python bench/inflight.py --branches 512 --workers 2       # 512 branches over 2 processes
-    python bench/inflight.py --pool-size 2 --max-overflow 0   # a small pool
+    python bench/inflight.py --pool-size 2                    # a small pool
+    python bench/inflight.py --pool-size 10 --max-overflow 10 # the pool before 2026-12-05
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ from _harness import (
     load_note,
     steady_rate,
 )
+
+from schemas.settings import DatabaseSettings
 
 WORKER_APP = "etims-relay-worker"
 
@@ -133,6 +136,7 @@ def cell(args: argparse.Namespace) -> dict[str, Any]:
         sampler = Sampler(dbname, stack.workers.pids(), args.poll)
         sampler.start()
         cpu_before = stack.cpu_seconds()
+        sessions_before = sessions_opened(dbname)
         deadline = started + args.timeout
         while time.time() < deadline:
             if stack.active() == 0:
@@ -141,6 +145,7 @@ def cell(args: argparse.Namespace) -> dict[str, Any]:
         sampler.stop_event.set()
         sampler.join()
         cpu_used = {k: v - cpu_before[k] for k, v in stack.cpu_seconds().items()}
+        sessions = sessions_opened(dbname) - sessions_before
         times = stack.accepted_times()
         counts = stack.counts()
         stack.workers.stop_all()
@@ -161,6 +166,11 @@ def cell(args: argparse.Namespace) -> dict[str, Any]:
         "ratio": rate / ideal,
         "peak_worker_db_connections": sampler.peak_connections,
         "peak_per_process": sampler.peak_per_process,
+        # PostgreSQL sessions opened on the bench database while the workers ran (the
+        # workers' connections, and the few of the bench's own polls): a pool that closes
+        # and reopens connections under load shows here, and its backends' CPU is lost to
+        # cpu_ms_per_job["postgres"] (counted from the backends alive at both ends)
+        "sessions_opened": sessions,
         "peak_rss_mb": sampler.peak_rss_mb,
         "peak_fds": sampler.peak_fds,
         "peak_threads": sampler.peak_threads,
@@ -180,6 +190,15 @@ def cell(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def sessions_opened(dbname: str) -> int:
+    """PostgreSQL's count of sessions ever established to ``dbname`` (since its creation)."""
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT sessions FROM pg_stat_database WHERE datname = %s", (dbname,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def stack_done(counts: dict[str, int]) -> bool:
     return not any(counts.get(s, 0) for s in ("pending", "in_flight", "retry_wait", "unknown"))
 
@@ -192,9 +211,10 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=1000.0, help="simulator latency, ms")
     parser.add_argument("--seconds", type=float, default=60.0, help="run length at the ideal")
     parser.add_argument("--timeout", type=float, default=240.0, help="stop the cell after this")
-    parser.add_argument("--pool-size", type=int, default=10)
-    parser.add_argument("--max-overflow", type=int, default=10)
-    parser.add_argument("--pool-timeout", type=float, default=30.0)
+    pool = DatabaseSettings()  # the product's defaults
+    parser.add_argument("--pool-size", type=int, default=pool.pool_size)
+    parser.add_argument("--max-overflow", type=int, default=pool.max_overflow)
+    parser.add_argument("--pool-timeout", type=float, default=pool.pool_timeout_s)
     parser.add_argument(
         "--keep", action="store_true", help="keep the database and the workdir (logs)"
     )
@@ -216,7 +236,8 @@ def main() -> None:
     )
     print(
         f"  peak worker DB connections {result['peak_worker_db_connections']} "
-        f"(per process {sorted(result['peak_per_process'].values())})"
+        f"(per process {sorted(result['peak_per_process'].values())}); "
+        f"sessions opened while running {result['sessions_opened']}"
     )
     print(
         f"  peak RSS MB {fmt(result['peak_rss_mb'])}, fds {fmt(result['peak_fds'])}, "

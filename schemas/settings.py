@@ -39,10 +39,13 @@ class DatabaseSettings(BaseModel):
     rule is in docs/operations.md ("Sizing a worker").
     """
 
-    #: Connections the pool keeps open.
-    pool_size: int = Field(default=10, ge=1)
-    #: Extra connections opened on demand above ``pool_size`` (closed when returned).
-    max_overflow: int = Field(default=10, ge=0)
+    #: Connections the pool opens as threads need them, and keeps open.
+    pool_size: int = Field(default=20, ge=1)
+    #: Extra connections opened on demand above ``pool_size``. Each one is closed when it
+    #: comes back while ``pool_size`` connections sit idle, so under load that rises and
+    #: falls with KRA's answers every burst opens new PostgreSQL sessions; hence 0, and a
+    #: ``pool_size`` that is the process's whole budget.
+    max_overflow: int = Field(default=0, ge=0)
     #: Seconds a thread waits for a free connection before giving up. A drain that gives up
     #: leaves its lease to run out and its next wake retries the branch; writing a result
     #: KRA already gave is retried instead, for as long as the lease holds.

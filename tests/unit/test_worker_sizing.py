@@ -58,7 +58,7 @@ def test_the_engine_pool_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -
     assert engine.pool.timeout() == 2
     assert "Current Overflow: -3" in engine.pool.status()
     default = make_engine(PG)
-    assert (default.pool.size(), default.pool.timeout()) == (10, 30)
+    assert (default.pool.size(), default.pool.timeout()) == (20, 30)
 
 
 def test_application_name_says_which_process_holds_a_connection() -> None:
