@@ -191,7 +191,8 @@ def cell(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sessions_opened(dbname: str) -> int:
-    """PostgreSQL's count of sessions ever established to ``dbname`` (since its creation)."""
+    """PostgreSQL's count of sessions ever established to ``dbname`` (since its creation;
+    ``pg_stat_database.sessions`` exists from PostgreSQL 14, and lags by up to a second)."""
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         row = conn.execute(
             "SELECT sessions FROM pg_stat_database WHERE datname = %s", (dbname,)
