@@ -161,19 +161,21 @@ def drain(branch_id: int, ctx: DrainContext) -> DrainReport:
         # branches it unblocked before that still count (the task wakes those).
         ctx.observer.lease_lost(branch_id)
         return DrainReport(branch_id, "lease_lost", run.sent, 0.0, run.woken)
-    status = run.status
-    # Out of budget with work left, the task wakes the branch at once (a broker message). The
-    # sweeper is that message's backup, not a second wake beside it: the branch is due to it
-    # only once a lost message would show. (Duplicates, each a task that finds the branch
-    # busy, queued ahead of the real wakes: bench/README.md, 2026-12-05, 12:00-12:52.)
-    sweeper_due = ctx.clock() + RESWEEP_AFTER_S if status == "more" else run.wake_after
-    if not store.release(lease, sweeper_due, run.seen_next_seq) and status in ("idle", "waiting"):
-        status = "more"  # a job was enqueued since the head read: due now, as enqueue left it
-    if status == "more":
-        due_in: float | None = 0.0
-    else:
-        due_in = None if run.wake_after is None else max(0.0, run.wake_after - ctx.clock())
-    return DrainReport(branch_id, status, run.sent, due_in, run.woken)
+    if run.status == "more":
+        # Out of budget with work left, the task wakes the branch at once (a broker message),
+        # and that wake finds whatever was enqueued meanwhile as well. The sweeper is the
+        # message's backup, not a second wake beside it: the branch is due to it only once a
+        # lost message would show, whatever was enqueued. (Duplicates, each a task that finds
+        # the branch busy, queued ahead of the real wakes: bench/README.md, 2026-12-05,
+        # 12:00-12:52.)
+        store.release(lease, ctx.clock() + RESWEEP_AFTER_S, None)
+        return DrainReport(branch_id, "more", run.sent, 0.0, run.woken)
+    released = store.release(lease, run.wake_after, run.seen_next_seq)
+    if not released and run.status in ("idle", "waiting"):
+        # a job was enqueued since the head read: due now, as enqueue left it
+        return DrainReport(branch_id, "more", run.sent, 0.0, run.woken)
+    due_in = None if run.wake_after is None else max(0.0, run.wake_after - ctx.clock())
+    return DrainReport(branch_id, run.status, run.sent, due_in, run.woken)
 
 
 @dataclass(frozen=True, slots=True)

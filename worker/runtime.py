@@ -34,13 +34,11 @@ class Runtime:
     broker_url: str
     devices: DeviceDirectory
     waker: Waker
-    _client: OscuClient | None = None
 
-    @property
+    @cached_property
     def client(self) -> OscuClient:
-        if self._client is None:
-            self._client = OscuClient.from_settings(self.settings.oscu_url, self.settings.oscu)
-        return self._client
+        """The OSCU client, built on first use (a CLI command or the intake may never call)."""
+        return OscuClient.from_settings(self.settings.oscu_url, self.settings.oscu)
 
     @cached_property
     def store(self) -> BranchStore:
@@ -60,8 +58,8 @@ class Runtime:
         )
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        if "client" in self.__dict__:  # built (cached_property keeps it there)
+            self.client.close()
         self.engine.dispose()
 
 

@@ -118,3 +118,56 @@ def test_a_drain_out_of_budget_is_woken_by_its_task_not_also_by_the_sweeper(
     pipeline.runtime.settings.drain.max_jobs = 500
     assert pipeline.drain().status == "idle"
     assert invoices_at_kra(pipeline) == [1, 2, 3, 4, 5]
+
+
+class KraWhileATillEnqueues:
+    """The OSCU client; while KRA answers call ``during``, a till enqueues ``records``."""
+
+    def __init__(self, client: Any, pipeline: Pipeline, during: int, records: list[Any]) -> None:
+        self._client, self._pipeline = client, pipeline
+        self._during, self._records, self._calls = during, records, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        self._calls += 1
+        if self._calls == self._during:
+            self._pipeline.enqueue(self._records)
+        return self._client.call(*args, **kwargs)
+
+
+def test_a_job_enqueued_during_the_last_call_earns_no_second_wake_either(
+    pipeline: Pipeline,
+) -> None:
+    # Given a drain task that runs out of budget with work left, and a till that enqueues a
+    # sale while KRA answers the drain's last call (after the head read it last saw)
+    stocked(pipeline)
+    pipeline.enqueue(sales(3))
+    pipeline.runtime.settings.drain.max_jobs = 2
+    late_sale = [b.sale(TIN, "00", "late", [WATER], trd_invc_no="T-late", at=NOW)]
+    pipeline.runtime.client = KraWhileATillEnqueues(  # type: ignore[assignment]
+        pipeline.runtime.client, pipeline, during=2, records=late_sale
+    )
+    task_waker = RecordingWaker()
+    pipeline.runtime.waker = task_waker
+    install_runtime(pipeline.runtime)
+    try:
+        result = drain_task.run(branch_id(pipeline))
+    finally:
+        reset_runtime()
+    now = time.time()
+
+    # Then its task woke the branch once, and the sweeper right after sends no second wake
+    assert result["status"] == "more"
+    assert task_waker.wakes == [([branch_id(pipeline)], None)]
+    sweeper = RecordingWaker()
+    sweep(pipeline.runtime.engine, sweeper, now=now + 1)
+    assert sweeper.wakes == [([], None)]
+
+    # But it is the backup once a lost message would show, and the late sale goes in order
+    sweep(pipeline.runtime.engine, sweeper, now=now + RESWEEP_AFTER_S + 1)
+    assert sweeper.wakes[-1] == ([branch_id(pipeline)], None)
+    pipeline.runtime.settings.drain.max_jobs = 500
+    assert pipeline.drain().status == "idle"
+    assert invoices_at_kra(pipeline) == [1, 2, 3, 4]

@@ -87,7 +87,8 @@ class BranchStore(Protocol):
 
     def release(self, lease: Lease, wake_after: float | None, seen_next_seq: int | None) -> bool:
         """Give the branch back, due at ``wake_after``; False (and due now) if a job was
-        enqueued after the read that returned ``seen_next_seq``."""
+        enqueued after the read that returned ``seen_next_seq`` (None: due at ``wake_after``
+        whatever was enqueued)."""
         ...
 
     def read_head(self, lease: Lease) -> BranchHead:
